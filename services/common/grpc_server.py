@@ -1,0 +1,97 @@
+"""gRPC server bootstrap shared by the services: health, reflection, metrics, graceful SIGTERM.
+
+A service's server.py builds its servicers and calls `run_server(...)`; everything else about
+process lifecycle lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
+from prometheus_client import start_http_server
+
+from services.common import logging as log_ctx
+from services.common import tracing
+from services.common.config import Settings, listen_port
+
+log = logging.getLogger(__name__)
+
+# Larger than the 1 MiB storage chunks plus framing.
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 8 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class ContextInterceptor(grpc.aio.ServerInterceptor):
+    """Puts trace context and x-request-id from call metadata into the current context."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        md = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)}
+        otel_context.attach(tracing.extract(md))
+        if rid := md.get("x-request-id"):
+            log_ctx.request_id.set(rid)
+        return await continuation(handler_call_details)
+
+
+def create_server() -> grpc.aio.Server:
+    return grpc.aio.server(interceptors=[ContextInterceptor()], options=GRPC_OPTIONS)
+
+
+async def run_server(
+    *,
+    settings: Settings,
+    addr: str,
+    server: grpc.aio.Server,
+    service_names: Sequence[str],
+    on_start: Callable[[], Awaitable[None]] | None = None,
+    on_drain: Callable[[], Awaitable[None]] | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: health goes NOT_SERVING, `on_drain` finishes or hands
+    back in-flight work, the server stops accepting calls (with a grace period), then `on_stop`."""
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+
+    bind = f"{settings.listen_host}:{listen_port(addr)}"
+    if server.add_insecure_port(bind) == 0:
+        raise SystemExit(f"cannot listen on {bind}")
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.listen_host)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    if on_start:
+        await on_start()
+    await server.start()
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving on %s", bind)
+
+    await stop.wait()
+    log.info("shutting down")
+    await health_servicer.enter_graceful_shutdown()
+    if on_drain:
+        try:
+            await asyncio.wait_for(on_drain(), settings.shutdown_grace_seconds)
+        except TimeoutError:
+            log.warning("drain did not finish in %.0fs", settings.shutdown_grace_seconds)
+    await server.stop(grace=min(5.0, settings.shutdown_grace_seconds))
+    if on_stop:
+        await on_stop()
+    log.info("stopped")
