@@ -108,6 +108,45 @@ def s3_endpoint() -> Iterator[str]:
 def postgres_url() -> str:
     """SQLAlchemy URL of a PostgreSQL test database; CI sets RADIOLOGY_TEST_POSTGRES_URL."""
     url = os.environ.get("RADIOLOGY_TEST_POSTGRES_URL")
+    if not url and os.environ.get("RADIOLOGY_REQUIRE_POSTGRES"):
+        pytest.fail("RADIOLOGY_REQUIRE_POSTGRES is set but RADIOLOGY_TEST_POSTGRES_URL is not")
     if not url:
         pytest.skip("PostgreSQL tests skipped: RADIOLOGY_TEST_POSTGRES_URL is not set (CI sets it)")
     return url
+
+
+# Short redelivery so the kill-a-processor tests finish quickly.
+PLATFORM_TEST_ENV = {
+    "RADIOLOGY_ACK_WAIT_SECONDS": "4",
+    "RADIOLOGY_RETRY_BACKOFF_SECONDS": "0.2",
+    "RADIOLOGY_OUTBOX_INTERVAL_SECONDS": "1",
+    "RADIOLOGY_SHUTDOWN_GRACE_SECONDS": "10",
+    "RADIOLOGY_LOG_LEVEL": "INFO",
+}
+
+
+def start_platform(data_dir: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """The whole platform as `make run` starts it (nats-server + four processes), on free ports."""
+    from tools.launcher import Platform, Ports
+
+    platform = Platform(data_dir, Ports.free(), env={**PLATFORM_TEST_ENV, **(env or {})}, log_to_files=True)
+    platform.start()
+    return platform
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One shared running platform for tests that don't stop or kill parts of it."""
+    p = start_platform(tmp_path_factory.mktemp("platform"))
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = "/usr/bin/chromium"
+    if not Path(path).exists():
+        if os.environ.get("RADIOLOGY_REQUIRE_BROWSER"):
+            pytest.fail("RADIOLOGY_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
+        pytest.skip("browser tests skipped: /usr/bin/chromium is missing (apt-get install chromium; CI installs it)")
+    return path

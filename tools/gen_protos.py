@@ -23,8 +23,8 @@ _IMPORT = re.compile(r"^from radiology\.v1 import", re.MULTILINE)
 
 
 def generate(out: Path) -> None:
-    from grpc_tools import protoc
     import grpc_tools
+    from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     files = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))

@@ -99,7 +99,8 @@ def _first_zip_member_head(data: bytes, want: int = 1024) -> bytes | None:
         name_len, extra_len = struct.unpack_from("<HH", data, pos + 26)
         name = data[pos + 30 : pos + 30 + name_len]
         start = pos + 30 + name_len + extra_len
-        is_meta = name.endswith(b"/") or name.startswith(b"__MACOSX") or name.rsplit(b"/", 1)[-1].startswith(b".")
+        base = name.rsplit(b"/", 1)[-1]
+        is_meta = name.endswith(b"/") or name.startswith(b"__MACOSX") or base.startswith(b".")
         if not is_meta and name.upper() != b"DICOMDIR":
             body = data[start : start + (csize or want * 64)]
             if method == 0:

@@ -1,0 +1,45 @@
+# make run   set everything up and start the platform on http://127.0.0.1:8000
+# make test  set everything up and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -path web/dist -prune -o -type f -print 2>/dev/null)
+
+.PHONY: run test venv web buf protos lint clean
+
+run: venv web
+	$(BIN)/python -m tools.launcher
+
+test: venv web buf
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The web UI (web/dist), rebuilt when its sources change; skipped while there is no web/ folder.
+web: web/dist/index.html
+web/dist/index.html: $(WEB_SOURCES)
+	@if [ -f web/package.json ]; then cd web && npm ci --no-audit --no-fund && npm run build; fi
+
+# buf CLI (npm package @bufbuild/buf) for linting the protos.
+buf: tools/buf/node_modules/.bin/buf
+tools/buf/node_modules/.bin/buf: tools/buf/package.json
+	cd tools/buf && npm install --no-audit --no-fund --silent
+	touch $@
+
+# Regenerate the Python stubs after editing protos/ (tests/test_protos.py fails while they are stale).
+protos: venv
+	$(BIN)/python tools/gen_protos.py
+
+lint: venv buf
+	$(BIN)/ruff check .
+	tools/buf/node_modules/.bin/buf lint
+
+clean:
+	rm -rf $(VENV) web/node_modules web/dist tools/buf/node_modules

@@ -1,0 +1,229 @@
+"""Start the whole platform on one machine: nats-server (JetStream) and the four services, each as
+its own process, waiting for each to be healthy. Used by `make run` and by the end-to-end tests.
+
+    python -m tools.launcher            # serves http://127.0.0.1:8000 until Ctrl-C
+
+Ports and folders come from RADIOLOGY_* variables (see README); data lives under RADIOLOGY_DATA_DIR
+(default var/), so a restart keeps every job and file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("storage", "jobs", "processor", "gateway")  # start order; stop in reverse
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nats_binary() -> str:
+    local = Path(sys.executable).parent / "nats-server"
+    return str(local) if local.exists() else "nats-server"
+
+
+@dataclass
+class Ports:
+    http: int = 8000
+    nats: int = 4322
+    jobs: int = 50051
+    storage: int = 50052
+    processor: int = 50053
+    metrics: dict[str, int] = field(
+        default_factory=lambda: {"jobs": 9101, "storage": 9102, "processor": 9103}
+    )
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        env = os.environ
+        return cls(
+            http=int(env.get("RADIOLOGY_HTTP_PORT", 8000)),
+            nats=int(env.get("RADIOLOGY_NATS_PORT", 4322)),
+        )
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port(),
+                   {"jobs": free_port(), "storage": free_port(), "processor": free_port()})
+
+
+class Platform:
+    """The running platform: `start()`, `stop()`, and per-service `kill`/`start_service` for tests."""
+
+    def __init__(self, data_dir: Path, ports: Ports | None = None, env: dict[str, str] | None = None,
+                 log_to_files: bool = False) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.ports = ports or Ports.from_env()
+        self.extra_env = env or {}
+        self.log_to_files = log_to_files
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.base_url = f"http://127.0.0.1:{self.ports.http}"
+        self.nats_url = f"nats://127.0.0.1:{self.ports.nats}"
+
+    # --- environment -----------------------------------------------------------------------
+    def env_for(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            RADIOLOGY_DATA_DIR=str(self.data_dir),
+            RADIOLOGY_NATS_URL=self.nats_url,
+            RADIOLOGY_JOBS_ADDR=f"127.0.0.1:{self.ports.jobs}",
+            RADIOLOGY_STORAGE_ADDR=f"127.0.0.1:{self.ports.storage}",
+            RADIOLOGY_PROCESSOR_ADDR=f"127.0.0.1:{self.ports.processor}",
+            RADIOLOGY_HTTP_PORT=str(self.ports.http),
+            RADIOLOGY_WEB_DIR=env.get("RADIOLOGY_WEB_DIR", str(ROOT / "web" / "dist")),
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            PYTHONUNBUFFERED="1",
+        )
+        env["RADIOLOGY_METRICS_PORT"] = str(self.ports.metrics.get(name, 0))
+        env.update(self.extra_env)
+        return env
+
+    def _output(self, name: str):  # type: ignore[no-untyped-def]
+        if not self.log_to_files:
+            return None
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child process
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        busy = [p for p in (self.ports.http, self.ports.nats, self.ports.jobs, self.ports.storage,
+                            self.ports.processor) if not port_is_free(p)]
+        if busy:
+            raise SystemExit(f"ports already in use: {busy} (set RADIOLOGY_HTTP_PORT / RADIOLOGY_NATS_PORT)")
+        try:
+            self.start_nats()
+            for name in SERVICES:
+                self.start_service(name)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_nats(self) -> None:
+        out = self._output("nats")
+        self.procs["nats"] = subprocess.Popen(
+            [nats_binary(), "-a", "127.0.0.1", "-p", str(self.ports.nats), "-js",
+             "-sd", str(self.data_dir / "nats")],
+            stdout=out, stderr=out, start_new_session=True,
+        )
+        self._wait(lambda: not port_is_free(self.ports.nats), "nats", 20)
+
+    def start_service(self, name: str, wait: bool = True) -> None:
+        out = self._output(name)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}.server"],
+            cwd=ROOT, env=self.env_for(name), stdout=out, stderr=out, start_new_session=True,
+        )
+        if wait:
+            self.wait_healthy(name)
+
+    def wait_healthy(self, name: str, timeout: float = 60) -> None:
+        if name == "gateway":
+            self._wait(lambda: _http_ok(self.base_url + "/readyz"), name, timeout)
+        else:
+            port = getattr(self.ports, name)
+            self._wait(lambda: _grpc_serving(port), name, timeout)
+
+    def _wait(self, check, name: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        proc = self.procs[name]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+            if check():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{name} not healthy after {timeout:.0f}s")
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else None
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(10)
+
+    def kill(self, name: str) -> None:
+        self.stop_service(name, signal.SIGKILL)
+
+    def stop(self) -> None:
+        for name in (*reversed(SERVICES), "nats"):
+            self.stop_service(name)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _grpc_serving(port: int) -> bool:
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return resp.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def main() -> int:
+    data_dir = Path(os.environ.get("RADIOLOGY_DATA_DIR", ROOT / "var"))
+    platform = Platform(data_dir)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"starting nats-server and services (data in {platform.data_dir}) ...", flush=True)
+    platform.start()
+    print(f"\n  Radiology platform ready: {platform.base_url}  (UI /, API docs /docs)\n"
+          f"  Ctrl-C stops everything.\n", flush=True)
+    try:
+        while not stop:
+            for name, proc in list(platform.procs.items()):
+                if proc.poll() is not None:
+                    print(f"{name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                    stop = True
+            time.sleep(0.5)
+    finally:
+        print("stopping ...", flush=True)
+        platform.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
