@@ -148,5 +148,5 @@ def chromium_path() -> str:
     if not Path(path).exists():
         if os.environ.get("RADIOLOGY_REQUIRE_BROWSER"):
             pytest.fail("RADIOLOGY_REQUIRE_BROWSER is set but /usr/bin/chromium is missing")
-        pytest.skip("browser tests skipped: /usr/bin/chromium is missing (apt-get install chromium; CI installs it)")
+        pytest.skip("browser tests skipped: /usr/bin/chromium is missing (CI installs it with apt-get)")
     return path
