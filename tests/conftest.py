@@ -122,6 +122,10 @@ PLATFORM_TEST_ENV = {
     "RADIOLOGY_OUTBOX_INTERVAL_SECONDS": "1",
     "RADIOLOGY_SHUTDOWN_GRACE_SECONDS": "10",
     "RADIOLOGY_LOG_LEVEL": "INFO",
+    # Small limits so the over-limit tests send little.
+    "RADIOLOGY_MAX_FILES_PER_JOB": "12",
+    "RADIOLOGY_MAX_FILE_BYTES": str(8 * 1024 * 1024),
+    "RADIOLOGY_MAX_JOB_BYTES": str(12 * 1024 * 1024),
 }
 
 
