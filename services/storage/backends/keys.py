@@ -6,9 +6,13 @@ last line of defence: a key must never escape the store's root or alias another 
 
 from __future__ import annotations
 
-from services.storage.backends.base import InvalidKey
+import re
+
+from services.storage.backends.base import DEFAULT_CONTENT_TYPE, InvalidArgument, InvalidKey
 
 MAX_KEY_BYTES = 1024
+# A media type is printed into HTTP headers later: printable ASCII only, no line breaks.
+_CONTENT_TYPE = re.compile(r"[\x20-\x7e]{1,255}")
 
 
 def validate_key(key: str, what: str = "key") -> str:
@@ -43,3 +47,13 @@ def validate_prefix(prefix: str) -> str:
         raise InvalidKey(f"prefix {prefix!r} must end with '/'")
     validate_key(prefix[:-1], "prefix")
     return prefix
+
+
+def validate_content_type(content_type: str) -> str:
+    """The content type to record ("" means application/octet-stream)."""
+    if not content_type:
+        return DEFAULT_CONTENT_TYPE
+    if not _CONTENT_TYPE.fullmatch(content_type):
+        raise InvalidArgument(
+            f"content type {content_type[:80]!r} must be 1-255 printable ASCII characters")
+    return content_type

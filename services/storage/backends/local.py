@@ -1,0 +1,270 @@
+"""LocalBackend: objects as files under root/data/<key>, metadata under root/meta/<key>.json.
+
+Writes go to a temp file under root/tmp (same filesystem, outside the data tree so a temp file
+can never be mistaken for an object) and are moved into place with os.replace: readers see the
+old object or the new one, never half of one. The metadata records the data file's inode, so a
+reader can tell whether the metadata it read belongs to the data file it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from services.storage.backends.base import (
+    CHUNK_SIZE,
+    DEFAULT_CONTENT_TYPE,
+    BackendUnavailable,
+    Body,
+    ChunkReader,
+    InvalidKey,
+    NotFound,
+    ObjectInfo,
+    StorageError,
+    byte_range,
+    spool,
+)
+from services.storage.backends.keys import validate_content_type, validate_key, validate_prefix
+
+# A reader that sees data and metadata of different writes (a writer between its two renames)
+# retries this many times before concluding a crash left them apart, and repairing the metadata.
+_CONSISTENCY_RETRIES = 5
+_STALE_TEMP_SECONDS = 3600
+
+
+class LocalBackend:
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.root = Path(root).resolve()
+        self.data = self.root / "data"
+        self.meta = self.root / "meta"
+        self.tmp = self.root / "tmp"
+        self.fsync = fsync  # durability of the bytes before they become visible
+        for folder in (self.data, self.meta, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temps()
+
+    # --- paths -------------------------------------------------------------------------------
+    def _data_path(self, key: str) -> Path:
+        return self.data / validate_key(key)
+
+    def _meta_path(self, key: str) -> Path:
+        return self.meta / (validate_key(key) + ".json")
+
+    # --- write -------------------------------------------------------------------------------
+    async def put(
+        self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0
+    ) -> ObjectInfo:
+        data_path, meta_path = self._data_path(key), self._meta_path(key)
+        content_type = validate_content_type(content_type)
+        fd, tmp_name = await self._io(tempfile.mkstemp, dir=self.tmp, prefix="put-")
+        tmp_data = Path(tmp_name)
+        tmp_meta = tmp_data.with_suffix(".json")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                size, sha256 = await spool(key, chunks, file, max_size)
+                await self._io(self._finish_file, file)
+                inode = os.fstat(file.fileno()).st_ino
+            meta = {"size": size, "sha256": sha256, "content_type": content_type,
+                    "etag": sha256, "modified_at": time.time(), "inode": inode}
+            await self._io(self._commit, tmp_data, tmp_meta, meta, data_path, meta_path, key)
+        finally:
+            for leftover in (tmp_data, tmp_meta):  # gone after a commit; removed after a failure
+                leftover.unlink(missing_ok=True)
+        return _info(key, meta)
+
+    def _finish_file(self, file: Any) -> None:
+        file.flush()
+        if self.fsync:
+            os.fsync(file.fileno())
+
+    def _commit(self, tmp_data: Path, tmp_meta: Path, meta: dict[str, Any],
+                data_path: Path, meta_path: Path, key: str) -> None:
+        tmp_meta.write_text(json.dumps(meta))
+        # Data first, metadata second: a reader that sees new data with old metadata notices
+        # the inode mismatch and waits for the metadata.
+        for src, dst in ((tmp_data, data_path), (tmp_meta, meta_path)):
+            for attempt in range(3):  # a concurrent delete may prune the fresh parent folder
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dst)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
+                except (NotADirectoryError, IsADirectoryError, FileExistsError):
+                    raise InvalidKey(
+                        f"key {key!r} clashes with an existing object: one of them would have to "
+                        "be both a file and a folder"
+                    ) from None
+
+    # --- read --------------------------------------------------------------------------------
+    async def stat(self, key: str) -> ObjectInfo:
+        file, meta = await self._io(self._open_consistent, key)
+        file.close()
+        return _info(key, meta)
+
+    async def open(self, key: str, offset: int = 0, length: int = 0) -> tuple[ObjectInfo, Body]:
+        file, meta = await self._io(self._open_consistent, key)
+        try:
+            offset, length = byte_range(key, meta["size"], offset, length)
+            file.seek(offset)
+        except BaseException:
+            file.close()
+            raise
+        return _info(key, meta), ChunkReader(file.read, file.close, length, _os_error)
+
+    def _open_consistent(self, key: str) -> tuple[Any, dict[str, Any]]:
+        """The open data file and the metadata written with it."""
+        data_path, meta_path = self._data_path(key), self._meta_path(key)
+        for _ in range(_CONSISTENCY_RETRIES):
+            file = _open_data(data_path, key)
+            inode = os.fstat(file.fileno()).st_ino
+            meta = _read_meta(meta_path)
+            if meta is not None and meta.get("inode") == inode:
+                return file, meta
+            file.close()
+            time.sleep(0.01)
+        file = _open_data(data_path, key)
+        try:
+            return file, self._repair_meta(file, data_path, meta_path)
+        except BaseException:
+            file.close()
+            raise
+
+    def _repair_meta(self, file: Any, data_path: Path, meta_path: Path) -> dict[str, Any]:
+        """Metadata that never matches the data means a crash between the two renames of a put
+        (or a lost metadata file): rebuild it from the data."""
+        old = _read_meta(meta_path)
+        st = os.fstat(file.fileno())
+        if old is not None and old.get("inode") == st.st_ino:
+            return old  # the writer was only slow
+        digest = hashlib.sha256()
+        while block := file.read(CHUNK_SIZE):
+            digest.update(block)
+        file.seek(0)
+        meta = {"size": st.st_size, "sha256": digest.hexdigest(),
+                "content_type": (old or {}).get("content_type", DEFAULT_CONTENT_TYPE),
+                "etag": digest.hexdigest(), "modified_at": st.st_mtime, "inode": st.st_ino}
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="meta-")
+        with os.fdopen(fd, "w") as out:
+            json.dump(meta, out)
+        if os.stat(data_path).st_ino == st.st_ino:  # else a newer put owns the metadata now
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, meta_path)
+        else:
+            os.unlink(tmp)
+        return meta
+
+    # --- delete ------------------------------------------------------------------------------
+    async def delete(self, key: str) -> bool:
+        return await self._io(self._delete, self._data_path(key), self._meta_path(key))
+
+    def _delete(self, data_path: Path, meta_path: Path) -> bool:
+        # Data first: an object exists exactly when its data file does.
+        try:
+            data_path.unlink()
+            removed = True
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            removed = False
+        meta_path.unlink(missing_ok=True)
+        _prune_empty_parents(data_path.parent, self.data)
+        _prune_empty_parents(meta_path.parent, self.meta)
+        return removed
+
+    async def delete_prefix(self, prefix: str) -> int:
+        validate_prefix(prefix)
+        return await self._io(self._delete_tree, prefix)
+
+    def _delete_tree(self, prefix: str) -> int:
+        deleted = _remove_tree(self.data / prefix)
+        _remove_tree(self.meta / prefix)
+        _prune_empty_parents((self.data / prefix).parent, self.data)
+        _prune_empty_parents((self.meta / prefix).parent, self.meta)
+        return deleted
+
+    async def close(self) -> None:
+        return None
+
+    # --- helpers -----------------------------------------------------------------------------
+    async def _io(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Blocking file work in a thread; OS failures become clear storage errors."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except OSError as exc:
+            raise _os_error(exc) from exc
+
+    def _remove_stale_temps(self) -> None:
+        # Left by a crash mid-upload; old ones only, another process may share this root.
+        cutoff = time.time() - _STALE_TEMP_SECONDS
+        for entry in self.tmp.iterdir():
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+            except OSError:
+                pass
+
+
+def _info(key: str, meta: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(key=key, size=meta["size"], sha256=meta["sha256"],
+                      content_type=meta["content_type"], etag=meta["etag"],
+                      modified_at=meta["modified_at"])
+
+
+def _open_data(path: Path, key: str) -> Any:
+    try:
+        return open(path, "rb")  # noqa: SIM115 - handed over to a ChunkReader
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise NotFound(f"object {key!r} not found") from None
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _remove_tree(top: Path) -> int:
+    """Remove every file under top and then the emptied folders; return the files removed."""
+    removed = 0
+    for folder, dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+        for name in dirs:
+            _rmdir_if_empty(Path(folder, name))
+    _rmdir_if_empty(top)
+    return removed
+
+
+def _prune_empty_parents(folder: Path, stop: Path) -> None:
+    while folder != stop and stop in folder.parents and _rmdir_if_empty(folder):
+        folder = folder.parent
+
+
+def _rmdir_if_empty(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+        return True
+    except OSError:  # not empty (a concurrent put), already gone, or a file
+        return False
+
+
+def _os_error(exc: Exception) -> StorageError:
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return InvalidKey("a segment of the key is too long for the local filesystem (max 255 bytes)")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return BackendUnavailable("local storage is full")
+    return BackendUnavailable(f"local storage failed: {exc.strerror or exc}")
