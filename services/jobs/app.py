@@ -1,0 +1,76 @@
+"""Wiring of the jobs service: database, NATS, loops and servicer (used by server.py and tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import grpc
+from nats.aio.client import Client as NATS
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common import grpc_client, messaging
+from services.common.config import Settings
+from services.common.gen.radiology.v1 import jobs_pb2_grpc, storage_pb2_grpc
+from services.jobs.events import EventConsumer
+from services.jobs.migrate import upgrade
+from services.jobs.models import make_engine
+from services.jobs.outbox import Outbox
+from services.jobs.publisher import TaskPublisher
+from services.jobs.repository import Repository
+from services.jobs.service import JobService
+from services.jobs.watch import WatchHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobsApp:
+    engine: AsyncEngine
+    nc: NATS
+    repo: Repository
+    hub: WatchHub
+    outbox: Outbox
+    consumer: EventConsumer
+    storage_channel: grpc.aio.Channel
+    servicer: JobService
+
+    def register(self, server: grpc.aio.Server) -> None:
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(self.servicer, server)
+
+    async def start(self) -> None:
+        await self.hub.start()
+        await self.consumer.start()
+        self.outbox.start()
+
+    async def drain(self) -> None:
+        """Stop taking events after the batch in hand, and stop the outbox."""
+        await asyncio.gather(self.consumer.stop(), self.outbox.stop())
+
+    async def close(self) -> None:
+        await self.hub.stop()
+        await self.storage_channel.close()
+        if not self.nc.is_closed:
+            await self.nc.drain()
+        await self.engine.dispose()
+
+
+async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> JobsApp:
+    engine = engine or make_engine(settings.database_url)
+    await upgrade(engine)
+    nc = await messaging.connect(settings.nats_url, "jobs")
+    await messaging.ensure_streams(nc.jetstream())
+    repo = Repository(engine)
+    hub = WatchHub(nc)
+    publisher = TaskPublisher(nc)
+    storage_channel = grpc_client.channel(settings.storage_addr)
+    servicer = JobService(
+        settings=settings, repo=repo, nc=nc, publisher=publisher, hub=hub,
+        storage=storage_pb2_grpc.StorageServiceStub(storage_channel),
+    )
+    return JobsApp(
+        engine=engine, nc=nc, repo=repo, hub=hub,
+        outbox=Outbox(repo, publisher, settings.outbox_interval_seconds),
+        consumer=EventConsumer(nc, repo, hub), storage_channel=storage_channel, servicer=servicer,
+    )

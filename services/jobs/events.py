@@ -1,0 +1,163 @@
+"""Consumer of task events: durable pull consumer "jobs" on the events stream.
+
+nats-py's fetch(n) waits for the whole batch (or its timeout) once a long poll has started, which
+would add a hidden delay to every event. So this loop keeps one pull request of up to BATCH
+messages open on the consumer's inbox and applies whatever has arrived the moment anything arrives:
+one event is applied at once, a burst is applied as one batch and one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from google.protobuf.message import DecodeError
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import BadRequestError
+
+from services.common import messaging
+from services.common.gen.radiology.v1 import tasks_pb2
+from services.jobs import metrics
+from services.jobs.repository import Repository
+from services.jobs.watch import WatchHub
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+# A pull request lives this long; the server sends an idle heartbeat every HEARTBEAT_SECONDS, so a
+# silence of MISSED_HEARTBEATS beats (NATS restarted, request lost) makes us send a fresh request.
+PULL_EXPIRES_SECONDS = 30.0
+HEARTBEAT_SECONDS = 1.0
+MISSED_HEARTBEATS = 2.5
+ACK_WAIT_SECONDS = 30.0
+MAX_DELIVER = -1  # events are never dropped because the database was down for a while
+DB_RETRY_SECONDS = 1.0
+
+
+class EventConsumer:
+    def __init__(self, nc: NATS, repo: Repository, hub: WatchHub) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.repo = repo
+        self.hub = hub
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._applying = False
+
+    async def ensure_consumer(self) -> None:
+        config = messaging.consumer_config(
+            messaging.JOBS_DURABLE, messaging.EVENTS_SUBJECT,
+            ack_wait=ACK_WAIT_SECONDS, max_deliver=MAX_DELIVER, max_ack_pending=10_000,
+        )
+        try:
+            await self.js.add_consumer(messaging.EVENTS_STREAM, config)
+        except BadRequestError as exc:  # exists with another config: keep the operator's
+            log.warning("consumer %s not updated: %s", messaging.JOBS_DURABLE, exc)
+
+    async def start(self) -> None:
+        await self.ensure_consumer()
+        self._task = asyncio.create_task(self._run(), name="jobs-events")
+
+    async def stop(self) -> None:
+        """Stop after the batch being applied (if any); unacked messages are redelivered."""
+        self._stopping.set()
+        if self._task is None:
+            return
+        if not self._applying:
+            self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def _run(self) -> None:
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{messaging.EVENTS_STREAM}.{messaging.JOBS_DURABLE}"
+        request = json.dumps({
+            "batch": BATCH,
+            "expires": int(PULL_EXPIRES_SECONDS * 1e9),
+            "idle_heartbeat": int(HEARTBEAT_SECONDS * 1e9),
+        }).encode()
+        remaining = 0  # messages the open pull request may still deliver
+        deadline = 0.0
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if remaining <= 0 or now >= deadline:
+                    await self.nc.publish(next_subject, request, reply=inbox)
+                    remaining, deadline = BATCH, now + PULL_EXPIRES_SECONDS
+                try:
+                    first = await sub.next_msg(timeout=HEARTBEAT_SECONDS * MISSED_HEARTBEATS)
+                except NatsTimeoutError:
+                    remaining = 0
+                    continue
+                msgs = [first]
+                while sub.pending_msgs > 0 and len(msgs) < BATCH:
+                    msgs.append(await sub.next_msg(timeout=0.1))
+                events, remaining = self._split(msgs, remaining)
+                if events:
+                    self._applying = True
+                    try:
+                        await self._apply(events)
+                    finally:
+                        self._applying = False
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # connection already closed
+                pass
+
+    def _split(self, msgs: list[Msg], remaining: int) -> tuple[list[Msg], int]:
+        """Separate deliveries from status messages (408 expired, 409, 100 heartbeat)."""
+        events = []
+        for msg in msgs:
+            status = msg.headers.get("Status") if msg.headers else None
+            if status:
+                if status != "100":
+                    remaining = 0  # this pull request is over; send another
+                continue
+            events.append(msg)
+            remaining -= 1
+        return events, remaining
+
+    async def _apply(self, msgs: list[Msg]) -> None:
+        decoded: list[tuple[Msg, tasks_pb2.TaskEvent]] = []
+        for msg in msgs:
+            try:
+                event = tasks_pb2.TaskEvent.FromString(msg.data)
+                if not event.task_id:
+                    raise DecodeError("no task_id")
+            except DecodeError as exc:
+                log.error("dropping undecodable task event on %s: %s", msg.subject, exc)
+                await _quietly(msg.term())
+                continue
+            decoded.append((msg, event))
+        if not decoded:
+            return
+        try:
+            result = await self.repo.apply_events([event for _, event in decoded])
+        except Exception:
+            # Not acked: JetStream redelivers them once the database is back.
+            log.exception("applying %d task events failed; they will be redelivered", len(decoded))
+            for msg, _ in decoded:
+                await _quietly(msg.nak(delay=DB_RETRY_SECONDS))
+            await asyncio.sleep(DB_RETRY_SECONDS)
+            return
+        for msg, _ in decoded:
+            await _quietly(msg.ack())
+        metrics.EVENT_BATCH_SIZE.observe(len(decoded))
+        metrics.TASK_EVENTS_APPLIED.inc(result.applied)
+        await self.hub.announce(result.job_ids)
+
+
+async def _quietly(coro: object) -> None:
+    try:
+        await coro  # type: ignore[misc]
+    except Exception as exc:  # an ack lost to a disconnect means a harmless redelivery
+        log.warning("ack failed: %s", exc)

@@ -1,0 +1,30 @@
+"""Run the Alembic migrations programmatically (at service start and in tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+SCRIPT_LOCATION = str(Path(__file__).resolve().parent / "migrations")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """`alembic upgrade head` on the engine's database, in one transaction."""
+
+    def _upgrade(sync_conn: Connection) -> None:
+        command.upgrade(alembic_config(sync_conn), revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)

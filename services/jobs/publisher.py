@@ -1,0 +1,60 @@
+"""Publishes TaskMessages to JetStream with the task id as Nats-Msg-Id (used by CreateJob and the
+outbox, so a repeat is dropped by JetStream's duplicate window)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from nats.aio.client import Client as NATS
+
+from services.common import messaging, tracing
+from services.common.gen.radiology.v1 import tasks_pb2
+from services.common.protobuf import to_struct
+from services.jobs.models import JobRow, TaskRow
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 2.0
+
+
+def task_message(job: JobRow, task: TaskRow) -> tasks_pb2.TaskMessage:
+    return tasks_pb2.TaskMessage(
+        task_id=task.task_id,
+        job_id=job.job_id,
+        user_id=job.user_id,
+        task_type=job.task_type,
+        params=to_struct(job.params),
+        input_key=task.input_key,
+        input_file=task.input_file,
+        output_stem=task.output_stem,
+    )
+
+
+class TaskPublisher:
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+
+    async def _publish_one(self, job: JobRow, task: TaskRow) -> str | None:
+        headers = tracing.inject({"Nats-Msg-Id": task.task_id})
+        try:
+            await self.js.publish(
+                messaging.task_subject(job.task_type),
+                task_message(job, task).SerializeToString(),
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+                headers=dict(headers),
+            )
+        except Exception as exc:  # any failure leaves the task to the outbox
+            log.warning("publishing task %s failed: %s", task.task_id, exc, extra={"job_id": job.job_id})
+            return None
+        return task.task_id
+
+    async def publish(self, pairs: Sequence[tuple[JobRow, TaskRow]]) -> list[str]:
+        """Publish every task; returns the ids JetStream acknowledged."""
+        if not pairs or not self.nc.is_connected:
+            # While NATS reconnects a publish would sit in the client's buffer; the outbox retries.
+            return []
+        done = await asyncio.gather(*(self._publish_one(job, task) for job, task in pairs))
+        return [task_id for task_id in done if task_id]

@@ -1,0 +1,252 @@
+"""All SQL of the jobs service.
+
+Concurrency: every write that reads first locks the job row (SELECT ... FOR UPDATE on PostgreSQL,
+always in job_id order so replicas never deadlock) and then reads its tasks, so cancel and event
+batches never overwrite each other's terminal states. SQLite has no row locks and runs one jobs
+process, so its writes are serialised in-process by an asyncio lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.common.gen.radiology.v1 import tasks_pb2
+from services.jobs import rules
+from services.jobs.models import PENDING, TERMINAL, JobRow, TaskRow, utcnow
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+class JobExistsError(Exception):
+    """A job with this id already exists (for another user, or for this user: see .job)."""
+
+    def __init__(self, job: JobRow | None) -> None:
+        super().__init__("job id already in use")
+        self.job = job
+
+
+class InvalidCursorError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewInput:
+    filename: str
+    key: str
+    format: str = ""
+    size: int = 0
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    job_ids: set[str] = field(default_factory=set)
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursorError("invalid cursor") from exc
+
+
+class Repository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sqlite_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction, committed on success."""
+        async with self._sqlite_lock or nullcontext(), self.sessions() as session, session.begin():
+            yield session
+
+    async def _lock_jobs(self, session: AsyncSession, job_ids: Sequence[str]) -> list[JobRow]:
+        stmt = (
+            select(JobRow)
+            .where(JobRow.job_id.in_(sorted(set(job_ids))))
+            .order_by(JobRow.job_id)
+            .with_for_update()
+        )
+        return list((await session.scalars(stmt)).all())
+
+    # --- jobs ---
+
+    async def create_job(
+        self,
+        *,
+        job_id: str,
+        user_id: str,
+        task_type: str,
+        params: dict[str, Any],
+        inputs: Sequence[NewInput],
+    ) -> JobRow:
+        """Insert the job and its tasks (unpublished) in one transaction."""
+        now = utcnow()
+        stems = rules.choose_output_stems([i.filename for i in inputs])
+        job = JobRow(
+            job_id=job_id, user_id=user_id, status=PENDING, progress=0,
+            message=f"0 of {len(inputs)} {'task' if len(inputs) == 1 else 'tasks'} done",
+            task_type=task_type, params=params, created_at=now, updated_at=now,
+        )
+        job.tasks = [
+            TaskRow(
+                task_id=str(uuid.uuid4()), job_id=job_id, user_id=user_id, position=i,
+                status=PENDING, progress=0, message="queued", input_file=inp.filename,
+                input_key=inp.key, input_format=inp.format, size=inp.size, output_stem=stem,
+                error="", result=None, published=False, updated_at=now,
+            )
+            for i, (inp, stem) in enumerate(zip(inputs, stems, strict=True))
+        ]
+        try:
+            async with self._write() as session:
+                session.add(job)
+        except IntegrityError:
+            async with self.sessions() as session:
+                existing = await session.get(JobRow, job_id)
+            raise JobExistsError(existing) from None
+        return job
+
+    async def get_job(self, user_id: str, job_id: str) -> JobRow | None:
+        async with self.sessions() as session:
+            job = await session.get(JobRow, job_id)
+        return job if job is not None and job.user_id == user_id else None
+
+    async def list_jobs(
+        self, user_id: str, *, status: str | None = None, limit: int = DEFAULT_LIMIT, cursor: str = ""
+    ) -> tuple[list[JobRow], str]:
+        """The user's jobs, newest first; returns (jobs, next_cursor or "")."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        stmt = select(JobRow).where(JobRow.user_id == user_id)
+        if status:
+            stmt = stmt.where(JobRow.status == status)
+        if cursor:
+            created, last_id = decode_cursor(cursor)
+            stmt = stmt.where(
+                or_(JobRow.created_at < created, and_(JobRow.created_at == created, JobRow.job_id < last_id))
+            )
+        stmt = stmt.order_by(JobRow.created_at.desc(), JobRow.job_id.desc()).limit(limit + 1)
+        async with self.sessions() as session:
+            jobs = list((await session.scalars(stmt)).all())
+        if len(jobs) <= limit:
+            return jobs, ""
+        jobs = jobs[:limit]
+        return jobs, encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
+
+    async def cancel_job(self, user_id: str, job_id: str) -> tuple[JobRow | None, bool]:
+        """Cancel the job's unfinished tasks; returns (job or None if not found, changed)."""
+        now = utcnow()
+        async with self._write() as session:
+            jobs = await self._lock_jobs(session, [job_id])
+            if not jobs or jobs[0].user_id != user_id:
+                return None, False
+            job = jobs[0]
+            changed = False
+            for task in job.tasks:
+                changed |= rules.cancel_task(task, now)
+            if changed:
+                rules.derive_job(job, job.tasks, now)
+                job.updated_at = now
+        return job, changed
+
+    async def delete_job(self, user_id: str, job_id: str) -> bool:
+        async with self._write() as session:
+            result = await session.execute(
+                delete(JobRow).where(JobRow.job_id == job_id, JobRow.user_id == user_id)
+            )
+        return bool(result.rowcount)
+
+    # --- tasks ---
+
+    async def get_task(self, user_id: str, task_id: str) -> TaskRow | None:
+        async with self.sessions() as session:
+            task = await session.get(TaskRow, task_id)
+        return task if task is not None and task.user_id == user_id else None
+
+    async def unpublished_tasks(
+        self, *, older_than: float = 1.0, limit: int = 500
+    ) -> list[tuple[JobRow, TaskRow]]:
+        """Pending tasks never marked published, created more than `older_than` seconds ago."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        stmt = (
+            select(TaskRow, JobRow)
+            .join(JobRow, TaskRow.job_id == JobRow.job_id)
+            .where(TaskRow.published.is_(False), TaskRow.status == PENDING, JobRow.created_at <= cutoff)
+            .order_by(JobRow.created_at, TaskRow.position)
+            .limit(limit)
+        )
+        async with self.sessions() as session:
+            rows = (await session.execute(stmt)).all()
+        return [(job, task) for task, job in rows]
+
+    async def count_unpublished(self) -> int:
+        stmt = select(func.count()).select_from(TaskRow).where(
+            TaskRow.published.is_(False), TaskRow.status == PENDING
+        )
+        async with self.sessions() as session:
+            return int(await session.scalar(stmt) or 0)
+
+    async def mark_published(self, task_ids: Sequence[str]) -> None:
+        if not task_ids:
+            return
+        async with self._write() as session:
+            await session.execute(
+                update(TaskRow)
+                .where(TaskRow.task_id.in_(list(task_ids)))
+                .values(published=True, published_at=utcnow())
+            )
+
+    # --- events ---
+
+    async def apply_events(self, events: Sequence[tasks_pb2.TaskEvent]) -> ApplyResult:
+        """Apply a batch of TaskEvents in one transaction (rules.apply_event) and recompute the
+        touched jobs. Unknown tasks and terminal tasks are left alone."""
+        result = ApplyResult()
+        task_ids = list({e.task_id for e in events if e.task_id})
+        if not task_ids:
+            return result
+        now = utcnow()
+        async with self._write() as session:
+            job_ids = (
+                await session.scalars(select(TaskRow.job_id).where(TaskRow.task_id.in_(task_ids)))
+            ).all()
+            if not job_ids:
+                return result
+            jobs = await self._lock_jobs(session, job_ids)
+            tasks = {t.task_id: t for job in jobs for t in job.tasks}
+            for event in events:
+                task = tasks.get(event.task_id)
+                if task is not None and rules.apply_event(task, event, now):
+                    result.applied += 1
+                    result.job_ids.add(task.job_id)
+            for job in jobs:
+                if job.job_id in result.job_ids:
+                    rules.derive_job(job, job.tasks, now)
+                    job.updated_at = now
+        return result
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL

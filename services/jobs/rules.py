@@ -1,0 +1,165 @@
+"""Pure rules of the jobs service: output names, idempotent event application, job derivation.
+
+No I/O here, so every rule is tested directly and applied the same way on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from google.protobuf import json_format
+
+from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
+from services.jobs.models import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCESS,
+    TERMINAL,
+    JobRow,
+    TaskRow,
+)
+
+# Longest first, so "scan.nii.gz" loses ".nii.gz" and not only ".gz".
+IMAGE_EXTENSIONS = (".nii.gz", ".dicom", ".jpeg", ".nii", ".dcm", ".png", ".jpg", ".zip", ".ima", ".gz")
+
+_EVENT_STATUS = {
+    common_pb2.STATUS_RUNNING: RUNNING,
+    common_pb2.STATUS_SUCCESS: SUCCESS,
+    common_pb2.STATUS_FAILED: FAILED,
+    common_pb2.STATUS_CANCELLED: CANCELLED,
+}
+
+
+def strip_image_extension(filename: str) -> str:
+    lower = filename.lower()
+    for ext in IMAGE_EXTENSIONS:
+        if lower.endswith(ext) and len(filename) > len(ext):
+            return filename[: -len(ext)]
+    return filename
+
+
+def output_names(stem: str) -> tuple[str, ...]:
+    """Every name a task with this stem may write (see docs/design.md, Object keys)."""
+    return (f"{stem}_processed.png", f"{stem}_processed.nii.gz", f"{stem}_preview.png")
+
+
+def choose_output_stems(filenames: Sequence[str]) -> list[str]:
+    """One stem per input: the name without its image extension, suffixed "_2", "_3", ... until no
+    output of it equals an input name or another task's output. Compared case-insensitively,
+    because a local storage folder may live on a case-insensitive file system."""
+    taken = {name.casefold() for name in filenames}
+    stems: list[str] = []
+    for name in filenames:
+        base = strip_image_extension(name).strip(".") or "output"
+        stem, n = base, 1
+        while any(out.casefold() in taken for out in output_names(stem)):
+            n += 1
+            stem = f"{base}_{n}"
+        taken.update(out.casefold() for out in output_names(stem))
+        stems.append(stem)
+    return stems
+
+
+def _event_time(event: tasks_pb2.TaskEvent, now: datetime) -> datetime:
+    # The processor's clock says when the step really happened; fall back to ours.
+    if event.emitted_at > 0:
+        return datetime.fromtimestamp(event.emitted_at, UTC)
+    return now
+
+
+def apply_event(task: TaskRow, event: tasks_pb2.TaskEvent, now: datetime) -> bool:
+    """Apply one event to a task; True when it changed something.
+
+    Idempotent: a terminal task never changes; a RUNNING event changes a task only when it moves it
+    out of PENDING or raises its progress; progress never goes down."""
+    status = _EVENT_STATUS.get(event.status)
+    if status is None or task.status in TERMINAL:
+        return False
+    if event.job_id and event.job_id != task.job_id:
+        return False
+    progress = max(task.progress, min(100, max(0, event.progress)))
+    at = _event_time(event, now)
+
+    if status == RUNNING:
+        if task.status == RUNNING and progress <= task.progress:
+            return False
+        task.status = RUNNING
+        task.progress = progress
+        task.message = event.message or task.message
+        task.started_at = task.started_at or at
+    else:
+        task.status = status
+        task.finished_at = at
+        task.started_at = task.started_at or at
+        if status == SUCCESS:
+            task.progress = 100
+            task.message = event.message or "done"
+            task.result = json_format.MessageToDict(event.result, preserving_proto_field_name=True)
+            task.error = ""
+        elif status == FAILED:
+            task.progress = progress
+            task.error = event.error or event.message or "processing failed"
+            task.message = event.message or "failed"
+        else:
+            task.progress = progress
+            task.message = event.message or "cancelled"
+    task.updated_at = now
+    return True
+
+
+def cancel_task(task: TaskRow, now: datetime) -> bool:
+    if task.status in TERMINAL:
+        return False
+    task.status = CANCELLED
+    task.message = "cancelled"
+    task.finished_at = now
+    task.updated_at = now
+    return True
+
+
+def _plural(n: int) -> str:
+    return "task" if n == 1 else "tasks"
+
+
+def derive_job(job: JobRow, tasks: Sequence[TaskRow], now: datetime) -> bool:
+    """Recompute status, progress and message from the tasks; True when the job changed.
+
+    docs/design.md "Job status derivation": no task started -> PENDING; any task not terminal ->
+    RUNNING; all terminal -> FAILED if any failed, else CANCELLED if any cancelled, else SUCCESS.
+    Progress is the mean (terminal tasks count 100), never lowered."""
+    n = len(tasks)
+    statuses = [t.status for t in tasks]
+    done = sum(s in TERMINAL for s in statuses)
+    if n == 0:
+        status = job.status
+    elif all(s == PENDING for s in statuses):
+        status = PENDING
+    elif done < n:
+        status = RUNNING
+    elif FAILED in statuses:
+        status = FAILED
+    elif CANCELLED in statuses:
+        status = CANCELLED
+    else:
+        status = SUCCESS
+
+    mean = sum(100 if t.status in TERMINAL else t.progress for t in tasks) // n if n else 0
+    progress = max(job.progress, mean)
+
+    failed = next((t for t in tasks if t.status == FAILED), None)
+    if failed is not None:
+        message = f"{failed.input_file}: {failed.error}"
+    elif status == CANCELLED:
+        ok = statuses.count(SUCCESS)
+        message = f"cancelled; {ok} of {n} {_plural(n)} done"
+    else:
+        message = f"{done} of {n} {_plural(n)} done"
+
+    changed = (status, progress, message) != (job.status, job.progress, job.message)
+    if changed:
+        job.status, job.progress, job.message = status, progress, message
+        job.updated_at = now
+    return changed

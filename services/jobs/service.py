@@ -1,0 +1,217 @@
+"""JobService servicer (grpc.aio)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from nats.aio.client import Client as NATS
+
+from services.common import messaging
+from services.common.config import Settings
+from services.common.gen.radiology.v1 import (
+    common_pb2,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
+from services.common.grpc_client import call_metadata
+from services.jobs import metrics
+from services.jobs.convert import job_to_proto, status_from_proto, task_to_proto
+from services.jobs.models import TERMINAL, JobRow
+from services.jobs.publisher import TaskPublisher
+from services.jobs.repository import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    InvalidCursorError,
+    JobExistsError,
+    NewInput,
+    Repository,
+)
+from services.jobs.watch import WatchHub
+
+log = logging.getLogger(__name__)
+
+USER_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+TASK_TYPE_RE = re.compile(r"[a-z0-9_]{1,64}")  # also a NATS subject token
+# WatchJob re-reads this often even without a notice (a lost core-NATS message, a NATS outage).
+WATCH_RECHECK_SECONDS = 3.0
+JOB_NOT_FOUND = "job not found"
+TASK_NOT_FOUND = "task not found"
+
+
+def valid_user_id(user_id: str) -> bool:
+    return bool(USER_ID_RE.fullmatch(user_id)) and user_id not in (".", "..")
+
+
+class JobService(jobs_pb2_grpc.JobServiceServicer):
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        repo: Repository,
+        nc: NATS,
+        publisher: TaskPublisher,
+        hub: WatchHub,
+        storage: storage_pb2_grpc.StorageServiceStub,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.nc = nc
+        self.publisher = publisher
+        self.hub = hub
+        self.storage = storage
+
+    async def _user(self, user_id: str, context: grpc.aio.ServicerContext) -> str:
+        if not valid_user_id(user_id):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "invalid user id: 1-64 characters of A-Z a-z 0-9 . _ @ -, not '.' or '..'",
+            )
+        return user_id
+
+    async def _job(self, user_id: str, job_id: str, context: grpc.aio.ServicerContext) -> JobRow:
+        job = await self.repo.get_job(user_id, job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
+        assert job is not None
+        return job
+
+    # --- unary calls ---
+
+    async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: grpc.aio.ServicerContext):
+        user = await self._user(request.user_id, context)
+        job_id = request.job_id or str(uuid.uuid4())
+        try:
+            job_id = str(uuid.UUID(job_id))
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id must be a UUID")
+        if not TASK_TYPE_RE.fullmatch(request.task_type):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_type must be an operation name")
+        if not request.inputs:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a job needs at least one input file")
+        names = [i.filename for i in request.inputs]
+        if any(not n or "/" in n or n in (".", "..") for n in names) or len(set(names)) != len(names):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "input file names must be non-empty safe base names, unique"
+            )
+        if any(not i.key.startswith(f"{user}/") for i in request.inputs):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "input keys must be under the user's prefix"
+            )
+
+        inputs = [NewInput(i.filename, i.key, i.format, i.size) for i in request.inputs]
+        try:
+            job = await self.repo.create_job(
+                job_id=job_id, user_id=user, task_type=request.task_type,
+                params=MessageToDict(request.params), inputs=inputs,
+            )
+        except JobExistsError as exc:
+            if exc.job is not None and exc.job.user_id == user:
+                return job_to_proto(exc.job)  # a retried CreateJob: same answer
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "job id already in use")
+        metrics.JOBS_CREATED.inc()
+        published = await self.publisher.publish([(job, task) for task in job.tasks])
+        if published:
+            try:
+                await self.repo.mark_published(published)
+            except Exception:  # the outbox republishes; JetStream drops the duplicate
+                log.exception("marking tasks published failed", extra={"job_id": job_id})
+        return job_to_proto(job)
+
+    async def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext):
+        user = await self._user(request.user_id, context)
+        return job_to_proto(await self._job(user, request.job_id, context))
+
+    async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext):
+        user = await self._user(request.user_id, context)
+        limit = request.limit or DEFAULT_LIMIT
+        if not 1 <= limit <= MAX_LIMIT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_LIMIT}")
+        try:
+            jobs, cursor = await self.repo.list_jobs(
+                user, status=status_from_proto(request.status), limit=limit, cursor=request.cursor
+            )
+        except InvalidCursorError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid cursor")
+        return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_cursor=cursor)
+
+    async def GetTask(self, request: jobs_pb2.GetTaskRequest, context: grpc.aio.ServicerContext):
+        user = await self._user(request.user_id, context)
+        task = await self.repo.get_task(user, request.task_id)
+        if task is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, TASK_NOT_FOUND)
+        return task_to_proto(task)
+
+    async def _cancel(self, user: str, job_id: str, context: grpc.aio.ServicerContext) -> JobRow:
+        job, changed = await self.repo.cancel_job(user, job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
+        assert job is not None
+        if changed:
+            try:
+                await self.nc.publish(messaging.JOB_CANCELLED_SUBJECT, job_id.encode())
+            except Exception as exc:  # processors still skip it: its task events are ignored
+                log.warning("announcing cancellation failed: %s", exc, extra={"job_id": job_id})
+            await self.hub.announce([job_id])
+        return job
+
+    async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext):
+        user = await self._user(request.user_id, context)
+        return job_to_proto(await self._cancel(user, request.job_id, context))
+
+    async def DeleteJob(self, request: jobs_pb2.DeleteJobRequest, context: grpc.aio.ServicerContext):
+        user = await self._user(request.user_id, context)
+        job = await self._cancel(user, request.job_id, context)
+        prefix = f"{user}/{job.job_id}/"
+        try:
+            reply = await self.storage.DeletePrefix(
+                storage_pb2.DeletePrefixRequest(prefix=prefix),
+                timeout=self.settings.rpc_timeout_seconds,
+                metadata=call_metadata(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            # Rows stay, so the owner can simply retry the delete.
+            log.warning("DeletePrefix %s failed: %s", prefix, exc.code(), extra={"job_id": job.job_id})
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "storage is unavailable; the job was not deleted, try again"
+            )
+        await self.repo.delete_job(user, job.job_id)
+        await self.hub.announce([job.job_id])
+        return jobs_pb2.DeleteJobResponse(objects_deleted=reply.deleted)
+
+    # --- streaming ---
+
+    async def WatchJob(
+        self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.Job]:
+        user = await self._user(request.user_id, context)
+        # Subscribe before the first read so no change between the two is missed.
+        wake = self.hub.subscribe(request.job_id)
+        try:
+            job = await self._job(user, request.job_id, context)
+            last: bytes | None = None
+            while True:
+                msg = job_to_proto(job)
+                data = msg.SerializeToString(deterministic=True)
+                if data != last:
+                    yield msg
+                    last = data
+                if job.status in TERMINAL:
+                    return
+                try:
+                    await asyncio.wait_for(wake.get(), WATCH_RECHECK_SECONDS)
+                except TimeoutError:
+                    pass
+                found = await self.repo.get_job(user, request.job_id)
+                if found is None:  # deleted while watched
+                    await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
+                job = found  # type: ignore[assignment]
+        finally:
+            self.hub.unsubscribe(request.job_id, wake)

@@ -1,0 +1,60 @@
+"""The Alembic revisions build the schema from nothing, and agree with the models."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.jobs.migrate import alembic_config, upgrade
+from services.jobs.models import Base
+
+
+def _diff(conn: Connection) -> list:
+    ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+    return compare_metadata(ctx, Base.metadata)
+
+
+async def test_upgrade_from_empty_matches_models(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        assert await conn.run_sync(lambda c: inspect(c).get_table_names()) == []
+
+    await upgrade(engine)
+
+    async with engine.connect() as conn:
+        tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        assert {"jobs", "tasks", "alembic_version"} <= tables
+        indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("tasks")})
+        assert {"ix_tasks_job_id", "ix_tasks_user_id", "ix_tasks_published"} <= indexes
+        job_indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("jobs")})
+        assert "ix_jobs_user_id_created_at_job_id" in job_indexes
+        fks = await conn.run_sync(lambda c: inspect(c).get_foreign_keys("tasks"))
+        assert fks[0]["referred_table"] == "jobs" and fks[0]["options"].get("ondelete") == "CASCADE"
+        assert await conn.run_sync(_diff) == []
+        version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert version == head
+
+
+async def test_upgrade_twice_is_a_no_op(engine: AsyncEngine) -> None:
+    await upgrade(engine)
+    await upgrade(engine)  # a restart of the service
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT count(*) FROM alembic_version"))).scalar_one()
+    assert rows == 1
+
+
+async def test_sqlite_pragmas(tmp_path) -> None:
+    from services.jobs.models import make_engine
+
+    eng = make_engine(f"sqlite+aiosqlite:///{tmp_path}/sub/dir/jobs.db")  # folder created
+    try:
+        async with eng.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 1000
+    finally:
+        await eng.dispose()
