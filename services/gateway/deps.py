@@ -1,0 +1,86 @@
+"""Request dependencies: settings, backends, URL signer and the caller's identity."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from services.common.config import Settings
+from services.gateway.catalogue import Catalogue
+from services.gateway.clients import Backends
+from services.gateway.errors import ApiError
+from services.gateway.signing import UrlSigner
+
+_USER_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+
+
+def is_valid_user_id(value: str) -> bool:
+    return bool(_USER_ID.fullmatch(value)) and value not in (".", "..")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_backends(request: Request) -> Backends:
+    return request.app.state.backends
+
+
+def get_signer(request: Request) -> UrlSigner:
+    return request.app.state.signer
+
+
+def get_catalogue(request: Request) -> Catalogue:
+    return request.app.state.catalogue
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BackendsDep = Annotated[Backends, Depends(get_backends)]
+SignerDep = Annotated[UrlSigner, Depends(get_signer)]
+CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
+
+
+def _from_header(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not is_valid_user_id(value):
+        raise ApiError(
+            400,
+            "invalid_user_id",
+            "X-User-ID must be 1-64 characters of A-Z a-z 0-9 . _ @ - (and not '.' or '..').",
+        )
+    return value
+
+
+def _from_jwt(authorization: str | None) -> str | None:
+    # Seam for the JWT issue: verify the bearer token and return its `sub`. Until a verifier is
+    # configured, refuse clearly instead of trusting an unverified token.
+    raise ApiError(
+        401,
+        "jwt_not_configured",
+        "Authentication mode 'jwt' is selected but JWT verification is not configured on this gateway.",
+        {"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def optional_user(
+    settings: SettingsDep,
+    x_user_id: Annotated[str | None, Header(alias="X-User-ID", description="Caller's user id")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str | None:
+    """The caller's user id when the request carries one (validated), else None."""
+    if settings.auth == "jwt":
+        return _from_jwt(authorization)
+    return _from_header(x_user_id)
+
+
+async def current_user(user: Annotated[str | None, Depends(optional_user)]) -> str:
+    if user is None:
+        raise ApiError(401, "missing_identity", "Identify yourself with the X-User-ID header.")
+    return user
+
+
+CurrentUser = Annotated[str, Depends(current_user)]
+OptionalUser = Annotated[str | None, Depends(optional_user)]

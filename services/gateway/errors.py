@@ -1,0 +1,152 @@
+"""One error shape for the whole API: {"detail": "<human message>", "code": "<stable_snake_case>"}."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.clients import BackendError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Raised anywhere in the gateway to answer with a given status, code and message."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+
+
+# One body for every kind of missing resource: another user's job must look exactly like none at all.
+NOT_FOUND_DETAIL = "Not found"
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "not_found", NOT_FOUND_DETAIL)
+
+
+def backend_error_response(service: str, code: grpc.StatusCode, details: str) -> JSONResponse:
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return error_response(
+            503,
+            "service_unavailable",
+            f"The {service} service is not reachable right now; please retry shortly.",
+            {"Retry-After": "1"},
+        )
+    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+        return error_response(404, "not_found", NOT_FOUND_DETAIL)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return error_response(400, "invalid_request", details or "The request was not valid.")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return error_response(413, "too_large", details or "The request is too large.")
+    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
+        return error_response(409, "conflict", details or "The request conflicts with the current state.")
+    log.error("%s service failed: %s %s", service, code.name, details)
+    return error_response(502, "backend_error", f"The {service} service could not handle the request.")
+
+
+_CODES = {
+    400: "bad_request",
+    401: "missing_identity",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    429: "rate_limited",
+}
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "header", "body"))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+    return "Invalid parameters: " + "; ".join(parts)
+
+
+def internal_error_response() -> JSONResponse:
+    return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+
+
+def install(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_response(404, "not_found", NOT_FOUND_DETAIL)
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        code = _CODES.get(exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_"))
+        return error_response(exc.status_code, code, detail, dict(exc.headers or {}))
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(422, "invalid_parameters", _validation_detail(exc))
+
+    async def backend_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BackendError)
+        return backend_error_response(exc.service, exc.code, exc.details)
+
+    async def rpc_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, grpc.aio.AioRpcError)
+        return backend_error_response("backing", exc.code(), exc.details() or "")
+
+    async def unhandled(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return internal_error_response()
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(BackendError, backend_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, rpc_error)
+    app.add_exception_handler(Exception, unhandled)
+
+
+class CatchAllMiddleware:
+    """Innermost safety net: an unexpected exception becomes a generic 500 JSON (logged with its
+    traceback, never sent), while the outer middleware still adds CORS, request id and metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error")
+            if not started:
+                await internal_error_response()(scope, receive, send)

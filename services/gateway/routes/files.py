@@ -1,0 +1,168 @@
+"""Inputs and outputs of a job, streamed from storage, for the owner or a signed URL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import grpc
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from services.common.gen.radiology.v1 import storage_pb2
+from services.common.grpc_client import call_metadata
+from services.gateway.clients import BackendError
+from services.gateway.deps import BackendsDep, OptionalUser, SignerDep, is_valid_user_id
+from services.gateway.errors import ApiError, not_found
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+# Job ids and file names that the platform produces; anything else cannot exist, so it is a 404.
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def _range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single `bytes=` range; None to ignore the header (malformed or multi-range,
+    which RFC 9110 allows answering with the whole file); raises 416 when it cannot be satisfied."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    if not dash or not (first_text.isdigit() or last_text.isdigit()):
+        return None
+    if first_text and last_text and not (first_text.isdigit() and last_text.isdigit()):
+        return None
+    unsatisfiable = ApiError(
+        416, "range_not_satisfiable", f"The file has {size} bytes.", {"Content-Range": f"bytes */{size}"}
+    )
+    if not first_text:  # suffix: the last n bytes
+        n = int(last_text)
+        if n == 0 or size == 0:
+            raise unsatisfiable
+        return max(0, size - n), size - 1
+    first = int(first_text)
+    last = int(last_text) if last_text else size - 1
+    if last_text and last < first:
+        return None
+    if first >= size:
+        raise unsatisfiable
+    return first, min(last, size - 1)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def _headers(info: storage_pb2.ObjectInfo, filename: str) -> dict[str, str]:
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private",
+        "Content-Disposition": f'inline; filename="{filename}"',
+    }
+    if info.etag:
+        headers["ETag"] = f'"{info.etag}"'
+    return headers
+
+
+async def _stat(backends: BackendsDep, key: str) -> storage_pb2.ObjectInfo:
+    try:
+        return await backends.call("storage", "Stat", storage_pb2.StatRequest(key=key))
+    except BackendError as exc:
+        if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            raise not_found() from None
+        raise
+
+
+async def _open(backends: BackendsDep, key: str, offset: int = 0, length: int = 0):  # type: ignore[no-untyped-def]
+    """Starts Get and reads its first message (the info), so errors still become JSON responses."""
+    call = backends.storage.Get(
+        storage_pb2.GetRequest(key=key, offset=offset, length=length), metadata=call_metadata()
+    )
+    try:
+        first = await asyncio.wait_for(call.read(), backends.timeout)
+    except TimeoutError:
+        call.cancel()
+        raise BackendError("storage", grpc.StatusCode.DEADLINE_EXCEEDED, "no answer") from None
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            raise not_found() from None
+        raise BackendError.wrap("storage", exc) from None
+    if first is grpc.aio.EOF or not first.HasField("info"):
+        call.cancel()
+        raise BackendError("storage", grpc.StatusCode.INTERNAL, "Get did not start with the object info")
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            # read(), not `async for`: gRPC forbids mixing the two styles on one call.
+            while (msg := await call.read()) is not grpc.aio.EOF:
+                if msg.chunk:
+                    yield msg.chunk
+        finally:
+            call.cancel()  # client went away: stop reading storage
+
+    return first.info, call, body()
+
+
+@router.get(
+    "/{user_id}/{job_id}/{filename}", summary="Download a job's file", response_class=StreamingResponse
+)
+@router.head("/{user_id}/{job_id}/{filename}", include_in_schema=False)
+async def get_file(
+    request: Request,
+    user_id: str,
+    job_id: str,
+    filename: str,
+    caller: OptionalUser,
+    backends: BackendsDep,
+    signer: SignerDep,
+    token: Annotated[
+        str | None, Query(max_length=256, description="Signed token from a URL the API returned")
+    ] = None,
+) -> Response:
+    if not (is_valid_user_id(user_id) and _SEGMENT.fullmatch(job_id) and _SEGMENT.fullmatch(filename)):
+        raise not_found()
+    allowed = caller == user_id or (token is not None and signer.verify(user_id, job_id, filename, token))
+    if not allowed:
+        raise not_found()
+    key = f"{user_id}/{job_id}/{filename}"
+
+    range_header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if_none_match = request.headers.get("if-none-match")
+
+    if request.method == "HEAD" or range_header:
+        info = await _stat(backends, key)
+    else:
+        info, call, body = await _open(backends, key)
+    headers = _headers(info, filename)
+    media_type = info.content_type or "application/octet-stream"
+
+    if if_none_match and info.etag and _etag_matches(if_none_match, f'"{info.etag}"'):
+        if request.method == "GET" and not range_header:
+            call.cancel()
+        return Response(status_code=304, headers=headers)
+
+    span = None
+    if range_header and (not if_range or if_range.strip() == headers.get("ETag")):
+        span = _range(range_header, info.size)
+
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(info.size)
+        return Response(status_code=200, headers=headers, media_type=media_type)
+
+    status = 200
+    if span is not None:
+        first, last = span
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{info.size}"
+        headers["Content-Length"] = str(last - first + 1)
+        _, call, body = await _open(backends, key, first, last - first + 1)
+    else:
+        if range_header:  # Stat'ed for a range we ended up ignoring: open the whole object now
+            info, call, body = await _open(backends, key)
+        headers["Content-Length"] = str(info.size)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)

@@ -1,0 +1,50 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from fastapi import APIRouter, Response
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.common.grpc_client import call_metadata
+from services.gateway.deps import BackendsDep
+from services.gateway.errors import ApiError
+
+router = APIRouter(tags=["health"])
+
+READY_TIMEOUT = 1.0
+
+
+@router.get("/healthz", summary="The gateway process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _check(channel: grpc.aio.Channel) -> str:
+    try:
+        resp = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=READY_TIMEOUT, metadata=call_metadata()
+        )
+    except grpc.aio.AioRpcError:
+        return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+
+@router.get("/readyz", summary="Every backing service is reachable and serving")
+async def readyz(backends: BackendsDep) -> dict[str, Any]:
+    names = list(backends.channels)
+    states = await asyncio.gather(*(_check(backends.channels[n]) for n in names))
+    services = dict(zip(names, states, strict=True))
+    down = [n for n, s in services.items() if s != "SERVING"]
+    if down:
+        raise ApiError(503, "not_ready", f"Backing services not reachable: {', '.join(down)}")
+    return {"status": "ready", "services": services}
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,90 @@
+"""Job and task messages as the JSON of CONTRACT section 3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.common.gen.radiology.v1 import common_pb2
+from services.common.protobuf import from_struct, iso
+from services.gateway.signing import UrlSigner
+
+
+def status_name(value: int) -> str:
+    return common_pb2.Status.Name(value).removeprefix("STATUS_")
+
+
+def status_value(name: str) -> int:
+    return common_pb2.Status.Value(f"STATUS_{name}")
+
+
+STATUS_NAMES = [status_name(v) for v in common_pb2.Status.values() if v != common_pb2.STATUS_UNSPECIFIED]
+TERMINAL = {common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED, common_pb2.STATUS_CANCELLED}
+
+
+def plain(value: Any) -> Any:
+    """Struct numbers are doubles: give integral ones back as ints ("shape": [512, 512])."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def _ts(msg: Any, field: str) -> str | None:
+    return iso(getattr(msg, field), msg.HasField(field))
+
+
+def task_json(task: common_pb2.Task, signer: UrlSigner) -> dict[str, Any]:
+    result = None
+    if task.status == common_pb2.STATUS_SUCCESS and task.HasField("result"):
+        r = task.result
+
+        def url(name: str) -> str:
+            return signer.url(task.user_id, task.job_id, name)
+
+        outputs = [
+            {
+                "filename": o.filename,
+                "url": url(o.filename),
+                "media_type": o.media_type,
+                "size": o.size,
+                "sha256": o.sha256,
+                "role": o.role,
+            }
+            for o in r.outputs
+        ]
+        result = {
+            "input_file": r.input_file,
+            "output_file": r.output_file,
+            "output_url": url(r.output_file) if r.output_file else None,
+            "task_type": r.task_type,
+            "outputs": outputs,
+            "metadata": plain(from_struct(r.metadata)),
+        }
+    return {
+        "task_id": task.task_id,
+        "status": status_name(task.status),
+        "progress": task.progress,
+        "input_file": task.input_file,
+        "error": task.error or None,
+        "started_at": _ts(task, "started_at"),
+        "finished_at": _ts(task, "finished_at"),
+        "result": result,
+    }
+
+
+def job_json(job: common_pb2.Job, signer: UrlSigner) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "user_id": job.user_id,
+        "status": status_name(job.status),
+        "progress": job.progress,
+        "message": job.message,
+        "task_type": job.task_type,
+        "params": plain(from_struct(job.params)),
+        "created_at": _ts(job, "created_at"),
+        "updated_at": _ts(job, "updated_at"),
+        "task_results": [task_json(t, signer) for t in job.tasks],
+    }

@@ -1,0 +1,410 @@
+"""Streaming multipart/form-data receiver for POST /jobs.
+
+The body is parsed as it arrives (python-multipart's push parser); each `files` part is sniffed from
+its first bytes and streamed to StorageService.Put through a small bounded queue, so a slow storage
+slows the reading of the request instead of growing memory. Nothing is buffered beyond
+SNIFF_BYTES + the queue (a few MiB), whatever the upload size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from services.common.config import Settings
+from services.common.gen.radiology.v1 import storage_pb2
+from services.common.grpc_client import call_metadata
+from services.common.sniff import MEDIA_TYPES, SNIFF_BYTES, sniff
+from services.gateway.clients import BackendError, Backends
+from services.gateway.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024  # gRPC message size for Put (the storage's recommended chunk)
+QUEUE_CHUNKS = 2  # chunks in flight per upload: the back-pressure window
+MAX_FIELD_BYTES = 64 * 1024  # task_type / params
+MAX_NAME_CHARS = 128
+ACCEPTED = "PNG, JPEG, DICOM, NIfTI (.nii, .nii.gz) or a ZIP of DICOM files"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_DOUBLE_EXT = (".nii.gz", ".tar.gz")
+
+
+def _split_ext(name: str) -> tuple[str, str]:
+    lower = name.lower()
+    for ext in _DOUBLE_EXT:
+        if lower.endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)], name[-len(ext) :]
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name, ""
+    return name[:dot], name[dot:]
+
+
+def _fit(stem: str, ext: str, limit: int = MAX_NAME_CHARS) -> str:
+    if len(ext) >= limit:  # a silly "extension": keep the start instead
+        return (stem + ext)[:limit]
+    return stem[: limit - len(ext)] + ext
+
+
+def safe_name(raw: str) -> str:
+    """A client file name reduced to a safe base name: never a path, only [A-Za-z0-9._-]."""
+    base = re.split(r"[/\\]", raw)[-1]
+    base = "".join(c for c in base if c != "\x00" and unicodedata.category(c) != "Cc")
+    base = _UNSAFE.sub("_", base).lstrip(".")
+    stem, ext = _split_ext(base)
+    return _fit(stem, ext) or "file"
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or name-1, name-2 ... (before the extension) when the job already has it.
+    Compared case-insensitively so that case-insensitive file systems cannot merge two inputs."""
+    if name.lower() not in taken:
+        return name
+    stem, ext = _split_ext(name)
+    n = 1
+    while True:
+        suffix = f"-{n}"
+        candidate = _fit(stem[: max(0, MAX_NAME_CHARS - len(ext) - len(suffix))] + suffix, ext)
+        if candidate.lower() not in taken:
+            return candidate
+        n += 1
+
+
+def _printable(raw: str) -> str:
+    """A client name as it can be quoted in an error message."""
+    text = "".join(c for c in raw if unicodedata.category(c) != "Cc")[:200]
+    return text or "(unnamed)"
+
+
+@dataclass
+class StoredFile:
+    filename: str
+    key: str
+    format: str
+    size: int
+
+
+class _ObjectWriter:
+    """One StorageService.Put call fed from a bounded queue."""
+
+    def __init__(self, backends: Backends, key: str, content_type: str, max_size: int, stall: float) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        self._buf = bytearray()
+        self._stall = stall
+        header = storage_pb2.PutHeader(key=key, content_type=content_type, max_size=max_size)
+        # No overall deadline (a 2 GiB upload takes a while); instead each chunk must be accepted
+        # within the RPC timeout, which catches a stuck storage just as well.
+        self._call = backends.storage.Put(self._requests(header), metadata=call_metadata())
+        self._result: asyncio.Future[Any] = asyncio.ensure_future(self._wait_call())
+
+    async def _wait_call(self) -> storage_pb2.ObjectInfo:
+        return await self._call
+
+    async def _requests(self, header: storage_pb2.PutHeader) -> AsyncIterator[storage_pb2.PutRequest]:
+        yield storage_pb2.PutRequest(header=header)
+        while (chunk := await self._queue.get()) is not None:
+            yield storage_pb2.PutRequest(chunk=chunk)
+
+    def _raise_from_call(self) -> None:
+        try:
+            self._result.result()
+        except grpc.aio.AioRpcError as exc:
+            raise BackendError.wrap("storage", exc) from None
+        raise BackendError("storage", grpc.StatusCode.INTERNAL, "storage ended the upload early")
+
+    async def _push(self, item: bytes | None) -> None:
+        if self._result.done():
+            self._raise_from_call()
+        try:
+            self._queue.put_nowait(item)
+            return
+        except asyncio.QueueFull:
+            pass
+        putter = asyncio.ensure_future(self._queue.put(item))
+        done, _ = await asyncio.wait(
+            {putter, self._result}, timeout=self._stall, return_when="FIRST_COMPLETED"
+        )
+        if putter in done:
+            return
+        putter.cancel()
+        if self._result in done:
+            self._raise_from_call()
+        raise BackendError("storage", grpc.StatusCode.DEADLINE_EXCEEDED, "storage stopped accepting data")
+
+    async def write(self, data: bytes) -> None:
+        self._buf += data
+        while len(self._buf) >= CHUNK_BYTES:
+            chunk = bytes(self._buf[:CHUNK_BYTES])
+            del self._buf[:CHUNK_BYTES]
+            await self._push(chunk)
+
+    async def close(self) -> storage_pb2.ObjectInfo:
+        if self._buf:
+            await self._push(bytes(self._buf))
+            self._buf.clear()
+        await self._push(None)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._result), self._stall)
+        except grpc.aio.AioRpcError as exc:
+            raise BackendError.wrap("storage", exc) from None
+        except TimeoutError:
+            raise BackendError(
+                "storage", grpc.StatusCode.DEADLINE_EXCEEDED, "storage did not confirm"
+            ) from None
+
+    def abort(self) -> None:
+        self._call.cancel()
+        self._result.cancel()
+
+
+@dataclass
+class _Part:
+    kind: str  # "file", "field" or "skip"
+    name: str = ""
+    raw_filename: str = ""
+    filename: str = ""
+    head: bytearray = field(default_factory=bytearray)
+    size: int = 0
+    writer: _ObjectWriter | None = None
+    format: str = ""
+
+
+@dataclass
+class UploadForm:
+    files: list[StoredFile] = field(default_factory=list)
+    task_type: str | None = None
+    params: dict[str, Any] | None = None
+
+
+class UploadReceiver:
+    """Receives one POST /jobs body for `user_id`/`job_id`. Call `receive`, and `discard` on any failure."""
+
+    def __init__(
+        self,
+        *,
+        backends: Backends,
+        settings: Settings,
+        user_id: str,
+        job_id: str,
+        boundary: bytes,
+        on_task_type: Any = None,
+    ) -> None:
+        self._backends = backends
+        self._settings = settings
+        self.prefix = f"{user_id}/{job_id}/"
+        self._boundary = boundary
+        self._on_task_type = on_task_type
+        self.form = UploadForm()
+        self.touched_storage = False  # a Put was started: discard must clean the prefix
+        self._taken: set[str] = set()
+        self._job_bytes = 0
+        self._files_seen = 0
+        self._part: _Part | None = None
+        self._events: list[tuple[str, Any]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._hfield = bytearray()
+        self._hvalue = bytearray()
+        self._finished = False
+
+    # --- synchronous parser callbacks: only record events, handled asynchronously after each write ---
+    def _parser(self) -> MultipartParser:
+        def on_part_begin() -> None:
+            self._headers = []
+
+        def on_header_field(data: bytes, start: int, end: int) -> None:
+            self._hfield += data[start:end]
+
+        def on_header_value(data: bytes, start: int, end: int) -> None:
+            self._hvalue += data[start:end]
+
+        def on_header_end() -> None:
+            self._headers.append((bytes(self._hfield).lower(), bytes(self._hvalue)))
+            self._hfield.clear()
+            self._hvalue.clear()
+
+        def on_headers_finished() -> None:
+            self._events.append(("part", dict(self._headers)))
+
+        def on_part_data(data: bytes, start: int, end: int) -> None:
+            self._events.append(("data", data[start:end]))
+
+        def on_part_end() -> None:
+            self._events.append(("end", None))
+
+        def on_end() -> None:
+            self._finished = True
+
+        return MultipartParser(
+            self._boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+                "on_end": on_end,
+            },
+        )
+
+    async def receive(self, body: AsyncIterator[bytes]) -> UploadForm:
+        malformed = ApiError(400, "malformed_multipart", "The multipart/form-data body is malformed.")
+        try:
+            parser = self._parser()
+        except FormParserError:
+            raise malformed from None
+        async for chunk in body:
+            if not chunk:
+                continue
+            try:
+                parser.write(chunk)
+            except FormParserError:
+                raise malformed from None
+            events, self._events = self._events, []
+            for kind, value in events:
+                if kind == "part":
+                    await self._begin(value)
+                elif kind == "data":
+                    await self._data(value)
+                else:
+                    await self._end()
+            if self._finished:
+                break
+        if not self._finished:
+            raise ApiError(400, "malformed_multipart", "The multipart/form-data body ended early.")
+        return self.form
+
+    async def _begin(self, headers: dict[bytes, bytes]) -> None:
+        disposition, options = parse_options_header(headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if disposition != b"form-data":
+            self._part = _Part("skip")
+        elif name == "files":
+            self._files_seen += 1
+            if self._files_seen > self._settings.max_files_per_job:
+                raise ApiError(
+                    413, "too_many_files", f"At most {self._settings.max_files_per_job} files per job."
+                )
+            raw = options.get(b"filename", b"").decode("utf-8", "replace")
+            filename = unique_name(safe_name(raw), self._taken)
+            self._taken.add(filename.lower())
+            self._part = _Part("file", name=name, raw_filename=raw or filename, filename=filename)
+        elif name in ("task_type", "params"):
+            self._part = _Part("field", name=name)
+        else:
+            self._part = _Part("skip")
+
+    async def _data(self, data: bytes) -> None:
+        part = self._part
+        if part is None or part.kind == "skip":
+            return
+        if part.kind == "field":
+            part.head += data
+            if len(part.head) > MAX_FIELD_BYTES:
+                raise ApiError(413, "field_too_large", f"The form field '{part.name}' is too long.")
+            return
+        part.size += len(data)
+        self._job_bytes += len(data)
+        if part.size > self._settings.max_file_bytes:
+            raise ApiError(
+                413,
+                "file_too_large",
+                f"'{_printable(part.raw_filename)}' is larger than the limit of "
+                f"{self._settings.max_file_bytes} bytes per file.",
+            )
+        if self._job_bytes > self._settings.max_job_bytes:
+            raise ApiError(
+                413,
+                "job_too_large",
+                f"The files exceed the limit of {self._settings.max_job_bytes} bytes per job.",
+            )
+        if part.writer is None:
+            part.head += data
+            if len(part.head) >= SNIFF_BYTES:
+                await self._start_file(part)
+        else:
+            await part.writer.write(data)
+
+    async def _start_file(self, part: _Part) -> None:
+        fmt = sniff(bytes(part.head[:SNIFF_BYTES]))
+        if fmt is None:
+            what = "is empty" if not part.head else "is not a supported image"
+            raise ApiError(
+                415,
+                "unsupported_file",
+                f"'{_printable(part.raw_filename)}' {what}: accepted are {ACCEPTED} (decided from content).",
+            )
+        part.format = fmt
+        self.touched_storage = True
+        part.writer = _ObjectWriter(
+            self._backends,
+            self.prefix + part.filename,
+            MEDIA_TYPES[fmt],
+            self._settings.max_file_bytes,
+            self._settings.rpc_timeout_seconds,
+        )
+        head, part.head = bytes(part.head), bytearray()
+        await part.writer.write(head)
+
+    async def _end(self) -> None:
+        part, self._part = self._part, None
+        if part is None or part.kind == "skip":
+            return
+        if part.kind == "field":
+            await self._field(part.name, bytes(part.head))
+            return
+        if part.writer is None:
+            await self._start_file(part)
+        assert part.writer is not None
+        writer = part.writer
+        try:
+            info = await writer.close()
+        except BackendError as exc:
+            if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise ApiError(
+                    413, "file_too_large", f"'{_printable(part.raw_filename)}' is too large."
+                ) from None
+            raise
+        part.writer = None
+        self.form.files.append(
+            StoredFile(
+                filename=part.filename, key=self.prefix + part.filename, format=part.format, size=info.size
+            )
+        )
+
+    async def _field(self, name: str, raw: bytes) -> None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(422, "invalid_params", f"The form field '{name}' is not UTF-8 text.") from None
+        if name == "task_type":
+            self.form.task_type = text.strip() or None
+            if self.form.task_type and self._on_task_type:
+                await self._on_task_type(self.form.task_type)  # refuse an unknown op before storing
+            return
+        if not text.strip():
+            self.form.params = None
+            return
+        try:
+            params = json.loads(text)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_params", f"params is not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise ApiError(422, "invalid_params", 'params must be a JSON object, e.g. {"sigma": 2}.')
+        self.form.params = params
+
+    def abort(self) -> None:
+        if self._part is not None and self._part.writer is not None:
+            self._part.writer.abort()

@@ -1,0 +1,243 @@
+"""POST /jobs: streaming upload, sniffing, safe names, limits, params; nothing stored on failure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from services.common.config import Settings
+from services.gateway.uploads import safe_name, unique_name
+from tests.gateway.fakes import Fakes
+from tests.gateway.helpers import JPEG, PNG, gateway_client, upload
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+DICOM = b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + b"\x00" * 200
+
+
+def assert_error(resp: httpx.Response, status: int, code: str) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"detail", "code"}
+    assert body["code"] == code
+    assert body["detail"] and "Traceback" not in body["detail"]
+    return body
+
+
+async def test_upload_several_files_returns_202_and_stores_them(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    big_png = PNG + bytes(3 * 1024 * 1024 + 17)  # spans several 1 MiB Put chunks
+    resp = await upload(
+        client,
+        [
+            ("task_type", None, b"blur"),
+            ("files", "scan.png", big_png),
+            ("files", "scan.png", PNG),
+            ("files", "photo.jpg", JPEG),
+            ("files", "ct", DICOM),
+            ("params", None, b'{"sigma": 2.5}'),
+        ],
+    )
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert set(body) == {"job_id", "user_id", "status", "task_ids", "created_at"}
+    assert body["user_id"] == "alice" and body["status"] == "PENDING"
+    assert len(body["task_ids"]) == 4
+    assert ISO.match(body["created_at"])
+    assert resp.headers["location"] == f"/jobs/{body['job_id']}"
+
+    job_id = body["job_id"]
+    prefix = f"alice/{job_id}/"
+    assert sorted(fakes.storage.objects) == sorted(
+        prefix + n for n in ("scan.png", "scan-1.png", "photo.jpg", "ct")
+    )
+    assert fakes.storage.objects[prefix + "scan.png"].data == big_png
+    assert fakes.storage.objects[prefix + "scan-1.png"].data == PNG
+    assert fakes.storage.objects[prefix + "photo.jpg"].content_type == "image/jpeg"
+    assert fakes.storage.objects[prefix + "ct"].content_type == "application/dicom"
+
+    (created,) = fakes.jobs.created
+    assert created.job_id == job_id and created.user_id == "alice" and created.task_type == "blur"
+    assert [(i.filename, i.key, i.format, i.size) for i in created.inputs] == [
+        ("scan.png", prefix + "scan.png", "png", len(big_png)),
+        ("scan-1.png", prefix + "scan-1.png", "png", len(PNG)),
+        ("photo.jpg", prefix + "photo.jpg", "jpeg", len(JPEG)),
+        ("ct", prefix + "ct", "dicom", len(DICOM)),
+    ]
+    assert dict(created.params) == {"sigma": 2.5}
+
+
+async def test_defaults_to_blur_with_validated_default_params(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    resp = await upload(client, [("files", "a.png", PNG)])
+    assert resp.status_code == 202
+    (created,) = fakes.jobs.created
+    assert created.task_type == "blur"
+    assert dict(created.params) == {"sigma": 1.0}
+
+
+async def test_hostile_file_name_is_reduced_to_a_safe_base_name(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    resp = await upload(
+        client, [("files", "../../etc/passwd\x00.png", PNG), ("files", "..\\..\\win.png", PNG)]
+    )
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["job_id"]
+    assert sorted(fakes.storage.objects) == [f"alice/{job_id}/passwd.png", f"alice/{job_id}/win.png"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "safe"),
+    [
+        ("../../etc/passwd\x00.png", "passwd.png"),
+        ("C:\\Users\\x\\scan.dcm", "scan.dcm"),
+        ("...hidden.png", "hidden.png"),
+        ("my scan (1).nii.gz", "my_scan__1_.nii.gz"),
+        ("bébé.png", "b_b_.png"),
+        ("", "file"),
+        ("..", "file"),
+        ("a/b/", "file"),
+        ("x" * 300 + ".nii.gz", "x" * 121 + ".nii.gz"),
+    ],
+)
+def test_safe_name(raw: str, safe: str) -> None:
+    assert safe_name(raw) == safe
+    assert len(safe_name(raw)) <= 128
+
+
+def test_unique_name_keeps_extension_and_length() -> None:
+    taken = {"scan.nii.gz", "scan-1.nii.gz"}
+    assert unique_name("scan.nii.gz", taken) == "scan-2.nii.gz"
+    assert unique_name("SCAN.nii.gz", taken) == "SCAN-2.nii.gz"
+    long = "y" * 124 + ".png"
+    new = unique_name(long, {long.lower()})
+    assert new.endswith("-1.png") and len(new) == 128
+
+
+async def test_missing_identity_is_401(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    assert_error(await upload(client, [("files", "a.png", PNG)], user=None), 401, "missing_identity")
+    assert fakes.storage.objects == {} and fakes.storage.puts_started == 0
+
+
+async def test_empty_file_is_415(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    body = assert_error(await upload(client, [("files", "empty.png", b"")]), 415, "unsupported_file")
+    assert "empty.png" in body["detail"]
+    assert fakes.storage.objects == {}
+
+
+async def test_text_named_png_is_415(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    resp = await upload(client, [("files", "notes.png", b"hello, I am plain text\n" * 10)])
+    body = assert_error(resp, 415, "unsupported_file")
+    assert "notes.png" in body["detail"]
+    assert fakes.storage.objects == {} and fakes.jobs.created == []
+
+
+async def test_good_then_junk_is_415_naming_junk_and_nothing_stays(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    resp = await upload(
+        client, [("files", "good.png", PNG + bytes(200_000)), ("files", "junk.png", b"GIF89a" * 50)]
+    )
+    body = assert_error(resp, 415, "unsupported_file")
+    assert "junk.png" in body["detail"] and "good.png" not in body["detail"]
+    assert fakes.storage.puts_started == 1  # the good one was stored ... and removed again
+    assert fakes.storage.objects == {} and fakes.jobs.created == []
+
+
+async def test_unknown_task_type_is_422(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    for parts in (
+        [("task_type", None, b"sharpen"), ("files", "a.png", PNG)],
+        [("files", "a.png", PNG), ("task_type", None, b"sharpen")],
+    ):
+        body = assert_error(await upload(client, parts), 422, "unknown_task_type")
+        assert "sharpen" in body["detail"]
+        assert fakes.storage.objects == {}
+    assert fakes.jobs.created == []
+
+
+async def test_params_failing_the_schema_is_422_with_service_message(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    resp = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": -3}')])
+    body = assert_error(resp, 422, "invalid_params")
+    assert body["detail"] == "sigma must be a number >= 0"
+    resp = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"radius": 3}')])
+    assert "radius" in assert_error(resp, 422, "invalid_params")["detail"]
+    assert fakes.storage.objects == {} and fakes.jobs.created == []
+
+
+@pytest.mark.parametrize("params", [b"{sigma: 2", b"[1, 2]", b'"blur"', b"\xff\xfe"])
+async def test_params_not_a_json_object_is_422(
+    client: httpx.AsyncClient, fakes: Fakes, params: bytes
+) -> None:
+    assert_error(
+        await upload(client, [("files", "a.png", PNG), ("params", None, params)]), 422, "invalid_params"
+    )
+    assert fakes.storage.objects == {}
+
+
+async def test_no_files_is_400(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    assert_error(await upload(client, [("task_type", None, b"blur")]), 400, "no_files")
+    resp = await client.post("/jobs", json={"files": []}, headers={"X-User-ID": "alice"})
+    assert_error(resp, 400, "expected_multipart")
+    assert fakes.jobs.created == []
+
+
+async def test_truncated_body_is_400_and_nothing_stays(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    resp = await client.post(
+        "/jobs",
+        content=b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n' + PNG,
+        headers={"X-User-ID": "alice", "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert_error(resp, 400, "malformed_multipart")
+    assert fakes.storage.objects == {}
+    for ctype in (f"multipart/form-data; boundary={'b' * 100}", "multipart/form-data; boundary=zz"):
+        resp = await client.post(
+            "/jobs", content=b"--b\r\nnonsense", headers={"X-User-ID": "alice", "Content-Type": ctype}
+        )
+        assert_error(resp, 400, "malformed_multipart")
+
+
+async def test_too_many_files_is_413(make_settings: Callable[..., Settings], fakes: Fakes) -> None:
+    async with gateway_client(make_settings(max_files_per_job=2)) as client:
+        resp = await upload(client, [("files", f"{i}.png", PNG) for i in range(3)])
+    assert_error(resp, 413, "too_many_files")
+    assert fakes.storage.puts_started == 2 and fakes.storage.objects == {}
+
+
+async def test_file_too_large_is_413(make_settings: Callable[..., Settings], fakes: Fakes) -> None:
+    async with gateway_client(make_settings(max_file_bytes=100_000)) as client:
+        ok = await upload(client, [("files", "small.png", PNG)])
+        assert ok.status_code == 202
+        fakes.reset()
+        resp = await upload(client, [("files", "small.png", PNG), ("files", "big.png", PNG + bytes(100_000))])
+    assert "big.png" in assert_error(resp, 413, "file_too_large")["detail"]
+    assert fakes.storage.objects == {} and fakes.jobs.created == []
+
+
+async def test_job_too_large_is_413(make_settings: Callable[..., Settings], fakes: Fakes) -> None:
+    async with gateway_client(make_settings(max_job_bytes=150_000)) as client:
+        resp = await upload(client, [("files", f"{i}.png", PNG + bytes(60_000)) for i in range(3)])
+        assert_error(resp, 413, "job_too_large")
+        assert fakes.storage.objects == {}
+        # A declared Content-Length beyond the limit is refused before anything is read or stored.
+        huge = await client.post(
+            "/jobs",
+            content=b"x" * 300_000,
+            headers={"X-User-ID": "alice", "Content-Type": "multipart/form-data; boundary=b"},
+        )
+    assert_error(huge, 413, "job_too_large")
+    assert fakes.storage.puts_started == 2  # only from the first request
+
+
+async def test_storage_refusing_max_size_is_413(client: httpx.AsyncClient, fakes: Fakes) -> None:
+    """Storage's own max_size guard (RESOURCE_EXHAUSTED) also becomes 413, with nothing left."""
+    fakes.storage.force_max_size = 2000
+    resp = await upload(client, [("files", "a.png", PNG), ("files", "b.png", PNG + bytes(5000))])
+    assert "b.png" in assert_error(resp, 413, "file_too_large")["detail"]
+    assert fakes.storage.objects == {} and fakes.jobs.created == []
