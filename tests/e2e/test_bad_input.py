@@ -76,13 +76,13 @@ def test_no_files(platform) -> None:
 @pytest.mark.parametrize("user", ["../../etc", "..", ".", "a" * 65, "alice/x", "älice", "a b", ""])
 def test_hostile_user_id(platform, user: str) -> None:
     with client(platform, None) as c:
-        r = c.post("/jobs", files=[("files", ("a.png", png_bytes()))], headers={"X-User-ID": user})
+        r = c.post("/jobs", files=[("files", ("a.png", png_bytes()))], headers={"X-User-ID": user.encode()})
         if user == "":
             assert r.status_code in (400, 401)
         else:
             assert r.status_code == 400, user
             assert r.json()["code"] == "invalid_user_id"
-        assert c.get("/jobs", headers={"X-User-ID": user}).status_code in (400, 401)
+        assert c.get("/jobs", headers={"X-User-ID": user.encode()}).status_code in (400, 401)
     assert not (platform.data_dir / "etc").exists()
 
 
