@@ -1,0 +1,138 @@
+"""NIfTI-1 / NIfTI-2 (.nii, .nii.gz) through nibabel, keeping affine, codes and scaling."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from . import filters
+from .errors import ImagingError
+from .image import Display, Image
+
+MAX_VOXELS = 512 * 1024**2  # as float32 that is 2 GiB
+
+_RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+    gzip.BadGzipFile,
+    nib.filebasedimages.ImageFileError,
+)
+
+
+def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    try:
+        img = nib.load(path)
+    except _READ_ERRORS as exc:
+        raise ImagingError(f"NIfTI file could not be read: {exc}") from None
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise ImagingError("File is not a single-file NIfTI image")
+    return img
+
+
+def describe(img: nib.Nifti1Image | nib.Nifti2Image) -> dict[str, Any]:
+    header = img.header
+    _, qform_code = header.get_qform(coded=True)
+    _, sform_code = header.get_sform(coded=True)
+    # nibabel moves scl_slope/scl_inter from the loaded header into the data proxy
+    slope = getattr(img.dataobj, "slope", None)
+    inter = getattr(img.dataobj, "inter", None)
+    space, time = header.get_xyzt_units()
+    facts = {
+        "format": "nifti",
+        "nifti_version": 2 if isinstance(img, nib.Nifti2Image) else 1,
+        "stored_dtype": str(img.get_data_dtype()),
+        "qform_code": int(qform_code),
+        "sform_code": int(sform_code),
+        "scl_slope": None if slope is None else float(slope),
+        "scl_inter": None if inter is None else float(inter),
+        "zooms": [float(z) for z in header.get_zooms()],
+        "xyzt_units": [space, time],
+        "description": header["descrip"].item().decode("latin-1").replace("\x00", " ").strip() or None,
+        "orientation": "".join(nib.aff2axcodes(img.affine)),
+    }
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+def inspect_nifti(path: Path) -> dict[str, Any]:
+    img = _load(path)
+    meta = describe(img)
+    meta["shape"] = [int(n) for n in img.shape]
+    return meta
+
+
+def read_nifti(path: Path) -> Image:
+    img = _load(path)
+    shape = img.shape
+    if len(shape) < 2 or len(shape) > 5 or int(np.prod(shape)) > MAX_VOXELS:
+        raise ImagingError(
+            f"NIfTI image of shape {list(shape)} is not supported (at most {MAX_VOXELS} voxels)"
+        )
+    meta = describe(img)
+    stored = img.get_data_dtype()
+    try:
+        if stored == _RGB24:
+            raw = np.asanyarray(img.dataobj)
+            data = np.stack([raw["R"], raw["G"], raw["B"]], axis=-1)
+            samples = "RGB"
+        else:
+            samples = "L"
+            unscaled = meta.get("scl_slope") in (None, 1.0) and meta.get("scl_inter") in (None, 0.0)
+            if stored.kind in "iu" and unscaled:
+                # whole numbers already in real units: keep the integer type (native byte order)
+                data = np.asanyarray(img.dataobj).astype(stored.newbyteorder("="), copy=False)
+            else:
+                data = img.get_fdata(dtype=np.float32)  # scl_slope / scl_inter applied
+    except _READ_ERRORS as exc:
+        raise ImagingError(f"NIfTI file is truncated or corrupt: {exc}") from None
+    while data.ndim < 3:  # a 2D NIfTI is a one-slice volume
+        data = data[..., np.newaxis]
+    if samples == "L" and data.ndim == 5 and data.shape[3] == 1:
+        data = data[:, :, :, 0, :]  # NIfTI keeps vector components on the 5th axis
+    affine = img.affine.astype(np.float64)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return Image(
+        data=data,
+        kind="volume",
+        affine=affine,
+        spacing=zooms,
+        samples=samples,
+        display=Display(native=False),
+        metadata=meta,
+    )
+
+
+def write_nifti(image: Image, path: Path, dtype: np.dtype | None = None) -> None:
+    """Save a volume with its affine; the input's qform/sform codes and units are kept."""
+    data = image.data
+    if image.samples == "RGB":
+        rgb = filters.cast_like(data, np.uint8) if data.dtype != np.uint8 else data
+        data = np.ascontiguousarray(rgb).view(_RGB24)[..., 0]
+    elif dtype is not None:
+        data = data.astype(dtype, copy=False)
+    img = nib.Nifti1Image(data, image.affine)
+    header = img.header
+    qform_code = int(image.metadata.get("qform_code", 1))
+    sform_code = int(image.metadata.get("sform_code", 1))
+    img.set_qform(image.affine, code=qform_code)
+    img.set_sform(image.affine, code=sform_code)
+    units = image.metadata.get("xyzt_units")
+    if units:
+        header.set_xyzt_units(*units)
+    else:
+        header.set_xyzt_units("mm", "sec")
+    description = image.metadata.get("description")
+    if description:
+        header["descrip"] = description.encode("latin-1", "replace")[:79]
+    zooms = image.metadata.get("zooms")
+    if data.ndim > 3 and zooms and len(zooms) >= data.ndim:
+        header.set_zooms(tuple(header.get_zooms()[:3]) + tuple(zooms[3 : data.ndim]))
+    header.set_slope_inter(1.0, 0.0)  # values are written in real units
+    nib.save(img, path)

@@ -1,0 +1,133 @@
+"""Pick a reader by content and describe files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from services.common import sniff as sniffing
+
+from . import io_dicom, io_nifti, io_raster, io_series
+from .errors import ImagingError
+from .image import Image
+
+_READERS: dict[str, Callable[[Path], Image]] = {
+    sniffing.PNG: lambda p: io_raster.read_raster(p, "png"),
+    sniffing.JPEG: lambda p: io_raster.read_raster(p, "jpeg"),
+    sniffing.DICOM: io_dicom.read_dicom,
+    sniffing.NIFTI: io_nifti.read_nifti,
+    sniffing.ZIP: io_series.read_dicom_zip,
+}
+
+
+def detect_format(path: Path) -> str:
+    """ "png", "jpeg", "dicom", "nifti" or "zip", from the file's first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(sniffing.SNIFF_BYTES)
+    except OSError as exc:
+        raise ImagingError(f"File could not be opened: {exc.strerror}") from None
+    if not head:
+        raise ImagingError("The file is empty")
+    fmt = sniffing.sniff(head)
+    if fmt is not None:
+        return fmt
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return sniffing.ZIP  # let the ZIP reader say what is inside
+    if head.startswith(b"\x1f\x8b"):
+        raise ImagingError("gzip file is corrupt or does not hold a NIfTI image")
+    raise ImagingError(
+        "Unsupported file type: expected PNG, JPEG, DICOM, NIfTI (.nii, .nii.gz) or a ZIP of DICOM files"
+    )
+
+
+def load(path: Path | str) -> Image:
+    """Read any supported file into an Image (real units for DICOM and NIfTI)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    image = _READERS[fmt](path)
+    image.metadata.setdefault("format", fmt)
+    return image
+
+
+def inspect(path: Path | str) -> tuple[str, dict[str, Any]]:
+    """(format, JSON-serialisable facts) without decoding more than needed."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt in (sniffing.PNG, sniffing.JPEG):
+        meta = _inspect_raster(path, fmt)
+    elif fmt == sniffing.DICOM:
+        meta = io_dicom.inspect_dicom(path)
+        frames = meta.get("frames", 1)
+        plane = [meta.get("rows"), meta.get("columns")]
+        meta["kind"] = "volume" if frames > 1 else "2d"
+        meta["shape"] = [plane[1], plane[0], frames] if frames > 1 else plane
+    elif fmt == sniffing.NIFTI:
+        meta = io_nifti.inspect_nifti(path)
+        meta["kind"] = "volume"
+    else:
+        meta = io_series.inspect_zip(path)
+        meta["kind"] = "volume" if meta.get("slices", 0) > 1 else "2d"
+    return fmt, jsonable(meta)
+
+
+def _inspect_raster(path: Path, fmt: str) -> dict[str, Any]:
+    name = fmt.upper()
+    try:
+        with PILImage.open(path) as pil:
+            width, height, mode = pil.width, pil.height, pil.mode
+            if width * height > (PILImage.MAX_IMAGE_PIXELS or float("inf")):
+                raise ImagingError(f"{name} image is too large to process: {width}x{height} pixels")
+    except UnidentifiedImageError:
+        raise ImagingError(f"{name} file could not be decoded: it is not a valid {name} image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImagingError(f"{name} file is truncated or corrupt: {exc}") from None
+    return {
+        "format": fmt,
+        "kind": "2d",
+        "source_mode": mode,
+        "shape": [height, width],
+        "width": width,
+        "height": height,
+    }
+
+
+def summary(image: Image) -> dict[str, Any]:
+    """Shape and geometry facts of an in-memory image."""
+    facts: dict[str, Any] = {
+        "kind": image.kind,
+        "shape": list(image.data.shape),
+        "dtype": str(image.data.dtype),
+        "samples": image.samples,
+    }
+    if image.spacing is not None:
+        facts["spacing"] = [round(float(s), 6) for s in image.spacing]
+    if image.affine is not None:
+        facts["affine"] = [[round(float(v), 6) for v in row] for row in image.affine]
+    return facts
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON types only: numpy scalars, tuples and pydicom values converted, NaN/inf dropped."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items() if jsonable(v) is not None}
+    if isinstance(value, list | tuple) or (
+        hasattr(value, "__iter__") and type(value).__name__ == "MultiValue"
+    ):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)

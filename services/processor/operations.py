@@ -1,0 +1,372 @@
+"""The operations catalogue: one registry entry per task type, with its JSON Schema and function.
+
+A new operation is one ``_register(Operation(...))`` call: a name, words for the catalogue, the
+params schema (every param has a default; no extra params), and a function Image -> Image built
+from the pure functions in ``imaging``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+
+from services.processor import imaging
+from services.processor.imaging import filters, geometry
+from services.processor.imaging.image import Display, Image
+
+MAX_OUTPUT_VOXELS = 512 * 1024**2
+MAX_OUTPUT_PIXELS = 8192 * 8192
+
+
+class ParamsError(ValueError):
+    """Params that do not fit the operation; ``str(error)`` is written for users."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    title: str
+    description: str
+    accepts: tuple[str, ...]
+    params_schema: dict[str, Any]
+    outputs: str
+    apply: Callable[[Image, dict[str, Any]], Image]
+    check: Callable[[dict[str, Any]], None] | None = None  # rules a schema says badly
+
+
+_REGISTRY: dict[str, Operation] = {}
+_VALIDATORS: dict[str, jsonschema.protocols.Validator] = {}
+
+ALL_INPUTS = ("2d", "3d", "dicom", "nifti")
+STANDARD_OUTPUTS = "PNG for 2D inputs (JPEG with output_format=jpeg); .nii.gz plus a PNG preview for volumes"
+
+OUTPUT_FORMAT = {
+    "type": "string",
+    "enum": ["png", "jpeg"],
+    "default": "png",
+    "description": "File format of 2D results; volumes are always .nii.gz with a PNG preview.",
+}
+
+
+def _schema(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {**properties, "output_format": OUTPUT_FORMAT},
+        "additionalProperties": False,
+    }
+
+
+def _register(op: Operation) -> None:
+    jsonschema.Draft202012Validator.check_schema(op.params_schema)
+    _REGISTRY[op.name] = op
+    _VALIDATORS[op.name] = jsonschema.Draft202012Validator(op.params_schema)
+
+
+# -- public interface ------------------------------------------------------------------------------
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """Every operation, for GET /operations and ListOperations."""
+    return [
+        {
+            "name": op.name,
+            "title": op.title,
+            "description": op.description,
+            "accepts": list(op.accepts),
+            "params_schema": copy.deepcopy(op.params_schema),
+            "outputs": op.outputs,
+        }
+        for op in _REGISTRY.values()
+    ]
+
+
+def validate_params(task_type: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The params with defaults filled in; ParamsError for an unknown operation or bad params."""
+    op = _REGISTRY.get(task_type)
+    if op is None:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ParamsError(f"Unknown task_type {task_type!r}; available operations: {known}")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ParamsError("params must be a JSON object")
+    errors = sorted(_VALIDATORS[task_type].iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ParamsError(_readable(errors[0], op))
+    filled = copy.deepcopy(params)
+    for name, prop in op.params_schema["properties"].items():
+        if name not in filled and "default" in prop:
+            filled[name] = copy.deepcopy(prop["default"])
+    if op.check is not None:
+        op.check(filled)
+    return filled
+
+
+def run(
+    task_type: str,
+    params: dict[str, Any],
+    input_path: str,
+    out_dir: str,
+    output_stem: str,
+    progress: Callable[[int, str], None] | None = None,
+) -> dict[str, Any]:
+    """Decode the input (format by content), apply the operation, write the outputs into out_dir.
+
+    Returns {"outputs": [{"filename", "path", "media_type", "role"}, ...] (primary first),
+    "metadata": {...}}. Raises ImagingError for bad inputs and ParamsError for bad params.
+    """
+    if not output_stem or "/" in output_stem or "\\" in output_stem or output_stem in (".", ".."):
+        raise ValueError(f"unsafe output_stem {output_stem!r}")
+    params = validate_params(task_type, params)
+    report = progress or (lambda _percent, _message: None)
+
+    image = imaging.load(Path(input_path))
+    report(40, "decoded")
+    result = _REGISTRY[task_type].apply(image, params)
+    report(70, "processed")
+    outputs = imaging.write_outputs(result, Path(out_dir), output_stem, params.get("output_format", "png"))
+
+    metadata = dict(result.metadata)
+    metadata.update(imaging.summary(result))
+    metadata["input_shape"] = list(image.data.shape)
+    metadata["operation"] = task_type
+    return {"outputs": outputs, "metadata": imaging.jsonable(metadata)}
+
+
+# -- readable schema errors ------------------------------------------------------------------------
+
+
+def _readable(error: jsonschema.ValidationError, op: Operation) -> str:
+    path = "".join(
+        f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+        for i, p in enumerate(error.absolute_path)
+    )
+    name = path or "params"
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    value = error.validator_value
+    match error.validator:
+        case "additionalProperties":
+            allowed = ", ".join(op.params_schema["properties"])
+            extra = sorted(set(error.instance) - set(op.params_schema["properties"]))
+            return f"Unknown parameter {', '.join(map(repr, extra))} for {op.name}; allowed: {allowed}"
+        case "exclusiveMinimum":
+            return f"{name} must be greater than {value}"
+        case "minimum":
+            return f"{name} must be at least {value}"
+        case "exclusiveMaximum":
+            return f"{name} must be less than {value}"
+        case "maximum":
+            return f"{name} must be at most {value}"
+        case "enum":
+            return f"{name} must be one of: {', '.join(map(str, value))}"
+        case "type":
+            kinds = value if isinstance(value, list) else [value]
+            words = {
+                "number": "a number",
+                "integer": "a whole number",
+                "boolean": "true or false",
+                "string": "a string",
+                "array": "a list",
+                "object": "an object",
+                "null": "null",
+            }
+            return f"{name} must be {' or '.join(words.get(k, k) for k in kinds)}"
+        case "minItems" | "maxItems":
+            return (
+                f"{name} must have {value} values"
+                if schema.get("minItems") == schema.get("maxItems")
+                else f"{name}: {error.message}"
+            )
+        case "anyOf" | "oneOf":
+            return f"{name} must be {schema.get('x-expects', 'a valid value')}"
+    return f"{name}: {error.message}"
+
+
+# -- operation functions ---------------------------------------------------------------------------
+
+
+def _restore(values: np.ndarray, image: Image) -> np.ndarray:
+    """Display-valued images (PNG, JPEG, colour DICOM) go back to their integer type; real values
+    stay float32."""
+    if image.display.native or image.has_samples:
+        return filters.cast_like(values, image.data.dtype)
+    return values
+
+
+def _spatial_spacing(image: Image) -> tuple[float, float, float]:
+    if image.affine is not None:
+        return geometry.voxel_sizes(image.affine)
+    return tuple(image.spacing or (1.0, 1.0, 1.0))  # type: ignore[return-value]
+
+
+def blur(image: Image, params: dict[str, Any]) -> Image:
+    sigma = float(params["sigma"])
+    extra = (0.0,) * (image.data.ndim - image.spatial_ndim)  # no blur across samples or time
+    if image.kind == "2d":
+        sigmas: tuple[float, ...] = (sigma, sigma) + extra
+    else:
+        sigmas = filters.sigmas_in_voxels(sigma, _spatial_spacing(image)) + extra
+    out = image.with_data(_restore(filters.gaussian_blur(image.data, sigmas), image))
+    out.metadata["sigma_voxels"] = [round(s, 6) for s in sigmas[: image.spatial_ndim]]
+    return out
+
+
+def _check_resize(params: dict[str, Any]) -> None:
+    if params.get("spacing") is not None and params.get("shape") is not None:
+        raise ParamsError("Give either spacing or shape for a volume resize, not both")
+
+
+def resize(image: Image, params: dict[str, Any]) -> Image:
+    width, height, keep_aspect = int(params["width"]), int(params["height"]), bool(params["keep_aspect"])
+    if image.kind == "2d":
+        rows, cols = image.data.shape[:2]
+        if keep_aspect:
+            width, height = filters.fit_inside(cols, rows, width, height)
+        data = _restore(filters.resample_linear(image.data, (height, width)), image)
+        spacing = None
+        if image.spacing is not None:
+            spacing = (image.spacing[0] * rows / height, image.spacing[1] * cols / width)
+        return image.with_data(data, spacing=spacing)
+
+    old_shape = image.data.shape[:3]
+    if params.get("shape") is not None:
+        new_shape = tuple(int(n) for n in params["shape"])
+    elif params.get("spacing") is not None:
+        target = params["spacing"]
+        target = [float(target)] * 3 if isinstance(target, int | float) else [float(t) for t in target]
+        new_shape = filters.shape_for_spacing(old_shape, _spatial_spacing(image), target)
+    else:  # like the 2D resize: each slice to width x height, slices kept
+        if keep_aspect:
+            width, height = filters.fit_inside(old_shape[0], old_shape[1], width, height)
+        new_shape = (width, height, old_shape[2])
+    voxels = int(np.prod(new_shape)) * int(np.prod(image.data.shape[3:], dtype=np.int64))
+    if voxels > MAX_OUTPUT_VOXELS:
+        raise ParamsError(
+            f"The resized volume would have {voxels} voxels; at most {MAX_OUTPUT_VOXELS} are allowed"
+        )
+    affine = geometry.resampled_affine(image.affine, old_shape, new_shape)
+    data = _restore(filters.resample_linear(image.data, new_shape), image)
+    return image.with_data(data, affine=affine, spacing=geometry.voxel_sizes(affine))
+
+
+def grayscale(image: Image, params: dict[str, Any]) -> Image:
+    if image.samples in ("L", "LA"):
+        return image.with_data(image.data)  # already grey
+    grey = filters.cast_like(filters.luminance(image.data), image.data.dtype)
+    if image.samples == "RGBA":
+        return image.with_data(np.stack([grey, image.data[..., 3]], axis=-1), samples="LA")
+    display = image.display if image.kind == "2d" else Display(native=False)
+    return image.with_data(grey, samples="L", display=display)
+
+
+# -- the catalogue ---------------------------------------------------------------------------------
+
+_register(
+    Operation(
+        name="blur",
+        title="Gaussian blur",
+        description="Gaussian smoothing. 2D images: sigma in pixels, each colour channel separately. "
+        "Volumes: a true 3D blur with sigma in millimetres, converted to voxels per axis from the voxel "
+        "spacing; 4D data is blurred in space only.",
+        accepts=ALL_INPUTS,
+        params_schema=_schema(
+            {
+                "sigma": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 50,
+                    "default": 2.0,
+                    "description": "Gaussian standard deviation: pixels for 2D, millimetres for volumes.",
+                },
+            }
+        ),
+        outputs=STANDARD_OUTPUTS,
+        apply=blur,
+    )
+)
+
+_register(
+    Operation(
+        name="resize",
+        title="Resize / resample",
+        description="2D: bilinear resize to width x height (keep_aspect fits the image inside that box). "
+        "Volumes: linear resampling to a voxel spacing in mm or to a shape [x, y, z]; without either, "
+        "each slice is resized to width x height. The affine is updated so the volume stays in place.",
+        accepts=ALL_INPUTS,
+        params_schema=_schema(
+            {
+                "width": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 8192,
+                    "default": 512,
+                    "description": "Target width in pixels.",
+                },
+                "height": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 8192,
+                    "default": 512,
+                    "description": "Target height in pixels.",
+                },
+                "keep_aspect": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Keep the aspect ratio, fitting inside width x height.",
+                },
+                "spacing": {
+                    "anyOf": [
+                        {"type": "null"},
+                        {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+                        {
+                            "type": "array",
+                            "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+                            "minItems": 3,
+                            "maxItems": 3,
+                        },
+                    ],
+                    "default": None,
+                    "x-expects": "a voxel size in mm (0 < mm <= 100) or a list of 3 of them [x, y, z]",
+                    "description": "Volumes: target voxel spacing in mm, one number or [x, y, z].",
+                },
+                "shape": {
+                    "anyOf": [
+                        {"type": "null"},
+                        {
+                            "type": "array",
+                            "items": {"type": "integer", "minimum": 1, "maximum": 4096},
+                            "minItems": 3,
+                            "maxItems": 3,
+                        },
+                    ],
+                    "default": None,
+                    "x-expects": "a list of 3 whole numbers [x, y, z] between 1 and 4096",
+                    "description": "Volumes: target shape in voxels [x, y, z].",
+                },
+            }
+        ),
+        outputs=STANDARD_OUTPUTS,
+        apply=resize,
+        check=_check_resize,
+    )
+)
+
+_register(
+    Operation(
+        name="grayscale",
+        title="Grayscale",
+        description="Colour to one channel with ITU-R BT.601 luma weights (alpha kept); grey images are "
+        "returned unchanged.",
+        accepts=ALL_INPUTS,
+        params_schema=_schema({}),
+        outputs=STANDARD_OUTPUTS,
+        apply=grayscale,
+    )
+)

@@ -1,0 +1,349 @@
+"""The operations registry: catalogue, params validation, and run() on every input kind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from scipy import ndimage
+
+from services.processor import imaging, operations
+from services.processor.imaging import outputs
+from services.processor.operations import ParamsError
+from tests.processor.imaging.helpers import NIBABEL_DATA, ct_slice, dicom_file, high_frequency_energy
+
+# -- catalogue and params --------------------------------------------------------------------------
+
+
+def test_catalogue_lists_the_seed_operations_with_defaults() -> None:
+    entries = {e["name"]: e for e in operations.catalogue()}
+    assert {"blur", "resize", "grayscale"} <= set(entries)
+    for entry in entries.values():
+        assert entry["title"] and entry["description"] and entry["outputs"]
+        assert set(entry["accepts"]) == {"2d", "3d", "dicom", "nifti"}
+        schema = entry["params_schema"]
+        assert schema["additionalProperties"] is False
+        assert all("default" in prop for prop in schema["properties"].values())
+        assert schema["properties"]["output_format"]["enum"] == ["png", "jpeg"]
+    assert entries["blur"]["params_schema"]["properties"]["sigma"]["default"] == 2.0
+
+
+def test_validate_fills_defaults() -> None:
+    assert operations.validate_params("blur", None) == {"sigma": 2.0, "output_format": "png"}
+    assert operations.validate_params("resize", {"width": 100}) == {
+        "width": 100,
+        "height": 512,
+        "keep_aspect": False,
+        "spacing": None,
+        "shape": None,
+        "output_format": "png",
+    }
+    assert operations.validate_params("resize", {"spacing": [1, 1, 2.5]})["spacing"] == [1, 1, 2.5]
+
+
+@pytest.mark.parametrize(
+    ("task_type", "params", "message"),
+    [
+        ("blur", {"sigma": 0}, "sigma must be greater than 0"),
+        ("blur", {"sigma": 51}, "sigma must be at most 50"),
+        ("blur", {"sigma": "big"}, "sigma must be a number"),
+        (
+            "blur",
+            {"sigma": 1, "radius": 3},
+            "Unknown parameter 'radius' for blur; allowed: sigma, output_format",
+        ),
+        ("blur", {"output_format": "gif"}, "output_format must be one of: png, jpeg"),
+        ("resize", {"width": 0}, "width must be at least 1"),
+        ("resize", {"height": 1.5}, "height must be a whole number"),
+        ("resize", {"keep_aspect": "yes"}, "keep_aspect must be true or false"),
+        ("resize", {"spacing": -1}, "spacing must be a voxel size in mm"),
+        ("resize", {"shape": [10, 10]}, "shape must be a list of 3 whole numbers"),
+        ("resize", {"spacing": 1, "shape": [2, 2, 2]}, "Give either spacing or shape"),
+        ("sharpen", {}, "Unknown task_type 'sharpen'; available operations: blur, grayscale, resize"),
+    ],
+)
+def test_bad_params_have_readable_messages(task_type: str, params: dict, message: str) -> None:
+    with pytest.raises(ParamsError) as caught:
+        operations.validate_params(task_type, params)
+    assert str(caught.value).startswith(message)
+
+
+def test_params_must_be_an_object() -> None:
+    with pytest.raises(ParamsError, match="params must be a JSON object"):
+        operations.validate_params("blur", [1, 2])  # type: ignore[arg-type]
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+
+def _photo(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    smooth = ndimage.gaussian_filter(rng.random(shape), (6, 6) + (0,) * (len(shape) - 2))
+    smooth = (smooth - smooth.min()) / (smooth.max() - smooth.min())
+    return np.clip(smooth * 200 + 20 + rng.normal(0, 15, shape), 0, 255)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(5)
+    PILImage.fromarray(_photo(rng, (96, 128)).astype(np.uint8)).save(d / "grey.png")
+    PILImage.fromarray(_photo(rng, (96, 128, 3)).astype(np.uint8)).save(d / "colour.png")
+    rgba = np.dstack([_photo(rng, (96, 128, 3)), np.full((96, 128), 255.0)]).astype(np.uint8)
+    PILImage.fromarray(rgba).save(d / "alpha.png")
+    PILImage.fromarray((_photo(rng, (96, 128)) * 250).astype(np.uint16)).save(d / "deep.png")
+    PILImage.fromarray(_photo(rng, (96, 128, 3)).astype(np.uint8)).save(d / "photo.jpg", quality=95)
+    with zipfile.ZipFile(d / "series.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for k in range(8):
+            pixels = (_photo(rng, (32, 24)) * 4 + 500).astype(np.uint16)
+            zf.writestr(
+                f"s/{(k * 5) % 8}.dcm",
+                ct_slice(pixels, series_uid="1.9", position=(0.0, 0.0, 3.0 * k), window=(40, 400)),
+            )
+    files = {
+        "png_grey": d / "grey.png",
+        "png_rgb": d / "colour.png",
+        "png_rgba": d / "alpha.png",
+        "png_16bit": d / "deep.png",
+        "jpeg": d / "photo.jpg",
+        "dicom_ct": dicom_file("CT_small.dcm"),
+        "dicom_rle": dicom_file("MR_small_RLE.dcm"),
+        "dicom_j2k": dicom_file("MR_small_jp2klossless.dcm"),
+        "dicom_multiframe": dicom_file("rtdose.dcm"),
+        "dicom_rgb_multiframe": dicom_file("SC_rgb_rle_2frame.dcm"),
+        "nifti_3d": NIBABEL_DATA / "anatomical.nii",
+        "nifti_4d": NIBABEL_DATA / "example4d.nii.gz",
+        "dicom_series_zip": d / "series.zip",
+    }
+    return files
+
+
+VOLUMES = {"dicom_multiframe", "dicom_rgb_multiframe", "nifti_3d", "nifti_4d", "dicom_series_zip"}
+
+
+def _run(task_type: str, params: dict, path: Path, out_dir: Path) -> tuple[dict, list]:
+    calls: list = []
+    result = operations.run(
+        task_type, params, str(path), str(out_dir), "scan", progress=lambda p, m: calls.append((p, m))
+    )
+    assert calls == [(40, "decoded"), (70, "processed")]
+    return result, calls
+
+
+def _read_output(result: dict) -> np.ndarray:
+    primary = result["outputs"][0]
+    assert primary["role"] == "primary" and Path(primary["path"]).is_file()
+    if primary["filename"].endswith(".nii.gz"):
+        return np.asanyarray(nib.load(primary["path"]).dataobj)
+    with PILImage.open(primary["path"]) as pil:
+        return np.asarray(pil)
+
+
+def _input_as_written(path: Path) -> tuple[np.ndarray, int]:
+    """The input in the units of its output: display values for 2D, real values for volumes."""
+    image = imaging.load(path)
+    if image.kind == "2d":
+        values, _ = outputs.display_array(image)
+        return values, 2
+    return image.data, 3
+
+
+@pytest.mark.parametrize(
+    "kind",
+    sorted(
+        [
+            "png_grey",
+            "png_rgb",
+            "png_rgba",
+            "png_16bit",
+            "jpeg",
+            "dicom_ct",
+            "dicom_rle",
+            "dicom_j2k",
+            "dicom_multiframe",
+            "dicom_rgb_multiframe",
+            "nifti_3d",
+            "nifti_4d",
+            "dicom_series_zip",
+        ]
+    ),
+)
+def test_blur_really_blurs(kind: str, inputs: dict[str, Path], tmp_path: Path) -> None:
+    sigma = 20.0 if kind == "dicom_multiframe" else 2.0  # RT dose: smooth, voxels 10 x 10 x 5 mm
+    result, _ = _run("blur", {"sigma": sigma}, inputs[kind], tmp_path)
+    before, spatial = _input_as_written(inputs[kind])
+    after = _read_output(result)
+    if after.dtype.names:  # RGB24 NIfTI
+        after = np.stack([after[c] for c in after.dtype.names], axis=-1)
+    assert after.shape == before.shape
+    assert high_frequency_energy(after, spatial) < 0.6 * high_frequency_energy(before, spatial)
+    spread = float(before.max()) - float(before.min())
+    assert abs(float(after.mean()) - float(before.mean())) < 0.03 * spread + 1
+    meta = result["metadata"]
+    assert meta["shape"] == list(before.shape) and meta["operation"] == "blur"
+    if kind in VOLUMES:
+        assert [o["role"] for o in result["outputs"]] == ["primary", "preview"]
+        assert result["outputs"][0]["filename"] == "scan_processed.nii.gz"
+        with PILImage.open(result["outputs"][1]["path"]) as preview:
+            assert preview.format == "PNG" and preview.size[0] > 1
+    else:
+        assert [o["filename"] for o in result["outputs"]] == ["scan_processed.png"]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "png_grey",
+        "png_rgba",
+        "png_16bit",
+        "jpeg",
+        "dicom_ct",
+        "nifti_4d",
+        "dicom_series_zip",
+        "dicom_rgb_multiframe",
+    ],
+)
+def test_resize_shapes(kind: str, inputs: dict[str, Path], tmp_path: Path) -> None:
+    if kind in VOLUMES:
+        result, _ = _run("resize", {"shape": [20, 16, 6]}, inputs[kind], tmp_path)
+        source = imaging.load(inputs[kind])
+        out = nib.load(result["outputs"][0]["path"])
+        assert (
+            out.shape[:3] == (20, 16, 6)
+            and out.shape[3:] == source.data.shape[3 : 4 if kind == "nifti_4d" else 3]
+        )
+        # the same field of view: the first voxel corner stays put
+        corner = [-0.5, -0.5, -0.5, 1.0]
+        assert np.allclose(out.affine @ corner, source.affine @ corner, atol=1e-3)
+    else:
+        result, _ = _run("resize", {"width": 60, "height": 40}, inputs[kind], tmp_path)
+        out = _read_output(result)
+        assert out.shape[:2] == (40, 60)
+        fit, _ = _run("resize", {"width": 60, "height": 60, "keep_aspect": True}, inputs[kind], tmp_path)
+        source_rows, source_cols = imaging.load(inputs[kind]).data.shape[:2]
+        assert _read_output(fit).shape[:2] == (round(60 * source_rows / source_cols), 60)
+
+
+def test_resize_volume_to_spacing(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("resize", {"spacing": 4.0}, inputs["nifti_3d"], tmp_path)
+    out = nib.load(result["outputs"][0]["path"])
+    assert out.shape == (16, 20, 12)  # 33 x 41 x 25 voxels of 2 mm
+    assert result["metadata"]["spacing"] == pytest.approx([33 * 2 / 16, 41 * 2 / 20, 25 * 2 / 12], abs=1e-4)
+
+
+def test_resize_default_is_512(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("resize", {}, inputs["png_rgb"], tmp_path)
+    assert _read_output(result).shape == (512, 512, 3)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected_mode"),
+    [
+        ("png_rgb", "L"),
+        ("png_rgba", "LA"),
+        ("png_grey", "L"),
+        ("png_16bit", "I;16"),
+        ("jpeg", "L"),
+        ("dicom_ct", "L"),
+    ],
+)
+def test_grayscale_2d(kind: str, expected_mode: str, inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("grayscale", {}, inputs[kind], tmp_path)
+    with PILImage.open(result["outputs"][0]["path"]) as pil:
+        assert pil.mode == expected_mode
+        out = np.asarray(pil)
+    source = imaging.load(inputs[kind])
+    if source.samples.startswith("RGB"):
+        r, g, b = (source.data[..., c].astype(float) for c in range(3))
+        expected = np.rint(0.299 * r + 0.587 * g + 0.114 * b)
+        grey = out[..., 0] if out.ndim == 3 else out
+        assert np.abs(grey.astype(float) - expected).max() <= 1
+    elif source.display.native:
+        assert np.array_equal(out, source.data)  # already grey: unchanged
+
+
+def test_grayscale_volumes(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("grayscale", {}, inputs["dicom_rgb_multiframe"], tmp_path)
+    assert nib.load(result["outputs"][0]["path"]).shape == (100, 100, 2)
+    result, _ = _run("grayscale", {}, inputs["nifti_3d"], tmp_path)
+    out = nib.load(result["outputs"][0]["path"])
+    source = nib.load(inputs["nifti_3d"])
+    assert np.array_equal(np.asanyarray(out.dataobj), np.asanyarray(source.dataobj))
+    assert out.get_data_dtype() == np.int16  # whole numbers keep their integer type
+
+
+def test_nifti_outputs_keep_affine_and_codes(inputs: dict[str, Path], tmp_path: Path) -> None:
+    for name in ("nifti_3d", "nifti_4d"):
+        result, _ = _run("blur", {"sigma": 3.0}, inputs[name], tmp_path)
+        out, source = nib.load(result["outputs"][0]["path"]), nib.load(inputs[name])
+        assert out.shape == source.shape
+        assert np.allclose(out.affine, source.affine, atol=1e-5)
+        assert int(out.header["qform_code"]) == int(source.header["qform_code"])
+        assert int(out.header["sform_code"]) == int(source.header["sform_code"])
+        assert out.get_data_dtype() == np.float32
+
+
+def test_4d_blur_does_not_mix_time_points(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("blur", {"sigma": 4.0}, inputs["nifti_4d"], tmp_path)
+    source = imaging.load(inputs["nifti_4d"])
+    out = np.asanyarray(nib.load(result["outputs"][0]["path"]).dataobj)
+    sigmas = imaging.sigmas_in_voxels(4.0, source.spacing)
+    alone = imaging.gaussian_blur(source.data[..., 1], sigmas)
+    assert np.allclose(out[..., 1], alone, atol=1e-3)
+
+
+def test_dicom_volume_output_is_in_hounsfield_units(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("grayscale", {}, inputs["dicom_series_zip"], tmp_path)
+    out = nib.load(result["outputs"][0]["path"])
+    assert out.get_data_dtype() == np.int16
+    assert np.asanyarray(out.dataobj).min() < 0  # stored values minus 1024
+    assert np.allclose(np.diag(out.affine)[:3], [-0.6, -0.8, 3.0])
+    assert result["metadata"]["modality"] == "CT" and result["metadata"]["format"] == "zip"
+
+
+def test_dicom_2d_output_is_windowed_8bit(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("blur", {"sigma": 1.0}, inputs["dicom_ct"], tmp_path)
+    with PILImage.open(result["outputs"][0]["path"]) as pil:
+        assert pil.mode == "L" and pil.size == (128, 128)
+    meta = result["metadata"]
+    assert meta["format"] == "dicom" and meta["modality"] == "CT" and meta["shape"] == [128, 128]
+
+
+def test_jpeg_output_format(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("blur", {"output_format": "jpeg"}, inputs["png_rgba"], tmp_path)
+    primary = result["outputs"][0]
+    assert primary["filename"] == "scan_processed.jpg" and primary["media_type"] == "image/jpeg"
+    with PILImage.open(primary["path"]) as pil:
+        assert pil.format == "JPEG" and pil.mode == "RGB"
+
+
+def test_16bit_png_stays_16bit(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("blur", {}, inputs["png_16bit"], tmp_path)
+    out = _read_output(result)
+    assert out.dtype == np.uint16 and out.max() > 255
+
+
+def test_bad_inputs_raise_imaging_errors(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    with pytest.raises(imaging.ImagingError, match="Unsupported file type"):
+        operations.run("blur", {}, str(junk), str(tmp_path), "junk")
+    with pytest.raises(imaging.ImagingError, match="DICOM pixel data is truncated"):
+        operations.run("blur", {}, str(dicom_file("MR_truncated.dcm")), str(tmp_path), "mr")
+    with pytest.raises(ParamsError):
+        operations.run("blur", {"sigma": -1}, str(dicom_file("CT_small.dcm")), str(tmp_path), "ct")
+    assert list(tmp_path.iterdir()) == [junk]  # nothing written
+
+
+def test_run_works_in_a_spawned_process_pool(inputs: dict[str, Path], tmp_path: Path) -> None:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = pool.submit(
+            operations.run, "blur", {}, str(inputs["png_grey"]), str(tmp_path), "pooled"
+        ).result(60)
+    assert result["outputs"][0]["filename"] == "pooled_processed.png"
+    assert (tmp_path / "pooled_processed.png").is_file()
