@@ -1,0 +1,54 @@
+"""Processor replica: `python -m services.processor.server`.
+
+Serves ProcessorService over gRPC and works on tasks from JetStream until SIGTERM, then drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common import grpc_client, messaging, tracing
+from services.common.config import Settings
+from services.common.gen.radiology.v1 import processor_pb2_grpc
+from services.common.grpc_server import create_server, run_server
+from services.common.logging import setup_logging
+from services.processor.pool import ProcessPool
+from services.processor.service import SERVICE_NAME, ProcessorService
+from services.processor.storage_client import StorageClient
+from services.processor.worker import Worker, process_tmp_dir, subscribe
+
+
+async def main() -> None:
+    settings = Settings()
+    setup_logging("processor", settings.log_level)
+    tracing.setup_tracing("processor")
+
+    nc = await messaging.connect(settings.nats_url, name="processor")
+    js = nc.jetstream()
+    await messaging.ensure_streams(js)
+    sub = await subscribe(js, settings)
+
+    storage_channel = grpc_client.channel(settings.storage_addr)
+    storage = StorageClient(storage_channel, settings.rpc_timeout_seconds)
+    pool = ProcessPool(settings.workers)
+    await pool.start()
+    worker = Worker(settings=settings, nc=nc, sub=sub, storage=storage, pool=pool)
+
+    server = create_server()
+    processor_pb2_grpc.add_ProcessorServiceServicer_to_server(
+        ProcessorService(storage=storage, pool=pool, tmp_root=process_tmp_dir(settings.data_dir)), server
+    )
+
+    async def stop() -> None:
+        await nc.close()  # flushes pending acks first
+        await storage_channel.close()
+        await asyncio.to_thread(pool.shutdown, worker.handed_back > 0)
+
+    await run_server(
+        settings=settings, addr=settings.processor_addr, server=server, service_names=[SERVICE_NAME],
+        on_start=worker.start, on_drain=worker.drain, on_stop=stop,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

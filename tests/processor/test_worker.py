@@ -1,0 +1,327 @@
+"""The JetStream worker against a real nats-server and an in-memory StorageService."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from prometheus_client import REGISTRY
+
+from services.common import messaging
+from services.common.gen.radiology.v1 import common_pb2
+from services.common.protobuf import from_struct
+from services.processor import operations
+from services.processor.imaging import ImagingError
+from tests.conftest import ROOT, free_port
+
+from .conftest import CORRUPT_PNG, SLOW, FakeStorage, Harness, png_bytes, slow_png
+
+RUNNING, SUCCESS, FAILED = common_pb2.STATUS_RUNNING, common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _steps(events) -> list[tuple[int, int, str]]:
+    return [(e.status, e.progress, e.message) for e in events]
+
+
+async def _settled(h: Harness, timeout: float = 10.0) -> None:
+    """Wait until the consumer has nothing pending or awaiting an ack."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await h.consumer()
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        assert time.monotonic() < deadline, f"consumer not settled: {info}"
+        await asyncio.sleep(0.05)
+
+
+async def test_png_blur_reports_each_step_stores_outputs_and_acks(harness: Harness) -> None:
+    await harness.worker()
+    data = png_bytes(80, 60)
+    done_before = _metric("tasks_processed_total", task_type="blur", outcome="success")
+    latency_before = _metric("task_latency_seconds_count", task_type="blur")
+    task = await harness.publish_task(
+        data, params={"sigma": 2}, headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
+    )
+
+    final = await harness.wait_terminal(task.task_id)
+    events = harness.events_of(task.task_id)
+    assert _steps(events) == [
+        (RUNNING, 10, "fetched"),
+        (RUNNING, 40, "decoded"),
+        (RUNNING, 70, "processed"),
+        (SUCCESS, 100, "stored"),
+    ]
+    assert [s.headers["Nats-Msg-Id"] for s in harness.events if s.event.task_id == task.task_id] == [
+        f"{task.task_id}:10:RUNNING",
+        f"{task.task_id}:40:RUNNING",
+        f"{task.task_id}:70:RUNNING",
+        f"{task.task_id}:100:SUCCESS",
+    ]
+    result = final.result
+    assert result.input_file == "scan.png" and result.task_type == "blur"
+    assert result.output_file == "scan_processed.png" == result.outputs[0].filename
+    assert result.outputs[0].role == "primary"
+    assert from_struct(result.metadata)["format"] == "png"
+    for out in result.outputs:
+        assert out.key == f"alice/{task.job_id}/{out.filename}"
+        stored, content_type = harness.storage.objects[out.key]
+        assert out.sha256 == hashlib.sha256(stored).hexdigest() and out.size == len(stored)
+        assert content_type == out.media_type == "image/png"
+    blurred = np.asarray(Image.open(io.BytesIO(harness.storage.objects[result.outputs[0].key][0])))
+    original = np.asarray(Image.open(io.BytesIO(data)))
+    assert blurred.shape == original.shape
+
+    def roughness(a: np.ndarray) -> float:
+        return float(np.abs(np.diff(a.astype(float), axis=1)).mean())
+
+    assert roughness(blurred) < roughness(original) / 2
+
+    # the trace continues from the task message into every event
+    assert all(TRACE_ID in s.headers.get("traceparent", "") for s in harness.events)
+
+    await _settled(harness)
+    assert list((harness.data_dir / "tmp").rglob("task-*")) == []  # temp files removed
+    assert _metric("tasks_processed_total", task_type="blur", outcome="success") == done_before + 1
+    assert _metric("task_latency_seconds_count", task_type="blur") == latency_before + 1
+    assert _metric("worker_active_tasks") == 0
+
+
+async def test_corrupt_file_fails_once_with_clear_message(harness: Harness, tmp_path: Path) -> None:
+    await harness.worker(ack_wait_seconds=1.0)
+    errors_before = _metric("error_rate_total", task_type="blur")
+    task = await harness.publish_task(CORRUPT_PNG, input_file="broken.png")
+
+    final = await harness.wait_terminal(task.task_id)
+    (tmp_path / "broken.png").write_bytes(CORRUPT_PNG)
+    (tmp_path / "out").mkdir()
+    try:
+        operations.run(
+            "blur",
+            operations.validate_params("blur", {}),
+            str(tmp_path / "broken.png"),
+            str(tmp_path / "out"),
+            "broken",
+        )
+        raise AssertionError("the corrupt file was accepted")
+    except ImagingError as exc:
+        expected = str(exc)
+    assert final.status == FAILED and final.error == expected and "Traceback" not in final.error
+    await _settled(harness)
+    await asyncio.sleep(2.5)  # beyond ack_wait: nothing comes back
+    assert [e.status for e in harness.events_of(task.task_id)] == [RUNNING, FAILED]
+    assert (await harness.consumer()).num_redelivered == 0
+    assert not [k for k in harness.storage.puts if task.job_id in k]
+    assert _metric("error_rate_total", task_type="blur") == errors_before + 1
+
+
+async def test_crashed_pool_process_is_replaced_and_the_task_retried(harness: Harness) -> None:
+    await harness.worker(concurrency=1, retry_backoff_seconds=0.1)
+    task = await harness.publish_task(slow_png(), params=SLOW)
+    await harness.wait_for(lambda: any(e.progress == 40 for e in harness.events_of(task.task_id)))
+    broken = harness.pool._executor
+    for proc in list(broken._processes.values()):  # a worker process dies mid-operation
+        os.kill(proc.pid, signal.SIGKILL)
+
+    final = await harness.wait_terminal(task.task_id, 30)
+    assert final.status == SUCCESS
+    assert harness.pool._executor is not broken
+    await _settled(harness)
+    assert (await harness.consumer()).delivered.consumer_seq == 2  # retried once
+
+
+async def test_queue_depth_counts_waiting_tasks(harness: Harness) -> None:
+    worker = await harness.worker(concurrency=1, workers=1, queue_depth_interval=0.1)
+    first = await harness.publish_task(slow_png(), params=SLOW)
+    for _ in range(3):
+        await harness.publish_task(png_bytes())
+    await harness.wait_for(lambda: harness.events_of(first.task_id))
+    await harness.wait_for(lambda: _metric("queue_depth") == 3, 5)
+    await worker.drain()
+
+
+async def test_transient_storage_error_retries_with_backoff(harness: Harness) -> None:
+    await harness.worker(max_deliver=4, retry_backoff_seconds=0.3)
+    harness.storage.fail_gets = 2
+    task = await harness.publish_task(png_bytes())
+
+    final = await harness.wait_terminal(task.task_id)
+    assert final.status == SUCCESS
+    t = harness.storage.get_times
+    assert len(t) == 3
+    # nak delays 0.3 s then 0.6 s (backoff * 2**(n-1)); generous upper bounds for a busy machine
+    assert 0.25 <= t[1] - t[0] < 1.5 and 0.55 <= t[2] - t[1] < 2.0
+    await _settled(harness)
+
+
+async def test_storage_down_fails_after_max_deliver(harness: Harness) -> None:
+    await harness.worker(max_deliver=3, retry_backoff_seconds=0.1, rpc_timeout_seconds=1.0)
+    task = await harness.publish_task(png_bytes())
+    await harness.storage.stop()
+
+    final = await harness.wait_terminal(task.task_id)
+    assert final.status == FAILED
+    assert final.error.startswith("storage unavailable after 3 attempts: UNAVAILABLE")
+    assert [e.status for e in harness.events_of(task.task_id)] == [FAILED]
+    await _settled(harness)
+    info = await harness.consumer()
+    assert info.num_redelivered == 0 and info.delivered.consumer_seq == 3  # three deliveries, no more
+
+
+async def test_runs_several_tasks_at_once(harness: Harness) -> None:
+    await harness.worker(concurrency=2, workers=2)
+    tasks = [
+        await harness.publish_task(slow_png(2500), params=SLOW, input_file=f"s{i}.png") for i in range(2)
+    ]
+    for t in tasks:
+        assert (await harness.wait_terminal(t.task_id, 60)).status == SUCCESS
+
+    def window(task_id: str) -> tuple[float, float]:
+        times = [e.emitted_at for e in harness.events_of(task_id)]
+        return min(times), max(times)
+
+    (a0, a1), (b0, b1) = window(tasks[0].task_id), window(tasks[1].task_id)
+    assert a0 < b1 and b0 < a1, "the two tasks did not overlap"
+    await _settled(harness)
+
+
+async def test_task_of_cancelled_job_is_acked_without_work(harness: Harness) -> None:
+    await harness.worker()
+    job_id = "cancelled-job"
+    assert harness.nc is not None
+    await harness.nc.publish(messaging.JOB_CANCELLED_SUBJECT, job_id.encode())
+    await harness.nc.flush()
+    await asyncio.sleep(0.1)
+    skipped = await harness.publish_task(png_bytes(), job_id=job_id)
+    other = await harness.publish_task(png_bytes())
+
+    assert (await harness.wait_terminal(other.task_id)).status == SUCCESS
+    await _settled(harness)
+    assert harness.events_of(skipped.task_id) == []
+    assert harness.storage.get_times and len(harness.storage.get_times) == 1  # only `other` was read
+    assert not [k for k in harness.storage.puts if job_id in k]
+
+
+async def test_drain_finishes_in_flight_work_and_leaves_the_rest(harness: Harness) -> None:
+    worker = await harness.worker(concurrency=1, workers=1, drain_grace=30)
+    first = await harness.publish_task(slow_png(), params=SLOW)
+    second = await harness.publish_task(png_bytes())
+    await harness.wait_for(lambda: harness.events_of(first.task_id))
+
+    await worker.drain()
+    assert harness.events_of(first.task_id)[-1].status == SUCCESS
+    assert harness.events_of(second.task_id) == []
+    info = await harness.consumer()
+    assert info.num_pending == 1 and info.num_ack_pending == 0  # second is still queued, untouched
+
+
+async def test_drain_hands_unfinished_work_to_another_replica(harness: Harness) -> None:
+    first = await harness.worker(concurrency=1, workers=1, drain_grace=0.2, ack_wait_seconds=30)
+    task = await harness.publish_task(slow_png(), params=SLOW)
+    await harness.wait_for(lambda: harness.events_of(task.task_id))
+
+    started = time.monotonic()
+    await first.drain()
+    assert first.handed_back == 1
+    assert not any(e.status == SUCCESS for e in harness.events_of(task.task_id))
+
+    await harness.worker(concurrency=1, workers=1)  # another replica takes it at once, not after ack_wait
+    final = await harness.wait_terminal(task.task_id, 25)
+    assert final.status == SUCCESS and time.monotonic() - started < 25
+    await _settled(harness)
+    assert sorted(set(harness.storage.puts)) == [o.key for o in final.result.outputs]
+
+
+# --- the real server process ----------------------------------------------------------------------
+
+
+def _start_server(h: Harness, storage: FakeStorage, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RADIOLOGY_NATS_URL": h.nats_server.url,
+        "RADIOLOGY_STORAGE_ADDR": storage.addr,
+        "RADIOLOGY_PROCESSOR_ADDR": f"127.0.0.1:{free_port()}",
+        "RADIOLOGY_DATA_DIR": str(h.data_dir),
+        "RADIOLOGY_ACK_WAIT_SECONDS": "2",
+        "RADIOLOGY_WORKERS": "1",
+        "RADIOLOGY_SHUTDOWN_GRACE_SECONDS": "30",
+    }
+    # Own session: SIGKILL of the group takes the pool's processes too, like a container kill.
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.processor.server"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, "the processor did not exit"
+        await asyncio.sleep(0.05)
+    return proc.returncode
+
+
+async def test_server_killed_mid_task_redelivers_and_finishes_once(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "processor.log"
+    proc = _start_server(harness, harness.storage, log)
+    try:
+        task = await harness.publish_task(slow_png(4000), params={"sigma": 50})
+        await harness.wait_for(lambda: harness.events_of(task.task_id), 30)
+        os.killpg(proc.pid, signal.SIGKILL)
+        await _wait_exit(proc, 10)
+        assert not any(e.status == SUCCESS for e in harness.events_of(task.task_id))
+
+        assert list((harness.data_dir / "tmp").rglob("task-*"))  # what the killed process left
+
+        proc = _start_server(harness, harness.storage, log)
+        final = await harness.wait_terminal(task.task_id, 60)
+        assert final.status == SUCCESS, log.read_text()[-3000:]
+        await _settled(harness)
+        await asyncio.sleep(0.3)
+        assert [e.status for e in harness.events_of(task.task_id)].count(SUCCESS) == 1
+        stored = sorted(k for k in harness.storage.objects if k.startswith(f"alice/{task.job_id}/"))
+        assert stored == sorted([task.input_key, *(o.key for o in final.result.outputs)])
+        assert list((harness.data_dir / "tmp").rglob("task-*")) == []  # cleared on restart
+        info = await harness.consumer()
+        # delivered twice: the killed attempt and the finished one (in_progress kept the 3 s
+        # task from a redelivery with ack_wait 2 s)
+        assert info.delivered.stream_seq == 1 and info.delivered.consumer_seq == 2
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def test_server_sigterm_finishes_in_flight_work_and_exits_0(harness: Harness, tmp_path: Path) -> None:
+    log = tmp_path / "processor.log"
+    proc = _start_server(harness, harness.storage, log)
+    try:
+        task = await harness.publish_task(slow_png(), params=SLOW)
+        await harness.wait_for(lambda: harness.events_of(task.task_id), 30)
+        proc.send_signal(signal.SIGTERM)
+        assert await _wait_exit(proc, 40) == 0, log.read_text()[-3000:]
+        assert harness.events_of(task.task_id)[-1].status == SUCCESS
+        await _settled(harness)
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        mine = [r for r in lines if r.get("task_id") == task.task_id]
+        assert mine and all(r["service"] == "processor" and r["job_id"] == task.job_id for r in mine)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
