@@ -42,6 +42,9 @@ def test_stop_everything_and_start_again(tmp_path) -> None:
             queued = submit(c, [("queued1.png", png_bytes(seed=1)), ("queued2.png", png_bytes(seed=2))])
             assert queued.status_code == 202
             queued_id = queued.json()["job_id"]
+            # Params are still checked against the last catalogue seen.
+            bad = submit(c, [("x.png", png_bytes())], "blur", {"sigma": -1})
+            assert bad.status_code == 422 and bad.json()["code"] == "invalid_params"
             assert c.get(f"/jobs/{queued_id}").json()["status"] == "PENDING"
         platform.stop()
         keys_before = stored_keys(platform, "alice")

@@ -75,7 +75,7 @@ def test_every_input_kind_through_every_seed_operation(platform, kind: str, op: 
         r = submit(c, [(name, make())], op)
         assert r.status_code == 202, r.text
         job = wait_job(c, r.json()["job_id"])
-        assert job["status"] == "SUCCESS", job
+        assert job["status"] == "SUCCESS", [t["error"] for t in job["task_results"]]
         task, outs = _outputs(c, job)
         meta = task["result"]["metadata"]
         primary = download(c, outs["primary"]["url"])
