@@ -1,0 +1,612 @@
+// Job list (paginated, live), job detail (tasks, progress, errors, cancel/delete) and results
+// (2D viewer, NiiVue volume viewer, metadata, downloads).
+
+import {
+  ApiError,
+  cancelJob,
+  deleteJob,
+  fetchBlob,
+  getJob,
+  identityHeaders,
+  inputFileUrl,
+  listJobs,
+  streamJobEvents,
+  TERMINAL,
+  type Job,
+  type Output,
+  type Task,
+} from "./api";
+import { h, formatBytes, formatTime, isImageMedia, isVolumeName, ProgressBar, setBadge, statusBadge } from "./util";
+import { createViewer2D, type Viewer2D } from "./viewer2d";
+
+// NiiVue is large: it is loaded on first use of the volume viewer (a separate chunk).
+type Viewer3DModule = typeof import("./viewer3d");
+let viewer3d: Viewer3DModule | null = null;
+function loadViewer3D(): Promise<Viewer3DModule> {
+  return import("./viewer3d").then((m) => (viewer3d = m));
+}
+
+const PAGE_SIZE = 20;
+const MAX_STREAMS = 4; // HTTP/1.1 allows ~6 connections per origin; leave room for the rest
+
+export function primaryOutput(task: Task): Output | null {
+  const outs = task.result?.outputs ?? [];
+  return outs.find((o) => o.role === "primary") ?? outs[0] ?? null;
+}
+
+export function thumbnailOutput(job: Job): Output | null {
+  for (const t of job.task_results ?? []) {
+    const outs = t.result?.outputs ?? [];
+    const o = outs.find((x) => x.role === "preview" && isImageMedia(x)) ?? outs.find((x) => x.role === "primary" && isImageMedia(x));
+    if (o) return o;
+  }
+  return null;
+}
+
+function paramsText(p: Record<string, unknown>): string {
+  const entries = Object.entries(p ?? {});
+  return entries.length ? entries.map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("×") : JSON.stringify(v)}`).join(", ") : "defaults";
+}
+
+// ---- live updates -------------------------------------------------------------------------
+
+type Listener = (job: Job) => void;
+
+/** Follows jobs through SSE (a few streams at a time, the others queued) and re-connects. */
+class Watcher {
+  private active = new Map<string, AbortController>();
+  private queue: string[] = [];
+  constructor(
+    private onJob: Listener,
+    private onGone: (id: string) => void,
+  ) {}
+
+  watch(id: string, front = false): void {
+    if (this.active.has(id) || this.queue.includes(id)) {
+      if (front && this.queue.includes(id)) {
+        this.queue = [id, ...this.queue.filter((q) => q !== id)];
+      }
+      return;
+    }
+    if (front) this.queue.unshift(id);
+    else this.queue.push(id);
+    this.pump();
+  }
+
+  stopAll(): void {
+    for (const c of this.active.values()) c.abort();
+    this.active.clear();
+    this.queue = [];
+  }
+
+  stop(id: string): void {
+    this.active.get(id)?.abort();
+    this.active.delete(id);
+    this.queue = this.queue.filter((q) => q !== id);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.active.size < MAX_STREAMS && this.queue.length) {
+      const id = this.queue.shift()!;
+      const ctrl = new AbortController();
+      this.active.set(id, ctrl);
+      void this.follow(id, ctrl).finally(() => {
+        if (this.active.get(id) === ctrl) this.active.delete(id);
+        this.pump();
+      });
+    }
+  }
+
+  private async follow(id: string, ctrl: AbortController): Promise<void> {
+    let last: Job | null = null;
+    let delay = 500;
+    while (!ctrl.signal.aborted) {
+      try {
+        await streamJobEvents(
+          id,
+          (job) => {
+            last = job;
+            delay = 500;
+            this.onJob(job);
+          },
+          ctrl.signal,
+        );
+      } catch (e) {
+        if (ctrl.signal.aborted) return;
+        if (e instanceof ApiError && e.status === 404) {
+          this.onGone(id);
+          return;
+        }
+      }
+      if (ctrl.signal.aborted) return;
+      if (last && TERMINAL.has((last as Job).status)) return;
+      // The stream ended early (server restart, proxy timeout): poll once, then re-connect.
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 10_000);
+      try {
+        const job = await getJob(id);
+        last = job;
+        this.onJob(job);
+        if (TERMINAL.has(job.status)) return;
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 404) {
+          this.onGone(id);
+          return;
+        }
+      }
+    }
+  }
+}
+
+// ---- list ---------------------------------------------------------------------------------
+
+interface Row {
+  el: HTMLLIElement;
+  button: HTMLButtonElement;
+  badge: HTMLSpanElement;
+  bar: ProgressBar;
+  thumb: HTMLDivElement;
+  thumbUrl: string;
+}
+
+export class JobsView {
+  readonly listEl: HTMLElement;
+  readonly detailEl: HTMLElement;
+  private ul: HTMLUListElement;
+  private more: HTMLButtonElement;
+  private listStatus: HTMLElement;
+  private jobs = new Map<string, Job>();
+  private rows = new Map<string, Row>();
+  private cursor: string | null = null;
+  private selected: string | null = null;
+  private detail: JobDetail | null = null;
+  private watcher: Watcher;
+  private generation = 0;
+
+  constructor() {
+    this.ul = h("ul", { class: "job-list", "aria-label": "Your jobs" });
+    this.more = h("button", { type: "button", class: "secondary", hidden: true }, "Load more");
+    this.more.addEventListener("click", () => void this.loadPage());
+    this.listStatus = h("p", { class: "muted list-status", role: "status" }, "");
+    const refresh = h("button", { type: "button", class: "small secondary", "aria-label": "Refresh job list" }, "Refresh");
+    refresh.addEventListener("click", () => void this.reload());
+    this.listEl = h(
+      "section",
+      { class: "panel jobs-panel", "aria-labelledby": "jobs-title" },
+      h("div", { class: "panel-head" }, h("h2", { id: "jobs-title" }, "Jobs"), refresh),
+      this.ul,
+      this.listStatus,
+      this.more,
+    );
+    this.detailEl = h(
+      "section",
+      { class: "panel detail-panel", "aria-label": "Job details", "data-testid": "job-detail" },
+      h("p", { class: "muted empty-detail" }, "Select a job to see its progress and results."),
+    );
+    this.watcher = new Watcher(
+      (job) => this.update(job),
+      (id) => this.remove(id),
+    );
+  }
+
+  /** Forgets everything (user switched) and loads the first page. */
+  async reload(keepSelection = true): Promise<void> {
+    this.generation++;
+    this.watcher.stopAll();
+    this.jobs.clear();
+    this.rows.clear();
+    this.ul.replaceChildren();
+    this.cursor = null;
+    const keep = keepSelection ? this.selected : null;
+    this.select(null);
+    await this.loadPage(true);
+    const fromHash = (keepSelection ? /^#job\/(.+)$/.exec(location.hash)?.[1] : null) ?? keep;
+    if (fromHash) {
+      try {
+        const job = this.jobs.get(fromHash) ?? (await getJob(fromHash));
+        this.update(job);
+        this.select(job.job_id);
+      } catch {
+        if (location.hash.startsWith("#job/")) history.replaceState(null, "", location.pathname + location.search);
+      }
+    }
+  }
+
+  clear(): void {
+    this.generation++;
+    this.watcher.stopAll();
+    this.jobs.clear();
+    this.rows.clear();
+    this.ul.replaceChildren();
+    this.select(null);
+    this.more.hidden = true;
+    this.listStatus.textContent = "";
+  }
+
+  private async loadPage(first = false): Promise<void> {
+    const gen = this.generation;
+    this.more.disabled = true;
+    this.listStatus.textContent = "Loading…";
+    try {
+      const page = await listJobs(PAGE_SIZE, first ? null : this.cursor);
+      if (gen !== this.generation) return;
+      for (const job of page.jobs) this.update(job, "end");
+      this.cursor = page.next_cursor;
+      this.more.hidden = !page.next_cursor;
+      this.listStatus.textContent = this.jobs.size ? "" : "No jobs yet. Upload files to start one.";
+    } catch (e) {
+      if (gen !== this.generation) return;
+      this.listStatus.textContent = `Jobs could not be loaded: ${e instanceof ApiError ? e.text : String(e)}`;
+    } finally {
+      this.more.disabled = false;
+    }
+  }
+
+  /** A job just created by this page: show it first, select it and follow it. */
+  async added(jobId: string): Promise<void> {
+    try {
+      const job = await getJob(jobId);
+      this.update(job, "start");
+    } catch {
+      /* the stream below will tell */
+    }
+    this.select(jobId);
+    this.watcher.watch(jobId, true);
+  }
+
+  update(job: Job, where: "start" | "end" | "auto" = "auto"): void {
+    const prev = this.jobs.get(job.job_id);
+    // Progress never goes backwards on screen even if events arrive out of order.
+    if (prev && TERMINAL.has(prev.status) && !TERMINAL.has(job.status)) return;
+    this.jobs.set(job.job_id, job);
+    let row = this.rows.get(job.job_id);
+    if (!row) {
+      row = this.makeRow(job);
+      this.rows.set(job.job_id, row);
+      if (where === "end") this.ul.append(row.el);
+      else if (where === "start") this.ul.prepend(row.el);
+      else this.insertSorted(row.el, job);
+      this.listStatus.textContent = "";
+    }
+    this.fillRow(row, job);
+    if (!TERMINAL.has(job.status)) this.watcher.watch(job.job_id, job.job_id === this.selected);
+    if (this.selected === job.job_id) this.detail?.update(job);
+  }
+
+  private insertSorted(li: HTMLLIElement, job: Job): void {
+    for (const other of Array.from(this.ul.children) as HTMLLIElement[]) {
+      const o = this.jobs.get(other.dataset.jobId ?? "");
+      if (o && o.created_at < job.created_at) {
+        this.ul.insertBefore(li, other);
+        return;
+      }
+    }
+    this.ul.append(li);
+  }
+
+  remove(id: string): void {
+    this.watcher.stop(id);
+    this.jobs.delete(id);
+    this.rows.get(id)?.el.remove();
+    this.rows.delete(id);
+    if (this.selected === id) this.select(null);
+    if (!this.jobs.size) this.listStatus.textContent = "No jobs yet. Upload files to start one.";
+  }
+
+  private makeRow(job: Job): Row {
+    const thumb = h("div", { class: "thumb", "aria-hidden": "true" });
+    const badge = statusBadge(job.status);
+    const bar = new ProgressBar(`Progress of job ${job.task_type}`, "bar-small");
+    const button = h(
+      "button",
+      { type: "button", class: "job-row", "data-job-id": job.job_id, "aria-current": "false" },
+      thumb,
+      h(
+        "span",
+        { class: "job-row-main" },
+        h("span", { class: "job-row-title" }, job.task_type, h("span", { class: "muted" }, ` · ${job.task_results?.length ?? 0} file(s)`)),
+        h("span", { class: "job-row-time muted" }, formatTime(job.created_at)),
+        h("span", { class: "job-row-status" }, badge, bar.el),
+      ),
+    );
+    button.addEventListener("click", () => this.select(job.job_id));
+    const el = h("li", { "data-job-id": job.job_id }, button);
+    return { el, button, badge, bar, thumb, thumbUrl: "" };
+  }
+
+  private fillRow(row: Row, job: Job): void {
+    setBadge(row.badge, job.status);
+    row.bar.set(TERMINAL.has(job.status) && job.status !== "CANCELLED" ? 100 : job.progress, job.status);
+    row.el.dataset.status = job.status;
+    const t = thumbnailOutput(job);
+    if (t && t.url !== row.thumbUrl) {
+      row.thumbUrl = t.url;
+      row.thumb.replaceChildren(h("img", { src: t.url, alt: "", loading: "lazy", decoding: "async" }));
+    }
+  }
+
+  select(id: string | null): void {
+    if (this.selected === id && this.detail) return;
+    this.selected = id;
+    for (const [jid, row] of this.rows) row.button.setAttribute("aria-current", String(jid === id));
+    this.detail?.destroy();
+    this.detail = null;
+    const job = id ? this.jobs.get(id) : undefined;
+    if (!id || !job) {
+      this.detailEl.replaceChildren(h("p", { class: "muted empty-detail" }, "Select a job to see its progress and results."));
+      if (!id && location.hash.startsWith("#job/")) history.replaceState(null, "", location.pathname + location.search);
+      return;
+    }
+    if (location.hash !== `#job/${id}`) history.replaceState(null, "", `#job/${id}`);
+    this.detail = new JobDetail(job, {
+      cancel: async () => {
+        const updated = await cancelJob(id);
+        if (updated && typeof updated === "object" && "job_id" in updated) this.update(updated as Job);
+        else this.update(await getJob(id));
+      },
+      remove: async () => {
+        await deleteJob(id);
+        this.remove(id);
+      },
+    });
+    this.detailEl.replaceChildren(this.detail.el);
+    if (!TERMINAL.has(job.status)) this.watcher.watch(id, true);
+  }
+}
+
+// ---- detail -------------------------------------------------------------------------------
+
+interface TaskRow {
+  el: HTMLTableRowElement;
+  badge: HTMLSpanElement;
+  bar: ProgressBar;
+  error: HTMLElement;
+  view: HTMLButtonElement;
+}
+
+class JobDetail {
+  readonly el: HTMLElement;
+  private job: Job;
+  private badge: HTMLSpanElement;
+  private bar: ProgressBar;
+  private message: HTMLElement;
+  private cancelBtn: HTMLButtonElement;
+  private deleteBtn: HTMLButtonElement;
+  private actionStatus: HTMLElement;
+  private taskRows = new Map<string, TaskRow>();
+  private resultEl: HTMLElement;
+  private shownTask: string | null = null;
+  private shownHadResult = false;
+  private viewer2d: Viewer2D | null = null;
+  private objectUrls: string[] = [];
+  private abort = new AbortController();
+
+  constructor(
+    job: Job,
+    private actions: { cancel: () => Promise<void>; remove: () => Promise<void> },
+  ) {
+    this.job = job;
+    this.badge = statusBadge(job.status);
+    this.bar = new ProgressBar("Job progress", "bar-large");
+    this.message = h("p", { class: "job-message", "aria-live": "polite" }, "");
+    this.cancelBtn = h("button", { type: "button", class: "secondary" }, "Cancel job");
+    this.deleteBtn = h("button", { type: "button", class: "danger" }, "Delete job");
+    this.actionStatus = h("span", { class: "action-status", role: "status" }, "");
+    this.cancelBtn.addEventListener("click", () => void this.run(this.actions.cancel, "Cancelling…"));
+    this.deleteBtn.addEventListener("click", () => {
+      if (confirm("Delete this job and all its files?")) void this.run(this.actions.remove, "Deleting…");
+    });
+
+    const tbody = h("tbody");
+    for (const t of job.task_results ?? []) {
+      const row = this.makeTaskRow(t);
+      this.taskRows.set(t.task_id, row);
+      tbody.append(row.el);
+    }
+    this.resultEl = h("div", { class: "result" });
+
+    this.el = h(
+      "div",
+      { class: "job-detail", "data-job-id": job.job_id },
+      h(
+        "div",
+        { class: "detail-head" },
+        h(
+          "div",
+          { class: "detail-title" },
+          h("h2", {}, `${job.task_type} `, this.badge),
+          h("p", { class: "muted" }, `Created ${formatTime(job.created_at)} · params: ${paramsText(job.params)} · `, h("code", {}, job.job_id)),
+        ),
+        h("div", { class: "detail-actions" }, this.cancelBtn, this.deleteBtn, this.actionStatus),
+      ),
+      this.bar.el,
+      this.message,
+      h(
+        "div",
+        { class: "tasks-wrap" },
+        h(
+          "table",
+          { class: "tasks" },
+          h("caption", { class: "visually-hidden" }, "Tasks of this job"),
+          h(
+            "thead",
+            {},
+            h("tr", {}, h("th", { scope: "col" }, "Input"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Progress"), h("th", { scope: "col" }, "Result")),
+          ),
+          tbody,
+        ),
+      ),
+      this.resultEl,
+    );
+    this.update(job);
+  }
+
+  private async run(fn: () => Promise<void>, text: string): Promise<void> {
+    this.actionStatus.textContent = text;
+    this.actionStatus.classList.remove("error");
+    try {
+      await fn();
+      this.actionStatus.textContent = "";
+    } catch (e) {
+      this.actionStatus.textContent = e instanceof ApiError ? e.text : String(e);
+      this.actionStatus.classList.add("error");
+    }
+  }
+
+  private makeTaskRow(t: Task): TaskRow {
+    const badge = statusBadge(t.status);
+    const bar = new ProgressBar(`Progress of ${t.input_file}`, "bar-small");
+    const error = h("div", { class: "task-error", role: "alert" });
+    const view = h("button", { type: "button", class: "small", disabled: true, "aria-label": `View result of ${t.input_file}` }, "View");
+    view.addEventListener("click", () => this.showTask(t.task_id));
+    const el = h(
+      "tr",
+      { "data-task-id": t.task_id },
+      h("td", { class: "task-file" }, h("span", { class: "file-name", title: t.input_file }, t.input_file), error),
+      h("td", {}, badge),
+      h("td", {}, bar.el),
+      h("td", {}, view),
+    );
+    return { el, badge, bar, error, view };
+  }
+
+  update(job: Job): void {
+    this.job = job;
+    setBadge(this.badge, job.status);
+    this.el.dataset.status = job.status;
+    this.bar.set(TERMINAL.has(job.status) && job.status !== "CANCELLED" ? 100 : job.progress, job.status);
+    this.message.textContent = job.message ?? "";
+    this.cancelBtn.disabled = TERMINAL.has(job.status);
+    for (const t of job.task_results ?? []) {
+      const row = this.taskRows.get(t.task_id);
+      if (!row) continue;
+      setBadge(row.badge, t.status);
+      row.el.dataset.status = t.status;
+      row.bar.set(TERMINAL.has(t.status) && t.status !== "CANCELLED" ? 100 : t.progress, t.status);
+      row.error.textContent = t.error ?? "";
+      row.view.disabled = !t.result;
+    }
+    // Show the first result as soon as one exists; refresh it when the shown task gets its result.
+    const shown = job.task_results.find((t) => t.task_id === this.shownTask);
+    if (!shown) {
+      const first = job.task_results.find((t) => t.result) ?? job.task_results.find((t) => t.status === "FAILED");
+      if (first) this.showTask(first.task_id);
+    } else if (!!shown.result !== this.shownHadResult) {
+      this.showTask(shown.task_id, true);
+    }
+  }
+
+  private cleanupResult(): void {
+    this.viewer2d?.destroy();
+    this.viewer2d = null;
+    viewer3d?.volumeViewer().detach();
+    this.abort.abort();
+    this.abort = new AbortController();
+    for (const u of this.objectUrls) URL.revokeObjectURL(u);
+    this.objectUrls = [];
+  }
+
+  showTask(taskId: string, force = false): void {
+    if (this.shownTask === taskId && !force) return;
+    const task = this.job.task_results.find((t) => t.task_id === taskId);
+    if (!task) return;
+    this.cleanupResult();
+    this.shownTask = taskId;
+    this.shownHadResult = !!task.result;
+    for (const [id, row] of this.taskRows) row.el.classList.toggle("selected", id === taskId);
+
+    const head = h("h3", {}, `Result: ${task.input_file}`);
+    if (!task.result) {
+      this.resultEl.replaceChildren(
+        head,
+        h("p", { class: task.error ? "error-text" : "muted" }, task.error ? `This task failed: ${task.error}` : "No result yet."),
+      );
+      return;
+    }
+    const result = task.result;
+    const outputs = result.outputs?.length
+      ? result.outputs
+      : [{ filename: result.output_file, url: result.output_url, media_type: "", size: NaN, sha256: "", role: "primary" }];
+    const primary = outputs.find((o) => o.role === "primary") ?? outputs[0];
+    const viewerBox = h("div", { class: "viewer-box" });
+    const job = this.job;
+
+    if (primary && isVolumeName(primary.filename)) {
+      const inputIsNifti = isVolumeName(task.input_file) || result.metadata?.["format"] === "nifti";
+      const status = h("div", { class: "nv-stage" }, h("div", { class: "viewer-status", role: "status" }, "Loading the volume viewer…"));
+      viewerBox.append(status);
+      const signal = this.abort.signal;
+      loadViewer3D()
+        .then((m) => {
+          if (signal.aborted) return;
+          status.remove();
+          return m.volumeViewer().show(viewerBox, {
+            output: { url: primary.url, name: primary.filename },
+            input: inputIsNifti
+              ? { url: inputFileUrl(job, task.input_file), name: task.input_file, headers: identityHeaders() }
+              : null,
+            isMask: job.task_type === "threshold" || result.task_type === "threshold",
+          });
+        })
+        .catch((e) => {
+          status.replaceChildren(h("div", { class: "viewer-status error", role: "alert" }, `The volume viewer could not start: ${String(e)}`));
+        });
+    } else if (primary && isImageMedia(primary)) {
+      const signal = this.abort.signal;
+      const before = /\.(png|jpe?g)$/i.test(task.input_file) || ["png", "jpeg"].includes(String(result.metadata?.["format"] ?? ""))
+        ? fetchBlob(inputFileUrl(job, task.input_file), signal).then((b) => {
+            if (!/^image\/(png|jpeg)/.test(b.type) && !/\.(png|jpe?g)$/i.test(task.input_file)) return null;
+            const u = URL.createObjectURL(b);
+            this.objectUrls.push(u);
+            return u;
+          })
+        : null;
+      this.viewer2d = createViewer2D(primary.url, before, task.input_file);
+      viewerBox.append(this.viewer2d.el);
+    } else {
+      viewerBox.append(h("p", { class: "muted" }, "This result cannot be previewed in the browser; download it below."));
+    }
+
+    const downloads = h(
+      "ul",
+      { class: "downloads" },
+      ...outputs.map((o) =>
+        h(
+          "li",
+          {},
+          h("a", { href: o.url, download: o.filename }, `Download ${o.filename}`),
+          h("span", { class: "muted" }, ` ${o.role ? o.role + " · " : ""}${o.media_type}${Number.isFinite(o.size) ? " · " + formatBytes(o.size) : ""}`),
+        ),
+      ),
+    );
+
+    const side = h("div", { class: "result-side" }, h("h4", {}, "Downloads"), downloads, metadataTable(result.metadata));
+    this.resultEl.replaceChildren(head, h("div", { class: "result-grid" }, viewerBox, side));
+  }
+
+  destroy(): void {
+    this.cleanupResult();
+  }
+}
+
+function metadataTable(meta: Record<string, unknown> | undefined): HTMLElement {
+  const entries = Object.entries(meta ?? {});
+  if (!entries.length) return h("p", { class: "muted" }, "No metadata.");
+  const fmt = (v: unknown): string => {
+    if (v === null || v === undefined) return "";
+    if (Array.isArray(v)) return v.map((x) => (typeof x === "number" ? String(Math.round(x * 1000) / 1000) : fmt(x))).join(" × ");
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  };
+  return h(
+    "div",
+    { class: "meta-wrap" },
+    h("h4", {}, "Metadata"),
+    h(
+      "table",
+      { class: "meta", "data-testid": "metadata" },
+      h("tbody", {}, ...entries.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, fmt(v))))),
+    ),
+  );
+}

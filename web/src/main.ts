@@ -1,0 +1,242 @@
+// Entry point: identity bar, the "new job" panel (files, operation, params, upload progress) and
+// the jobs view.
+
+import "./styles.css";
+import { ApiError, identity, listOperations, uploadJob, validUserId, type Operation } from "./api";
+import { displayName, filesFromDrop, filesFromInput } from "./files";
+import { JobsView } from "./jobs";
+import { buildParamsForm, type ParamsForm } from "./schemaForm";
+import { formatBytes, h, ProgressBar } from "./util";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+const jobsView = new JobsView();
+
+// ---- identity -----------------------------------------------------------------------------
+
+function setupIdentity(onChange: () => void): void {
+  const form = $<HTMLFormElement>("identity");
+  const user = $<HTMLInputElement>("user-id");
+  const token = $<HTMLInputElement>("token");
+  const msg = $<HTMLElement>("identity-msg");
+  user.value = identity.userId;
+  token.value = identity.token;
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const id = user.value.trim();
+    if (!validUserId(id)) {
+      msg.textContent = "A user ID is 1-64 characters: letters, digits, . _ @ -";
+      msg.classList.add("error");
+      user.focus();
+      return;
+    }
+    msg.classList.remove("error");
+    const changed = id !== identity.userId || token.value.trim() !== identity.token;
+    identity.set(id, token.value.trim());
+    msg.textContent = `Signed in as ${id}`;
+    if (changed) onChange();
+  });
+  msg.textContent = identity.userId ? `Signed in as ${identity.userId}` : "Enter your user ID to start.";
+}
+
+// ---- new job ------------------------------------------------------------------------------
+
+interface Picked {
+  file: File;
+  bar: ProgressBar;
+  row: HTMLLIElement;
+}
+
+function setupUpload(): { reset: () => void } {
+  const drop = $<HTMLElement>("dropzone");
+  const filesInput = $<HTMLInputElement>("file-input");
+  const folderInput = $<HTMLInputElement>("folder-input");
+  const list = $<HTMLUListElement>("file-list");
+  const summary = $<HTMLElement>("file-summary");
+  const clearBtn = $<HTMLButtonElement>("clear-files");
+  const opSelect = $<HTMLSelectElement>("operation");
+  const opDesc = $<HTMLElement>("operation-desc");
+  const paramsBox = $<HTMLElement>("params");
+  const submit = $<HTMLButtonElement>("submit");
+  const errorBox = $<HTMLElement>("upload-error");
+  const uploadStatus = $<HTMLElement>("upload-status");
+  const form = $<HTMLFormElement>("new-job");
+
+  let picked: Picked[] = [];
+  let ops: Operation[] = [];
+  let paramsForm: ParamsForm | null = null;
+  let uploading = false;
+
+  function showError(text: string): void {
+    errorBox.textContent = text;
+    errorBox.hidden = !text;
+    if (text) errorBox.scrollIntoView({ block: "nearest" });
+  }
+
+  function setFiles(files: File[]): void {
+    if (uploading) return;
+    picked = files.map((file) => {
+      const bar = new ProgressBar(`Upload of ${displayName(file)}`, "bar-small");
+      const row = h(
+        "li",
+        { class: "file-row" },
+        h("span", { class: "file-name", title: displayName(file) }, displayName(file)),
+        h("span", { class: "muted file-size" }, formatBytes(file.size)),
+        bar.el,
+      );
+      return { file, bar, row };
+    });
+    list.replaceChildren(...picked.map((p) => p.row));
+    const total = picked.reduce((s, p) => s + p.file.size, 0);
+    summary.textContent = picked.length ? `${picked.length} file(s), ${formatBytes(total)}` : "No files chosen.";
+    clearBtn.hidden = !picked.length;
+    uploadStatus.textContent = "";
+    showError("");
+    updateSubmit();
+  }
+
+  function updateSubmit(): void {
+    submit.disabled = uploading || !picked.length || !opSelect.value || !identity.userId;
+  }
+
+  // drag and drop
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    if (e.dataTransfer) e.dataTransfer.dropEffect = "copy";
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", async (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (!e.dataTransfer) return;
+    try {
+      setFiles(await filesFromDrop(e.dataTransfer));
+    } catch (err) {
+      showError(`The dropped files could not be read: ${(err as Error).message}`);
+    }
+  });
+  // keep a file dropped next to the zone from opening in the tab
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+
+  $<HTMLButtonElement>("pick-files").addEventListener("click", () => filesInput.click());
+  $<HTMLButtonElement>("pick-folder").addEventListener("click", () => folderInput.click());
+  filesInput.addEventListener("change", () => {
+    setFiles(filesFromInput(filesInput));
+    filesInput.value = "";
+  });
+  folderInput.addEventListener("change", () => {
+    setFiles(filesFromInput(folderInput));
+    folderInput.value = "";
+  });
+  clearBtn.addEventListener("click", () => setFiles([]));
+
+  // operations
+  function showOperation(): void {
+    const op = ops.find((o) => o.name === opSelect.value);
+    opDesc.textContent = op ? [op.description, op.accepts?.length ? `Accepts: ${op.accepts.join(", ")}.` : "", op.outputs ? `Outputs: ${op.outputs}.` : ""].filter(Boolean).join(" ") : "";
+    paramsForm = op ? buildParamsForm(op.params_schema ?? {}) : null;
+    paramsBox.replaceChildren(...(paramsForm ? [paramsForm.el] : []));
+    updateSubmit();
+  }
+  opSelect.addEventListener("change", showOperation);
+
+  async function loadOperations(): Promise<void> {
+    opSelect.replaceChildren(h("option", { value: "" }, "Loading operations…"));
+    try {
+      ops = (await listOperations()).operations ?? [];
+      opSelect.replaceChildren(...ops.map((o) => h("option", { value: o.name }, o.title ? `${o.title} (${o.name})` : o.name)));
+      const preferred = ops.find((o) => o.name === "blur") ?? ops[0];
+      if (preferred) opSelect.value = preferred.name;
+      showOperation();
+    } catch (e) {
+      opSelect.replaceChildren(h("option", { value: "" }, "Operations unavailable"));
+      opDesc.textContent = `The operations could not be loaded: ${e instanceof ApiError ? e.text : String(e)}`;
+    }
+  }
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError("");
+    if (!identity.userId) {
+      showError("Enter your user ID first.");
+      $("user-id").focus();
+      return;
+    }
+    let params: Record<string, unknown>;
+    try {
+      params = paramsForm ? paramsForm.values() : {};
+    } catch (err) {
+      showError((err as Error).message);
+      return;
+    }
+    if (!picked.length) return;
+    uploading = true;
+    updateSubmit();
+    const sizes = picked.map((p) => p.file.size);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    picked.forEach((p) => p.bar.set(0, "running"));
+    uploadStatus.textContent = "Uploading…";
+    // XHR reports bytes of the whole multipart body; the files are sent in order, so each file's
+    // share follows from the running total of the sizes before it.
+    const handle = uploadJob(
+      picked.map((p) => p.file),
+      opSelect.value,
+      params,
+      (loaded, bodyTotal) => {
+        const sent = (loaded / bodyTotal) * total;
+        let offset = 0;
+        picked.forEach((p, i) => {
+          const part = sizes[i] ? Math.min(1, Math.max(0, (sent - offset) / sizes[i])) : sent >= offset ? 1 : 0;
+          p.bar.set(part * 100, part >= 1 ? "success" : "running");
+          offset += sizes[i];
+        });
+        uploadStatus.textContent = `Uploading… ${Math.round((loaded / bodyTotal) * 100)} %`;
+      },
+    );
+    try {
+      const created = await handle.promise;
+      picked.forEach((p) => p.bar.set(100, "success"));
+      uploadStatus.textContent = `Uploaded. Job ${created.job_id.slice(0, 8)} created.`;
+      await jobsView.added(created.job_id);
+    } catch (err) {
+      picked.forEach((p) => p.bar.set(0, "failed"));
+      uploadStatus.textContent = "";
+      showError(err instanceof ApiError ? `Upload rejected. ${err.text}` : String(err));
+    } finally {
+      uploading = false;
+      updateSubmit();
+    }
+  });
+
+  setFiles([]);
+  void loadOperations();
+  return {
+    reset() {
+      uploading = false;
+      setFiles([]);
+      void loadOperations();
+    },
+  };
+}
+
+// ---- start --------------------------------------------------------------------------------
+
+function start(): void {
+  $("jobs-slot").replaceWith(jobsView.listEl);
+  $("detail-slot").replaceWith(jobsView.detailEl);
+  const upload = setupUpload();
+  setupIdentity(() => {
+    upload.reset();
+    history.replaceState(null, "", location.pathname + location.search);
+    void jobsView.reload(false);
+  });
+  if (identity.userId) void jobsView.reload();
+  else {
+    jobsView.clear();
+    $("user-id").focus();
+  }
+}
+
+start();
