@@ -163,21 +163,35 @@ class Platform:
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return proc.returncode if proc else None
-        proc.send_signal(sig)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(10)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        _kill_group(proc.pid)  # anything the service left behind (e.g. pool workers)
+        return proc.returncode
 
     def kill(self, name: str) -> None:
-        self.stop_service(name, signal.SIGKILL)
+        """SIGKILL a service and everything it started, as when its container dies."""
+        proc = self.procs.get(name)
+        if proc is not None:
+            _kill_group(proc.pid)
+        self.stop_service(name)
 
     def stop(self) -> None:
         for name in (*reversed(SERVICES), "nats"):
             self.stop_service(name)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _http_ok(url: str) -> bool:

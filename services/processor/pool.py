@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -32,11 +34,32 @@ _DONE = "__done__"
 _progress_queue: Any = None
 
 
-def _init_worker(queue: Any) -> None:
+def _init_worker(queue: Any, service_pid: int) -> None:
     global _progress_queue
     _progress_queue = queue
+    threading.Thread(target=_exit_with_service, args=(service_pid,), daemon=True).start()
     # Import the heavy modules once per process, not on the first task.
     from services.processor import imaging, operations  # noqa: F401
+
+
+def _exit_with_service(service_pid: int) -> None:
+    """A worker blocks on its task queue for ever once the service is SIGKILLed or OOM-killed, so
+    it watches the service process and leaves with it (no orphans holding memory)."""
+    while _alive(service_pid):
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # PermissionError: the pid now belongs to another user
+        return False
+    try:  # a killed process nobody has reaped yet still answers kill(pid, 0)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return True
 
 
 def _warm() -> int:
@@ -86,7 +109,7 @@ class ProcessPool:
             max_workers=self._workers,
             mp_context=self._ctx,
             initializer=_init_worker,
-            initargs=(self._queue,),
+            initargs=(self._queue, os.getpid()),
         )
 
     async def start(self) -> None:
