@@ -26,6 +26,8 @@ MEDIA_TYPES = {
     ZIP: "application/zip",
 }
 
+_SUFFIXES = {PNG: ".png", JPEG: ".jpg", DICOM: ".dcm", ZIP: ".zip"}
+
 _DICOM_VRS = {
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB",
     b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
@@ -50,6 +52,15 @@ def sniff(head: bytes) -> str | None:
         member = _first_zip_member_head(head)
         return ZIP if member is not None and is_dicom(member) else None
     return None
+
+
+def suffix_for(head: bytes) -> str:
+    """A file extension matching the content ("" when unknown): readers such as nibabel choose by
+    extension, and a client's file name may have none or a misleading one."""
+    fmt = sniff(head)
+    if fmt == NIFTI:
+        return ".nii.gz" if head.startswith(b"\x1f\x8b") else ".nii"
+    return _SUFFIXES.get(fmt or "", "")
 
 
 def is_dicom(head: bytes) -> bool:

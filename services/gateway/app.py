@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.config import Settings
 from services.gateway import errors
@@ -22,6 +23,19 @@ from services.gateway.signing import UrlSigner
 _NO_UI = """<!doctype html><html><head><meta charset="utf-8"><title>Radiology platform</title></head>
 <body><h1>Radiology platform</h1><p>The web UI is not built. Run <code>make run</code> to build it,
 or use the API: <a href="/docs">/docs</a>.</p></body></html>"""
+
+
+class HeadAsGetMiddleware:
+    """Answer HEAD wherever GET is answered. The server (uvicorn) still sees the original HEAD
+    request and sends no body; /files has its own HEAD handler (no storage read)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD" and not scope["path"].startswith("/files/"):
+            scope = dict(scope, method="GET")
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,14 +72,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["Location", "Content-Range", "ETag", "X-Request-ID", "Retry-After"],
     )
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(HeadAsGetMiddleware)
 
     for module in (jobs, tasks, files, operations, health):
         app.include_router(module.router)
 
     web = Path(settings.web_dir)
     if web.is_dir():
-        # Last, so that every API route wins over a file of the same name.
-        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+        ui = StaticFiles(directory=web, html=True)
+
+        # Last, and for GET only: API routes win, and other methods on API paths get their 405.
+        @app.get("/{path:path}", include_in_schema=False)
+        async def web_ui(path: str, request: Request) -> Response:
+            return await ui.get_response(path or ".", request.scope)
     else:
 
         @app.get("/", include_in_schema=False)

@@ -20,19 +20,21 @@ def is_valid_user_id(value: str) -> bool:
     return bool(_USER_ID.fullmatch(value)) and value not in (".", "..")
 
 
-def get_settings(request: Request) -> Settings:
+# async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per
+# dependency per request for what is an attribute read.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_backends(request: Request) -> Backends:
+async def get_backends(request: Request) -> Backends:
     return request.app.state.backends
 
 
-def get_signer(request: Request) -> UrlSigner:
+async def get_signer(request: Request) -> UrlSigner:
     return request.app.state.signer
 
 
-def get_catalogue(request: Request) -> Catalogue:
+async def get_catalogue(request: Request) -> Catalogue:
     return request.app.state.catalogue
 
 

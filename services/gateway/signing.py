@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from services.common.config import Settings
+from services.gateway.text import ascii_digits
 
 KEY_FILE = "signing.key"
 
@@ -65,7 +66,7 @@ class UrlSigner:
 
     def verify(self, user_id: str, job_id: str, filename: str, token: str, now: float | None = None) -> bool:
         exp_text, dot, sig = token.partition(".")
-        if not dot or not exp_text.isdigit() or len(token) > 200:
+        if not dot or not ascii_digits(exp_text) or len(token) > 200:
             return False
         exp = int(exp_text)
         if exp < (now if now is not None else time.time()):

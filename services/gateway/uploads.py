@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import unicodedata
 from collections.abc import AsyncIterator
@@ -187,6 +188,53 @@ class UploadForm:
     params: dict[str, Any] | None = None
 
 
+# Operation params are flat settings; deep nesting only serves to exhaust parsers.
+MAX_PARAMS_DEPTH = 8
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """The `params` form field as a JSON object of finite values, or 422 invalid_params."""
+    try:
+        params = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        detail = exc if isinstance(exc, ValueError) else "nested too deeply"
+        raise ApiError(422, "invalid_params", f"params is not valid JSON: {detail}") from None
+    if not isinstance(params, dict):
+        raise ApiError(422, "invalid_params", 'params must be a JSON object, e.g. {"sigma": 2}.')
+    _check_values(params, 1)
+    return params
+
+
+def _check_values(value: Any, depth: int) -> None:
+    if depth > MAX_PARAMS_DEPTH:
+        raise ApiError(422, "invalid_params", f"params is nested more than {MAX_PARAMS_DEPTH} levels deep.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(422, "invalid_params", "params contains a number too large to represent.")
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        _check_values(child, depth + 1)
+
+
+async def _idle_timeout(body: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
+    """The body's chunks, or 408 when the client stops sending (a stalled upload would otherwise
+    hold a storage stream open for as long as the connection lives)."""
+    chunks = aiter(body)
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(chunks), seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(
+                408, "upload_stalled", f"The upload sent nothing for {seconds:g} seconds and was dropped."
+            ) from None
+        yield chunk
+
+
 class UploadReceiver:
     """Receives one POST /jobs body for `user_id`/`job_id`. Call `receive`, and `discard` on any failure."""
 
@@ -210,6 +258,7 @@ class UploadReceiver:
         self._taken: set[str] = set()
         self._job_bytes = 0
         self._files_seen = 0
+        self._fields_seen: set[str] = set()
         self._part: _Part | None = None
         self._events: list[tuple[str, Any]] = []
         self._headers: list[tuple[bytes, bytes]] = []
@@ -265,7 +314,7 @@ class UploadReceiver:
             parser = self._parser()
         except FormParserError:
             raise malformed from None
-        async for chunk in body:
+        async for chunk in _idle_timeout(body, self._settings.upload_idle_timeout_seconds):
             if not chunk:
                 continue
             try:
@@ -302,6 +351,9 @@ class UploadReceiver:
             self._taken.add(filename.lower())
             self._part = _Part("file", name=name, raw_filename=raw or filename, filename=filename)
         elif name in ("task_type", "params"):
+            if name in self._fields_seen:
+                raise ApiError(400, "duplicate_field", f"The form field '{name}' was sent more than once.")
+            self._fields_seen.add(name)
             self._part = _Part("field", name=name)
         else:
             self._part = _Part("skip")
@@ -397,13 +449,7 @@ class UploadReceiver:
         if not text.strip():
             self.form.params = None
             return
-        try:
-            params = json.loads(text)
-        except ValueError as exc:
-            raise ApiError(422, "invalid_params", f"params is not valid JSON: {exc}") from None
-        if not isinstance(params, dict):
-            raise ApiError(422, "invalid_params", 'params must be a JSON object, e.g. {"sigma": 2}.')
-        self.form.params = params
+        self.form.params = parse_params(text)
 
     def abort(self) -> None:
         if self._part is not None and self._part.writer is not None:

@@ -54,9 +54,8 @@ class ProcessorService(processor_pb2_grpc.ProcessorServiceServicer):
         tmp = Path(tempfile.mkdtemp(prefix="inspect-", dir=self._tmp_root))
         try:
             name = Path(request.key).name or "input"
-            path = tmp / name
             try:
-                await self._storage.download(request.key, path)
+                path = await self._storage.download_input(request.key, tmp)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.NOT_FOUND:

@@ -10,6 +10,7 @@ import grpc
 
 from services.common.gen.radiology.v1 import storage_pb2, storage_pb2_grpc
 from services.common.grpc_client import call_metadata
+from services.common.sniff import SNIFF_BYTES, suffix_for
 
 CHUNK_SIZE = 1024 * 1024
 # Transfers may be long; the deadline grows with the size at this pessimistic rate.
@@ -43,6 +44,15 @@ class StorageClient:
         finally:
             call.cancel()  # no-op after EOF; frees the stream on any error
         return info
+
+    async def download_input(self, key: str, folder: Path) -> Path:
+        """Stream an input into `folder`, named "input" plus the extension its content calls for
+        (never the client's file name: readers pick by extension, names can lie)."""
+        path = folder / "input"
+        await self.download(key, path)
+        with path.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+        return path.rename(path.with_name("input" + suffix_for(head)))
 
     async def upload(self, key: str, path: Path, content_type: str) -> storage_pb2.ObjectInfo:
         size = path.stat().st_size

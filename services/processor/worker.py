@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -237,7 +238,9 @@ class Worker:
             return "cancelled"
         except (ImagingError, ParamsError, TaskFailed) as exc:
             log.info("task failed: %s", exc)
-            return await self._fail(msg, task, str(exc))
+            # A library's message may name our temp file; users know the file by its own name.
+            error = re.sub(re.escape(str(self._tmp_root)) + r"[^\s'\"]*", task.input_file, str(exc))
+            return await self._fail(msg, task, error)
         except Exception as exc:
             kind = _transient_kind(exc)
             if kind is None:
@@ -265,11 +268,10 @@ class Worker:
         tmp = Path(tempfile.mkdtemp(prefix="task-", dir=self._tmp_root))
         try:
             name = Path(task.input_file).name
-            input_path = tmp / (name if name not in ("", ".", "..") else "input")
             out_dir = tmp / "out"
             out_dir.mkdir()
             try:
-                await self._storage.download(task.input_key, input_path)
+                input_path = await self._storage.download_input(task.input_key, tmp)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise TaskFailed(f"input file {task.input_file} is no longer stored") from None

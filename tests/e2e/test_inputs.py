@@ -135,3 +135,14 @@ def test_blur_of_a_volume_is_really_3d(platform) -> None:
     for axis in range(3):
         assert np.abs(np.diff(b, axis=axis)).mean() < 0.7 * np.abs(np.diff(a, axis=axis)).mean()
     assert abs(b.mean() - a.mean()) < 0.05 * abs(a.mean()) + 1
+
+
+@pytest.mark.parametrize("name", ["volume", "volume.dat", "volume.png", "scan.dcm"])
+def test_format_comes_from_content_not_the_name(platform, name: str) -> None:
+    data = (NIBABEL_FILES / "example4d.nii.gz").read_bytes()
+    with client(platform, "inputs") as c:
+        job = wait_job(c, submit(c, [(name, data)], "blur").json()["job_id"])
+    (task,) = job["task_results"]
+    assert task["status"] == "SUCCESS", task["error"]
+    assert task["result"]["metadata"]["format"] == "nifti"
+    assert task["result"]["outputs"][0]["filename"].endswith(".nii.gz")

@@ -16,6 +16,7 @@ from services.common.grpc_client import call_metadata
 from services.gateway.clients import BackendError
 from services.gateway.deps import BackendsDep, OptionalUser, SignerDep, is_valid_user_id
 from services.gateway.errors import ApiError, not_found
+from services.gateway.text import ascii_digits
 
 router = APIRouter(prefix="/files", tags=["files"])
 
@@ -30,9 +31,9 @@ def _range(header: str, size: int) -> tuple[int, int] | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first_text, dash, last_text = spec.strip().partition("-")
-    if not dash or not (first_text.isdigit() or last_text.isdigit()):
+    if not dash or not (ascii_digits(first_text) or ascii_digits(last_text)):
         return None
-    if first_text and last_text and not (first_text.isdigit() and last_text.isdigit()):
+    if first_text and last_text and not (ascii_digits(first_text) and ascii_digits(last_text)):
         return None
     unsatisfiable = ApiError(
         416, "range_not_satisfiable", f"The file has {size} bytes.", {"Content-Range": f"bytes */{size}"}
@@ -120,7 +121,7 @@ async def get_file(
     backends: BackendsDep,
     signer: SignerDep,
     token: Annotated[
-        str | None, Query(max_length=256, description="Signed token from a URL the API returned")
+        str | None, Query(description="Signed token from a URL the API returned")
     ] = None,
 ) -> Response:
     if not (is_valid_user_id(user_id) and _SEGMENT.fullmatch(job_id) and _SEGMENT.fullmatch(filename)):
@@ -130,7 +131,8 @@ async def get_file(
         raise not_found()
     key = f"{user_id}/{job_id}/{filename}"
 
-    range_header = request.headers.get("range")
+    # Range is defined for GET only (RFC 9110 14.2); HEAD describes the whole file.
+    range_header = request.headers.get("range") if request.method == "GET" else None
     if_range = request.headers.get("if-range")
     if_none_match = request.headers.get("if-none-match")
 

@@ -18,11 +18,11 @@ from services.common import logging as log_ctx
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, processor_pb2, storage_pb2
 from services.common.grpc_client import call_metadata
 from services.common.protobuf import from_struct, iso, to_struct
-from services.gateway.catalogue import UNREACHABLE, validate_offline
 from services.gateway.clients import BackendError
 from services.gateway.deps import BackendsDep, CatalogueDep, CurrentUser, SettingsDep, SignerDep
 from services.gateway.errors import ApiError, not_found
 from services.gateway.serializers import STATUS_NAMES, TERMINAL, job_json, status_name, status_value
+from services.gateway.text import ascii_digits
 from services.gateway.uploads import UploadReceiver
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _boundary(request: Request) -> bytes:
 
 def _check_content_length(request: Request, max_job_bytes: int) -> None:
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > max_job_bytes + MULTIPART_OVERHEAD:
+    if length and ascii_digits(length) and int(length) > max_job_bytes + MULTIPART_OVERHEAD:
         raise ApiError(
             413, "job_too_large", f"The upload exceeds the limit of {max_job_bytes} bytes per job."
         )
@@ -81,11 +81,6 @@ async def _validate_params(
             processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params)),
         )
     except BackendError as exc:
-        if exc.code in UNREACHABLE and (op := catalogue.last_known(task_type)) is not None:
-            try:
-                return validate_offline(op, params)
-            except ValueError as invalid:
-                raise ApiError(422, "invalid_params", str(invalid)) from None
         if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
             raise
         if not await catalogue.has(task_type):

@@ -1,0 +1,93 @@
+"""Hostile requests found in review: each gets a clear 4xx, never a 500, and leaves nothing stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from services.common.config import Settings
+from tests.gateway.fakes import Fakes
+from tests.gateway.helpers import PNG, live_gateway, multipart, upload
+
+ALICE = {"X-User-ID": "alice"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        '{"sigma": NaN}',
+        '{"sigma": Infinity}',
+        '{"sigma": 1e400}',
+        '{"a": ' * 40 + "1" + "}" * 40,
+        "[" * 5000 + "]" * 5000,
+        '{"a": [[[[[[[[[[1]]]]]]]]]]}',
+    ],
+)
+async def test_params_that_break_parsers_are_422(
+    client: httpx.AsyncClient, fakes: Fakes, params: str
+) -> None:
+    resp = await upload(client, [("files", "a.png", PNG), ("params", None, params.encode())])
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["code"] == "invalid_params"
+    assert fakes.storage.objects == {}
+
+
+@pytest.mark.parametrize("field", ["task_type", "params"])
+async def test_a_repeated_field_is_refused(client: httpx.AsyncClient, fakes: Fakes, field: str) -> None:
+    value = b"blur" if field == "task_type" else b"{}"
+    resp = await upload(client, [(field, None, value), ("files", "a.png", PNG), (field, None, value)])
+    assert resp.status_code == 400 and resp.json()["code"] == "duplicate_field"
+    assert fakes.storage.objects == {}
+
+
+async def test_non_ascii_digits_in_token_and_range(client: httpx.AsyncClient) -> None:
+    job_id = (await upload(client, [("files", "scan.png", PNG)])).json()["job_id"]
+    path = f"/files/alice/{job_id}/scan.png"
+    assert (await client.get(path, params={"token": "\u00b2.abc"})).status_code == 404
+    assert (await client.get(path, params={"token": "1" * 300})).status_code == 404
+    for spec in ("bytes=\u00b2-", "bytes=-\u00b2", "bytes=0-\u00b2"):
+        resp = await client.get(path, headers={**ALICE, "Range": spec.encode()})  # type: ignore[dict-item]
+        assert resp.status_code == 200 and resp.content == PNG  # malformed Range: ignored
+
+
+async def test_head_ignores_range_like_it_should(client: httpx.AsyncClient) -> None:
+    job_id = (await upload(client, [("files", "scan.png", PNG)])).json()["job_id"]
+    path = f"/files/alice/{job_id}/scan.png"
+    for spec in ("bytes=0-1", "bytes=99999-"):
+        resp = await client.head(path, headers={**ALICE, "Range": spec})
+        assert resp.status_code == 200 and resp.headers["content-length"] == str(len(PNG))
+
+
+async def test_head_and_methods_on_api_routes(make_settings: Callable[..., Settings], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<!doctype html><title>ui</title>")
+    async with live_gateway(make_settings(web_dir=str(web))) as url, httpx.AsyncClient(base_url=url) as c:
+        assert (await c.head("/healthz")).status_code == 200
+        assert (await c.get("/")).text.startswith("<!doctype html>")
+        put = await c.put("/jobs", headers=ALICE)
+        assert put.status_code == 405 and "POST" in put.headers["allow"]  # not the UI's "GET, HEAD"
+        missing = await c.get("/no-such-page")
+        assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+async def test_a_stalled_upload_is_dropped_and_cleaned_up(
+    make_settings: Callable[..., Settings], fakes: Fakes
+) -> None:
+    body, ctype = multipart([("files", "a.png", PNG + b"\x00" * 300_000)])
+    settings = make_settings(upload_idle_timeout_seconds=0.5)
+    async with live_gateway(settings) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = (f"POST /jobs HTTP/1.1\r\nHost: x\r\nX-User-ID: alice\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        writer.write(head + body[: len(body) // 2])  # then nothing more
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(65536), 20)
+        writer.close()
+    assert response.startswith(b"HTTP/1.1 408"), response[:200]
+    assert b'"upload_stalled"' in response
+    assert fakes.storage.objects == {}
