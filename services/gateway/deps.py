@@ -44,9 +44,13 @@ SignerDep = Annotated[UrlSigner, Depends(get_signer)]
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 
 
-def _from_header(value: str | None) -> str | None:
-    if value is None:
+def _from_header(request: Request) -> str | None:
+    values = request.headers.getlist("x-user-id")
+    if not values:
         return None
+    if len(values) > 1:
+        raise ApiError(400, "invalid_user_id", "Send the X-User-ID header once.")
+    value = values[0]
     if not is_valid_user_id(value):
         raise ApiError(
             400,
@@ -68,14 +72,16 @@ def _from_jwt(authorization: str | None) -> str | None:
 
 
 async def optional_user(
+    request: Request,
     settings: SettingsDep,
+    # Declared for the API docs; read from request.headers to see repeats and empty values.
     x_user_id: Annotated[str | None, Header(alias="X-User-ID", description="Caller's user id")] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> str | None:
     """The caller's user id when the request carries one (validated), else None."""
     if settings.auth == "jwt":
         return _from_jwt(authorization)
-    return _from_header(x_user_id)
+    return _from_header(request)
 
 
 async def current_user(user: Annotated[str | None, Depends(optional_user)]) -> str:

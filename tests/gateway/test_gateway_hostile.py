@@ -91,3 +91,13 @@ async def test_a_stalled_upload_is_dropped_and_cleaned_up(
     assert response.startswith(b"HTTP/1.1 408"), response[:200]
     assert b'"upload_stalled"' in response
     assert fakes.storage.objects == {}
+
+
+async def test_identity_header_edge_cases(client: httpx.AsyncClient) -> None:
+    # An empty id is an invalid one (contract: 1-64 characters), not a missing one.
+    empty = await client.get("/jobs", headers={"X-User-ID": ""})
+    assert empty.status_code == 400 and empty.json()["code"] == "invalid_user_id"
+    twice = await client.get("/jobs", headers=[("X-User-ID", "alice"), ("X-User-ID", "bob")])
+    assert twice.status_code == 400 and twice.json()["code"] == "invalid_user_id"
+    edge = "a" * 64
+    assert (await client.get("/jobs", headers={"X-User-ID": edge})).status_code == 200
