@@ -100,11 +100,11 @@ def apply_event(task: TaskRow, event: tasks_pb2.TaskEvent, now: datetime) -> boo
             task.result = json_format.MessageToDict(event.result, preserving_proto_field_name=True)
             task.error = ""
         elif status == FAILED:
-            task.progress = progress
+            task.progress = 100
             task.error = event.error or event.message or "processing failed"
             task.message = event.message or "failed"
         else:
-            task.progress = progress
+            task.progress = 100
             task.message = event.message or "cancelled"
     task.updated_at = now
     return True
@@ -114,6 +114,8 @@ def cancel_task(task: TaskRow, now: datetime) -> bool:
     if task.status in TERMINAL:
         return False
     task.status = CANCELLED
+    # Finished like a failed task: 100, so that the job's progress is the mean of what its tasks show.
+    task.progress = 100
     task.message = "cancelled"
     task.finished_at = now
     task.updated_at = now
