@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -path web/dist -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test venv web buf protos lint clean
+.PHONY: run test venv web buf protos lint clean bench
 
 run: venv web
 	$(BIN)/python -m tools.launcher
@@ -43,3 +43,8 @@ lint: venv buf
 
 clean:
 	rm -rf $(VENV) web/node_modules web/dist tools/buf/node_modules
+
+# End-to-end throughput/latency benchmark (starts its own platform on free loopback ports; see
+# bench/README.md). Extra flags: make bench BENCH_ARGS="-n 100 --rounds 1".
+bench: venv
+	$(BIN)/python bench/throughput.py $(BENCH_ARGS)

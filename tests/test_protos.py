@@ -28,10 +28,9 @@ def test_protos_pass_buf_lint() -> None:
 
 def test_every_message_and_field_is_documented() -> None:
     """Other teams read the .proto files as the API reference: nothing may be left unexplained."""
+    import grpc_tools
     from google.protobuf import descriptor_pb2
     from grpc_tools import protoc
-
-    import grpc_tools
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     out = ROOT / "var" / "descriptor-test.pb"

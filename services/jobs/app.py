@@ -53,6 +53,7 @@ class JobsApp:
         await self.storage_channel.close()
         if not self.nc.is_closed:
             await self.nc.drain()
+        await self.repo.close()
         await self.engine.dispose()
 
 

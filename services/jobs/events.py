@@ -22,6 +22,7 @@ from nats.js.errors import BadRequestError
 from services.common import messaging
 from services.common.gen.radiology.v1 import tasks_pb2
 from services.jobs import metrics
+from services.jobs.convert import job_to_proto
 from services.jobs.repository import Repository
 from services.jobs.watch import WatchHub
 
@@ -153,7 +154,9 @@ class EventConsumer:
             await _quietly(msg.ack())
         metrics.EVENT_BATCH_SIZE.observe(len(decoded))
         metrics.TASK_EVENTS_APPLIED.inc(result.applied)
-        await self.hub.announce(result.job_ids)
+        # Built once per changed job, and only for jobs someone watches in this process.
+        snapshots = [job_to_proto(job) for job in result.jobs if self.hub.watched(job.job_id)]
+        await self.hub.publish(result.job_ids, snapshots)
 
 
 async def _quietly(coro: object) -> None:

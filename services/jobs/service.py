@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
@@ -24,8 +23,8 @@ from services.common.gen.radiology.v1 import (
 from services.common.grpc_client import call_metadata
 from services.jobs import metrics
 from services.jobs.convert import job_to_proto, status_from_proto, task_to_proto
-from services.jobs.models import TERMINAL, JobRow
-from services.jobs.publisher import TaskPublisher
+from services.jobs.models import JobRow
+from services.jobs.publisher import PublishedMarker, TaskPublisher
 from services.jobs.repository import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -34,7 +33,7 @@ from services.jobs.repository import (
     NewInput,
     Repository,
 )
-from services.jobs.watch import WatchHub
+from services.jobs.watch import Rank, WatchHub, job_rank
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +41,7 @@ USER_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 TASK_TYPE_RE = re.compile(r"[a-z0-9_]{1,64}")  # also a NATS subject token
 # WatchJob re-reads this often even without a notice (a lost core-NATS message, a NATS outage).
 WATCH_RECHECK_SECONDS = 3.0
+TERMINAL_STATUSES = (common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED, common_pb2.STATUS_CANCELLED)
 JOB_NOT_FOUND = "job not found"
 TASK_NOT_FOUND = "task not found"
 
@@ -67,6 +67,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self.publisher = publisher
         self.hub = hub
         self.storage = storage
+        self.marker = PublishedMarker(repo)
 
     async def _user(self, user_id: str, context: grpc.aio.ServicerContext) -> str:
         if not valid_user_id(user_id):
@@ -120,7 +121,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         published = await self.publisher.publish([(job, task) for task in job.tasks])
         if published:
             try:
-                await self.repo.mark_published(published)
+                await self.marker.mark(published)
             except Exception:  # the outbox republishes; JetStream drops the duplicate
                 log.exception("marking tasks published failed", extra={"job_id": job_id})
         return job_to_proto(job)
@@ -193,25 +194,26 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[common_pb2.Job]:
         user = await self._user(request.user_id, context)
         # Subscribe before the first read so no change between the two is missed.
-        wake = self.hub.subscribe(request.job_id)
+        watcher = self.hub.subscribe(request.job_id)
         try:
-            job = await self._job(user, request.job_id, context)
-            last: bytes | None = None
+            msg = job_to_proto(await self._job(user, request.job_id, context))
+            last: Rank | None = None
             while True:
-                msg = job_to_proto(job)
-                data = msg.SerializeToString(deterministic=True)
-                if data != last:
+                rank = job_rank(msg)
+                # Every change raises the rank: an equal one is a repeat, a lower one a snapshot
+                # that a database read already overtook.
+                if last is None or rank > last:
                     yield msg
-                    last = data
-                if job.status in TERMINAL:
+                    last = rank
+                if msg.status in TERMINAL_STATUSES:
                     return
-                try:
-                    await asyncio.wait_for(wake.get(), WATCH_RECHECK_SECONDS)
-                except TimeoutError:
-                    pass
+                snapshot = await watcher.next(WATCH_RECHECK_SECONDS)
+                if snapshot is not None:  # committed by this process: no need to read it back
+                    msg = snapshot
+                    continue
                 found = await self.repo.get_job(user, request.job_id)
                 if found is None:  # deleted while watched
                     await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
-                job = found  # type: ignore[assignment]
+                msg = job_to_proto(found)  # type: ignore[arg-type]
         finally:
-            self.hub.unsubscribe(request.job_id, wake)
+            self.hub.unsubscribe(request.job_id, watcher)

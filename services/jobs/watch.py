@@ -1,29 +1,87 @@
-"""Fan-out of "job changed" notices to WatchJob streams.
+"""Fan-out of job changes to WatchJob streams.
 
-One core-NATS subscription per process (radiology.job-changed.*) wakes the local watchers of that
-job, whichever jobs replica committed the change. Queues hold at most one wake-up: a watcher
-re-reads the job anyway, so several changes in a row coalesce into one read.
+A change committed by this process reaches its local watchers as a ready-made snapshot (the Job
+message built once from the rows the transaction just wrote), so a watcher needs no database read
+per change. Every change is also announced on core NATS (radiology.job-changed.<job_id>, payload:
+the announcing process's id) so that the watchers on other jobs replicas wake and re-read the job;
+a process ignores its own announcements. Mailboxes hold at most one pending item: the newest
+snapshot, or a request to re-read (which wins, because the database is never older).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from services.common import messaging
+from services.common.gen.radiology.v1 import common_pb2
 
 log = logging.getLogger(__name__)
+
+_TERMINAL = (common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED, common_pb2.STATUS_CANCELLED)
+
+Rank = tuple[int, int, int, int]
+
+
+def job_rank(job: common_pb2.Job) -> Rank:
+    """A value that grows with every change of a job and never shrinks (see docs/design.md: task
+    progress never goes down, a task never goes back to PENDING, terminal states stay), so a
+    snapshot older than one already sent can be recognised and skipped."""
+    terminal = started = progress = 0
+    for task in job.tasks:
+        progress += task.progress
+        if task.status != common_pb2.STATUS_PENDING:
+            started += 1
+            if task.status in _TERMINAL:
+                terminal += 1
+    return terminal, started, progress, job.progress
+
+
+class Watcher:
+    """The mailbox of one WatchJob stream."""
+
+    __slots__ = ("_ready", "snapshot", "rank", "reread")
+
+    def __init__(self) -> None:
+        self._ready = asyncio.Event()
+        self.snapshot: common_pb2.Job | None = None
+        self.rank: Rank | None = None
+        self.reread = False
+
+    def offer(self, snapshot: common_pb2.Job, rank: Rank) -> None:
+        if self.rank is None or rank > self.rank:
+            self.snapshot, self.rank = snapshot, rank
+            self._ready.set()
+
+    def request_reread(self) -> None:
+        self.reread = True
+        self._ready.set()
+
+    async def next(self, timeout: float) -> common_pb2.Job | None:
+        """The newest snapshot offered since the last call, or None when the job must be re-read
+        from the database (asked for, or nothing arrived within `timeout`: the safety net)."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return None
+        self._ready.clear()
+        snapshot, reread = self.snapshot, self.reread
+        self.snapshot, self.rank, self.reread = None, None, False
+        return None if reread else snapshot
 
 
 class WatchHub:
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
-        self._watchers: dict[str, set[asyncio.Queue[None]]] = defaultdict(set)
+        self.origin = uuid.uuid4().hex.encode()
+        self._watchers: dict[str, set[Watcher]] = defaultdict(set)
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
@@ -38,34 +96,52 @@ class WatchHub:
         self._sub = None
 
     async def _on_msg(self, msg: Msg) -> None:
-        self.wake(msg.subject.rsplit(".", 1)[-1])
+        if msg.data != self.origin:  # our own changes were delivered locally already
+            self.wake(msg.subject.rsplit(".", 1)[-1])
 
-    def subscribe(self, job_id: str) -> asyncio.Queue[None]:
-        queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
-        self._watchers[job_id].add(queue)
-        return queue
+    def subscribe(self, job_id: str) -> Watcher:
+        watcher = Watcher()
+        self._watchers[job_id].add(watcher)
+        return watcher
 
-    def unsubscribe(self, job_id: str, queue: asyncio.Queue[None]) -> None:
-        queues = self._watchers.get(job_id)
-        if queues is not None:
-            queues.discard(queue)
-            if not queues:
+    def unsubscribe(self, job_id: str, watcher: Watcher) -> None:
+        watchers = self._watchers.get(job_id)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
                 del self._watchers[job_id]
 
+    def watched(self, job_id: str) -> bool:
+        return job_id in self._watchers
+
     def wake(self, job_id: str) -> None:
-        for queue in self._watchers.get(job_id, ()):
-            if queue.empty():
-                queue.put_nowait(None)
+        """Make the local watchers of this job re-read it."""
+        for watcher in self._watchers.get(job_id, ()):
+            watcher.request_reread()
 
     @property
     def watcher_count(self) -> int:
-        return sum(len(q) for q in self._watchers.values())
+        return sum(len(w) for w in self._watchers.values())
 
-    async def announce(self, job_ids: set[str] | list[str]) -> None:
-        """Tell every replica (and ourselves at once) that these jobs changed."""
+    async def announce(self, job_ids: Iterable[str]) -> None:
+        """These jobs changed (or were deleted): local watchers re-read them, other replicas too."""
+        job_ids = list(job_ids)
         for job_id in job_ids:
             self.wake(job_id)
+        await self._notify(job_ids)
+
+    async def publish(self, job_ids: Iterable[str], snapshots: Iterable[common_pb2.Job]) -> None:
+        """These jobs changed; `snapshots` are their committed states for the local watchers
+        (only jobs watched here need one); other replicas are told to re-read."""
+        for snapshot in snapshots:
+            rank = job_rank(snapshot)
+            for watcher in self._watchers.get(snapshot.job_id, ()):
+                watcher.offer(snapshot, rank)
+        await self._notify(job_ids)
+
+    async def _notify(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
             try:
-                await self.nc.publish(f"{messaging.JOB_CHANGED_SUBJECT}.{job_id}", job_id.encode())
+                await self.nc.publish(f"{messaging.JOB_CHANGED_SUBJECT}.{job_id}", self.origin)
             except Exception as exc:  # watchers still re-read on their safety-net timer
                 log.warning("announcing job change failed: %s", exc, extra={"job_id": job_id})

@@ -138,6 +138,9 @@ def test_backend_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert isinstance(absolute, LocalBackend) and absolute.root == tmp_path / "abs"
     default = backend_from_url(Settings(data_dir=str(tmp_path / "d")))
     assert isinstance(default, LocalBackend) and default.root == tmp_path / "d/objects"
+    assert default.fsync  # durable by default; RADIOLOGY_STORAGE_FSYNC=false turns it off
+    monkeypatch.setenv("RADIOLOGY_STORAGE_FSYNC", "false")
+    assert not backend_from_url(Settings(storage_url=f"file://{tmp_path}/abs")).fsync  # type: ignore[union-attr]
     s3 = backend_from_url(Settings(storage_url="s3://minio:9000/radiology", s3_access_key="k",
                                    s3_secret_key="s"))
     assert isinstance(s3, S3Backend) and s3.bucket == "radiology"

@@ -42,7 +42,7 @@ def backend_from_url(settings: Settings) -> Backend:
         path = url[len("file://"):]
         if not path:
             raise ValueError(f"storage URL {url!r} names no folder (e.g. file://var/objects)")
-        return LocalBackend(path)
+        return LocalBackend(path, fsync=settings.storage_fsync)
     if url.startswith("s3://"):
         parts = urlsplit(url)
         bucket = parts.path.strip("/")
