@@ -43,7 +43,10 @@ def strip_image_extension(filename: str) -> str:
 
 def output_names(stem: str) -> tuple[str, ...]:
     """Every name a task with this stem may write (see docs/design.md, Object keys)."""
-    return (f"{stem}_processed.png", f"{stem}_processed.nii.gz", f"{stem}_preview.png")
+    return (
+        f"{stem}_processed.png", f"{stem}_processed.jpg", f"{stem}_processed.nii.gz",
+        f"{stem}_preview.png", f"{stem}_input.png", f"{stem}_input.nii.gz",
+    )
 
 
 def choose_output_stems(filenames: Sequence[str]) -> list[str]:

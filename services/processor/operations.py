@@ -55,11 +55,15 @@ OUTPUT_FORMAT = {
 
 
 def _schema(properties: dict[str, Any]) -> dict[str, Any]:
+    """An operation's params schema. ``x-order`` lists the params in the order a form should show
+    them (main params first, output_format last): JSON object keys lose their order on the way
+    through protobuf Struct."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
         "properties": {**properties, "output_format": OUTPUT_FORMAT},
         "additionalProperties": False,
+        "x-order": [*properties, "output_format"],
     }
 
 
@@ -119,8 +123,9 @@ def run(
 ) -> dict[str, Any]:
     """Decode the input (format by content), apply the operation, write the outputs into out_dir.
 
-    Returns {"outputs": [{"filename", "path", "media_type", "role"}, ...] (primary first),
-    "metadata": {...}}. Raises ImagingError for bad inputs and ParamsError for bad params.
+    Returns {"outputs": [{"filename", "path", "media_type", "role"}, ...] (primary first; for a
+    DICOM or DICOM-series ZIP input also the input itself as role "input", a PNG or .nii.gz that a
+    browser can show), "metadata": {...}}. Raises ImagingError for bad inputs and ParamsError for bad params.
     """
     if not output_stem or "/" in output_stem or "\\" in output_stem or output_stem in (".", ".."):
         raise ValueError(f"unsafe output_stem {output_stem!r}")
@@ -131,7 +136,9 @@ def run(
     report(40, "decoded")
     result = _REGISTRY[task_type].apply(image, params)
     report(70, "processed")
-    outputs = imaging.write_outputs(result, Path(out_dir), output_stem, params.get("output_format", "png"))
+    outputs = imaging.write_outputs(
+        result, Path(out_dir), output_stem, params.get("output_format", "png"), source=image
+    )
 
     metadata = dict(result.metadata)
     metadata.update(imaging.summary(result))

@@ -146,3 +146,43 @@ def test_format_comes_from_content_not_the_name(platform, name: str) -> None:
     assert task["status"] == "SUCCESS", task["error"]
     assert task["result"]["metadata"]["format"] == "nifti"
     assert task["result"]["outputs"][0]["filename"].endswith(".nii.gz")
+
+
+def test_dicom_input_comes_back_as_a_viewable_png(platform) -> None:
+    """A browser cannot show DICOM: the task also returns the unprocessed input as a PNG (role
+    "input") on the grey scale of the result, for the web UI's before/after slider."""
+    with client(platform, "inputs") as c:
+        data = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+        job = wait_job(c, submit(c, [("CT_small.dcm", data)], "blur", {"sigma": 0.01}).json()["job_id"])
+        task, outs = _outputs(c, job)
+        assert task["result"]["outputs"][0]["role"] == "primary"
+        assert outs["input"]["filename"] == "CT_small_input.png"
+        assert outs["input"]["media_type"] == "image/png" and "token=" in outs["input"]["url"]
+        before = Image.open(io.BytesIO(download(c, outs["input"]["url"])))
+        after = Image.open(io.BytesIO(download(c, outs["primary"]["url"])))
+    assert before.format == "PNG" and before.mode == after.mode == "L"
+    assert before.size == after.size == (128, 128)
+    # A blur this small changes nothing visible: the same window gives the same picture.
+    diff = np.abs(np.asarray(before).astype(int) - np.asarray(after).astype(int))
+    assert diff.max() <= 1 and np.asarray(before).std() > 5
+
+
+def test_dicom_series_input_comes_back_as_a_volume_on_the_result_grid(platform) -> None:
+    with client(platform, "inputs") as c:
+        job = wait_job(c, submit(c, [("series.zip", _dicom_series_zip())], "blur").json()["job_id"])
+        _, outs = _outputs(c, job)
+        assert outs["input"]["filename"] == "series_input.nii.gz"
+        source = _open_volume(download(c, outs["input"]["url"]))
+        result = _open_volume(download(c, outs["primary"]["url"]))
+    assert source.shape == result.shape and sorted(source.shape) == [5, 128, 128]
+    np.testing.assert_allclose(source.affine, result.affine, atol=1e-6)
+    assert np.asanyarray(source.dataobj).min() < 0  # real units (HU), not display values
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "anatomical"])
+def test_viewable_inputs_come_back_without_an_input_copy(platform, kind: str) -> None:
+    name, make, _, _ = INPUTS[kind]
+    with client(platform, "inputs") as c:
+        job = wait_job(c, submit(c, [(name, make())], "grayscale").json()["job_id"])
+        _, outs = _outputs(c, job)
+    assert "input" not in outs

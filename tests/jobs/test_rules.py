@@ -29,6 +29,8 @@ def test_strip_image_extension(name: str, stem: str) -> None:
         ["scan.nii.gz", "scan.nii", "scan_preview.png", "scan_2.dcm"],
         ["x_processed.png", "x.png", "x_processed_processed.png"],
         [".png", "output.png"],
+        ["scan.dcm", "scan_input.png"],
+        ["a.dcm", "a_processed.jpg", "b.zip", "b_input.nii.gz"],
     ],
 )
 def test_output_stems_never_collide(inputs: list[str]) -> None:

@@ -21,6 +21,17 @@ from tests.processor.imaging.helpers import NIBABEL_DATA, ct_slice, dicom_file, 
 # -- catalogue and params --------------------------------------------------------------------------
 
 
+def test_schemas_give_a_form_order_main_params_first_output_format_last() -> None:
+    for entry in operations.catalogue():
+        schema = entry["params_schema"]
+        order = schema["x-order"]
+        assert sorted(order) == sorted(schema["properties"]) and len(set(order)) == len(order)
+        assert order[-1] == "output_format"
+    schemas = {e["name"]: e["params_schema"] for e in operations.catalogue()}
+    assert schemas["blur"]["x-order"] == ["sigma", "output_format"]
+    assert schemas["resize"]["x-order"][:3] == ["width", "height", "keep_aspect"]
+
+
 def test_catalogue_lists_the_seed_operations_with_defaults() -> None:
     entries = {e["name"]: e for e in operations.catalogue()}
     assert {"blur", "resize", "grayscale"} <= set(entries)
@@ -186,13 +197,16 @@ def test_blur_really_blurs(kind: str, inputs: dict[str, Path], tmp_path: Path) -
     assert abs(float(after.mean()) - float(before.mean())) < 0.03 * spread + 1
     meta = result["metadata"]
     assert meta["shape"] == list(before.shape) and meta["operation"] == "blur"
+    from_dicom = kind.startswith("dicom")  # a browser cannot show these: the input comes along
     if kind in VOLUMES:
-        assert [o["role"] for o in result["outputs"]] == ["primary", "preview"]
+        roles = ["primary", "preview", "input"] if from_dicom else ["primary", "preview"]
+        assert [o["role"] for o in result["outputs"]] == roles
         assert result["outputs"][0]["filename"] == "scan_processed.nii.gz"
         with PILImage.open(result["outputs"][1]["path"]) as preview:
             assert preview.format == "PNG" and preview.size[0] > 1
     else:
-        assert [o["filename"] for o in result["outputs"]] == ["scan_processed.png"]
+        names = ["scan_processed.png", "scan_input.png"] if from_dicom else ["scan_processed.png"]
+        assert [o["filename"] for o in result["outputs"]] == names
 
 
 @pytest.mark.parametrize(
@@ -347,3 +361,128 @@ def test_run_works_in_a_spawned_process_pool(inputs: dict[str, Path], tmp_path: 
         ).result(60)
     assert result["outputs"][0]["filename"] == "pooled_processed.png"
     assert (tmp_path / "pooled_processed.png").is_file()
+
+
+# -- the input as a viewable output (DICOM is not shown by browsers) -------------------------------
+
+
+def _by_role(result: dict) -> dict[str, dict]:
+    roles = [o["role"] for o in result["outputs"]]
+    assert roles[0] == "primary" and len(set(roles)) == len(roles)
+    return {o["role"]: o for o in result["outputs"]}
+
+
+def _png(path: str) -> np.ndarray:
+    with PILImage.open(path) as pil:
+        assert pil.format == "PNG"
+        return np.asarray(pil)
+
+
+@pytest.fixture(scope="module")
+def grey_dicoms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic CT slices: MONOCHROME1 with a window, no window at all, a one-slice series ZIP."""
+    d = tmp_path_factory.mktemp("grey")
+    rng = np.random.default_rng(11)
+    pixels = (_photo(rng, (40, 56)) * 6 + 600).astype(np.uint16)
+    (d / "mono1.dcm").write_bytes(
+        ct_slice(pixels, series_uid="2.1", position=(0, 0, 0), photometric="MONOCHROME1", window=(40, 300))
+    )
+    (d / "nowindow.dcm").write_bytes(ct_slice(pixels, series_uid="2.2", position=(0, 0, 0)))
+    with zipfile.ZipFile(d / "one.zip", "w") as zf:
+        zf.writestr("only.dcm", ct_slice(pixels, series_uid="2.3", position=(0, 0, 0), window=(40, 400)))
+    return {"mono1": d / "mono1.dcm", "nowindow": d / "nowindow.dcm", "one_slice_zip": d / "one.zip"}
+
+
+@pytest.mark.parametrize("kind", ["dicom_ct", "dicom_rle", "dicom_j2k", "mono1", "nowindow", "one_slice_zip"])
+def test_2d_dicom_input_png_is_on_the_grey_scale_of_the_result(
+    kind: str, inputs: dict[str, Path], grey_dicoms: dict[str, Path], tmp_path: Path
+) -> None:
+    path = inputs.get(kind) or grey_dicoms[kind]
+    # A blur this small changes nothing visible: before and after must then look the same, which
+    # they only do when both went through the same VOI LUT / window / MONOCHROME1 inversion.
+    result, _ = _run("blur", {"sigma": 0.01}, path, tmp_path)
+    outs = _by_role(result)
+    assert list(outs) == ["primary", "input"]
+    assert outs["input"]["filename"] == "scan_input.png" and outs["input"]["media_type"] == "image/png"
+    before, after = _png(outs["input"]["path"]), _png(outs["primary"]["path"])
+    assert before.shape == after.shape == tuple(result["metadata"]["input_shape"])
+    assert before.dtype == after.dtype == np.uint8
+    assert np.abs(before.astype(int) - after.astype(int)).max() <= 1
+    assert before.std() > 5  # a real picture, not a flat one
+    expected, _ = outputs.display_array(imaging.load(path))
+    assert np.array_equal(before, expected)  # the unprocessed input
+
+
+def test_monochrome1_input_png_is_inverted_like_the_result(
+    grey_dicoms: dict[str, Path], tmp_path: Path
+) -> None:
+    result, _ = _run("blur", {"sigma": 0.01}, grey_dicoms["mono1"], tmp_path)
+    before = _png(_by_role(result)["input"]["path"]).astype(int)
+    image = imaging.load(grey_dicoms["mono1"])
+    assert image.display.invert
+    real = image.data.astype(float)
+    # higher HU is darker in MONOCHROME1
+    assert before[real > np.percentile(real, 90)].mean() < before[real < np.percentile(real, 10)].mean()
+
+
+def test_input_png_of_a_resized_dicom_keeps_the_input_size(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("resize", {"width": 300, "height": 200}, inputs["dicom_ct"], tmp_path)
+    outs = _by_role(result)
+    assert _png(outs["primary"]["path"]).shape == (200, 300)
+    assert _png(outs["input"]["path"]).shape == (128, 128)
+
+
+def test_input_png_uses_the_fast_png_settings(inputs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    from services.processor.imaging import io_raster
+
+    levels: list[int] = []
+    save = PILImage.Image.save
+
+    def spy(self, fp, format=None, **kw):  # noqa: A002
+        levels.append(kw.get("compress_level"))
+        return save(self, fp, format, **kw)
+
+    monkeypatch.setattr(PILImage.Image, "save", spy)
+    _run("blur", {}, inputs["dicom_ct"], tmp_path)
+    assert levels == [io_raster.PNG_COMPRESS_LEVEL] * 2
+
+
+@pytest.mark.parametrize("kind", ["dicom_multiframe", "dicom_series_zip", "dicom_rgb_multiframe"])
+def test_dicom_volume_input_is_a_nifti_in_real_units_on_the_result_grid(
+    kind: str, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    result, _ = _run("blur", {"sigma": 0.01}, inputs[kind], tmp_path)
+    outs = _by_role(result)
+    assert list(outs) == ["primary", "preview", "input"]
+    assert outs["input"]["filename"] == "scan_input.nii.gz"
+    assert outs["input"]["media_type"] == "application/gzip"
+    processed, source = nib.load(outs["primary"]["path"]), nib.load(outs["input"]["path"])
+    assert source.shape == processed.shape
+    np.testing.assert_array_equal(source.affine, processed.affine)
+    assert int(source.header["sform_code"]) == int(processed.header["sform_code"])
+    decoded = imaging.load(inputs[kind])
+    data = np.asanyarray(source.dataobj)
+    if data.dtype.names:  # RGB24
+        data = np.stack([data[c] for c in data.dtype.names], axis=-1)
+    np.testing.assert_array_equal(data, decoded.data)  # unprocessed, real units (HU, Gy, ...)
+    if kind == "dicom_series_zip":
+        assert source.get_data_dtype() == np.int16 and data.min() < 0  # HU: stored minus 1024
+
+
+def test_volume_input_keeps_its_own_grid_when_the_result_is_resampled(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    result, _ = _run("resize", {"shape": [12, 10, 4]}, inputs["dicom_series_zip"], tmp_path)
+    outs = _by_role(result)
+    decoded = imaging.load(inputs["dicom_series_zip"])
+    source = nib.load(outs["input"]["path"])
+    assert nib.load(outs["primary"]["path"]).shape == (12, 10, 4)
+    assert source.shape == decoded.data.shape == (24, 32, 8)
+    np.testing.assert_allclose(source.affine, decoded.affine, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["png_grey", "png_rgb", "jpeg", "png_16bit", "nifti_3d", "nifti_4d"])
+def test_viewable_inputs_get_no_input_output(kind: str, inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("grayscale", {}, inputs[kind], tmp_path)
+    assert "input" not in [o["role"] for o in result["outputs"]]
+    assert not list(tmp_path.glob("*_input.*"))

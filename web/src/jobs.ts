@@ -529,6 +529,9 @@ class JobDetail {
       ? result.outputs
       : [{ filename: result.output_file, url: result.output_url, media_type: "", size: NaN, sha256: "", role: "primary" }];
     const primary = outputs.find((o) => o.role === "primary") ?? outputs[0];
+    // For inputs a browser cannot show (DICOM, a DICOM-series ZIP) the processor also writes the
+    // unprocessed input as a PNG or .nii.gz (role "input"), on the same grey scale / grid as the result.
+    const inputView = outputs.find((o) => o.role === "input");
     const viewerBox = h("div", { class: "viewer-box" });
     const job = this.job;
 
@@ -545,7 +548,9 @@ class JobDetail {
             output: { url: primary.url, name: primary.filename },
             input: inputIsNifti
               ? { url: inputFileUrl(job, task.input_file), name: task.input_file, headers: identityHeaders() }
-              : null,
+              : inputView && isVolumeName(inputView.filename)
+                ? { url: inputView.url, name: inputView.filename } // signed URL: `name` gives the format
+                : null,
             isMask: job.task_type === "threshold" || result.task_type === "threshold",
           });
         })
@@ -554,7 +559,11 @@ class JobDetail {
         });
     } else if (primary && isImageMedia(primary)) {
       const signal = this.abort.signal;
-      const before = /\.(png|jpe?g)$/i.test(task.input_file) || ["png", "jpeg"].includes(String(result.metadata?.["format"] ?? ""))
+      const inputIsRaster =
+        /\.(png|jpe?g)$/i.test(task.input_file) || ["png", "jpeg"].includes(String(result.metadata?.["format"] ?? ""));
+      const before = inputView && isImageMedia(inputView)
+        ? Promise.resolve(inputView.url) // signed URL: an <img> loads it without headers
+        : inputIsRaster
         ? fetchBlob(inputFileUrl(job, task.input_file), signal).then((b) => {
             if (!/^image\/(png|jpeg)/.test(b.type) && !/\.(png|jpe?g)$/i.test(task.input_file)) return null;
             const u = URL.createObjectURL(b);

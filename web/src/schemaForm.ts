@@ -3,6 +3,7 @@
 // boolean, string, enum (-> select), nullable types (type: [X, "null"] or anyOf with null),
 // $ref into $defs, arrays of numbers (fixed length -> one input per item, else comma-separated),
 // and presets: the schema's top-level `examples` (objects of params) fill the form at once.
+// Field order: the schema's top-level `x-order` array when it has one, else the key order.
 
 import { h, nextId } from "./util";
 
@@ -137,7 +138,7 @@ function makeField(name: string, raw: Schema, root: Schema, required: boolean): 
   const wrap = (control: HTMLElement, inline = false) =>
     h(
       "div",
-      { class: inline ? "field field-inline" : "field" },
+      { class: inline ? "field field-inline" : "field", "data-param": name },
       inline ? control : h("label", { for: id }, label, required ? " *" : ""),
       inline ? h("label", { for: id }, label) : control,
       hint,
@@ -292,11 +293,25 @@ function presetName(p: Record<string, unknown>): string {
     .join(", ");
 }
 
+/**
+ * The property names in display order. Object keys come back sorted from the gateway (protobuf
+ * Struct), so a top-level `x-order` array, when present, decides: its names first (unknown ones
+ * skipped), then any property it leaves out, in key order.
+ */
+export function orderedNames(schema: Record<string, unknown>): string[] {
+  const props = (schema as Schema).properties ?? {};
+  const keys = Object.keys(props);
+  const order = schema["x-order"];
+  if (!Array.isArray(order)) return keys;
+  const listed = order.filter((n, i): n is string => typeof n === "string" && n in props && order.indexOf(n) === i);
+  return [...listed, ...keys.filter((k) => !listed.includes(k))];
+}
+
 export function buildParamsForm(schema: Record<string, unknown>): ParamsForm {
   const root = schema as Schema;
   const props = root.properties ?? {};
   const required = new Set(root.required ?? []);
-  const fields = Object.entries(props).map(([name, s]) => makeField(name, s, root, required.has(name)));
+  const fields = orderedNames(root).map((name) => makeField(name, props[name], root, required.has(name)));
   const el = h("div", { class: "params" });
 
   const presets = (Array.isArray(root.examples) ? root.examples : []).filter(

@@ -11,8 +11,10 @@ export interface Viewer2D {
 
 /**
  * @param afterUrl  URL of the processed image (a signed URL works in <img>).
- * @param beforeUrl a promise of the input image's URL (an object URL fetched with the identity
- *                  header), or null when the input cannot be shown by a browser (DICOM, NIfTI).
+ * @param beforeUrl a promise of the input image's URL: an object URL fetched with the identity
+ *                  header (PNG/JPEG inputs), or the signed URL of the processor's role "input"
+ *                  PNG (DICOM inputs, rendered on the result's grey scale); null (or a promise of
+ *                  null) when there is nothing a browser can show.
  */
 export function createViewer2D(afterUrl: string, beforeUrl: Promise<string | null> | null, alt: string): Viewer2D {
   const after = h("img", { class: "layer-img", alt: `Result: ${alt}`, draggable: "false", decoding: "async" });
@@ -207,6 +209,9 @@ export function createViewer2D(afterUrl: string, beforeUrl: Promise<string | nul
           el.dataset.compare = "ready";
           applySplit();
           apply();
+        });
+        before.addEventListener("error", () => {
+          slider.title = "The input image could not be loaded.";
         });
         before.src = url;
       })

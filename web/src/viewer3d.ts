@@ -18,7 +18,8 @@ export interface VolumeSpec {
 
 export interface ShowOptions {
   output: VolumeSpec;
-  /** The input volume, when it is NIfTI: shown as base with the output as an overlay. */
+  /** The input volume (a NIfTI input, or the processor's role "input" .nii.gz of a DICOM
+   *  volume): shown as base with the output as an overlay. */
   input?: VolumeSpec | null;
   /** The output is a label/mask volume (threshold): red overlay, window 0.5..1. */
   isMask?: boolean;

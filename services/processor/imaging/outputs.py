@@ -1,7 +1,9 @@
-"""Writing results: display PNG/JPEG for 2D, .nii.gz plus a PNG preview for volumes."""
+"""Writing results: display PNG/JPEG for 2D, .nii.gz plus a PNG preview for volumes; and, for inputs
+that a browser cannot show (DICOM, DICOM-series ZIP), the input itself in a viewable form."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,9 @@ from . import display, io_nifti, io_raster
 from .image import Image
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "nifti": "application/gzip"}
+
+# Input formats a browser (or NiiVue) cannot show: their tasks also get a role "input" output.
+NEEDS_INPUT_VIEW = frozenset({"dicom", "zip"})
 
 
 def display_array(image: Image) -> tuple[np.ndarray, str]:
@@ -38,9 +43,48 @@ def _entry(path: Path, media_type: str, role: str) -> dict[str, str]:
     return {"filename": path.name, "path": str(path), "media_type": media_type, "role": role}
 
 
-def write_outputs(image: Image, out_dir: Path, stem: str, output_format: str = "png") -> list[dict[str, str]]:
-    """Write the result files; the primary output comes first."""
+def write_outputs(
+    image: Image, out_dir: Path, stem: str, output_format: str = "png", source: Image | None = None
+) -> list[dict[str, str]]:
+    """Write the result files; the primary output comes first. With ``source`` (the decoded input)
+    of a format a browser cannot show, the input view (see ``write_input_view``) comes last."""
     out_dir = Path(out_dir)
+    written = _write_result(image, out_dir, stem, output_format)
+    if source is not None and source.metadata.get("format") in NEEDS_INPUT_VIEW:
+        written.append(write_input_view(source, out_dir, stem, result=image))
+    return written
+
+
+def write_input_view(source: Image, out_dir: Path, stem: str, result: Image | None = None) -> dict[str, str]:
+    """The unprocessed input, role "input", for before/after comparison in the browser.
+
+    2D: ``{stem}_input.png`` rendered exactly like the processed PNG (the same VOI LUT / window /
+    MONOCHROME1 inversion, taken from the result when both are grey real values), so that before
+    and after share one grey scale. Volume: ``{stem}_input.nii.gz`` in real units with the input's
+    own affine (the processed volume's, unless the operation resampled it), so that a viewer can
+    overlay the result on it.
+    """
+    out_dir = Path(out_dir)
+    if source.kind == "2d":
+        shown = source
+        if (
+            result is not None
+            and result.kind == "2d"
+            and not result.display.native
+            and not source.display.native
+            and source.samples == result.samples == "L"
+        ):
+            shown = replace(source, display=result.display)
+        values, samples = display_array(shown)
+        path = out_dir / f"{stem}_input.png"
+        io_raster.write_png(values, samples, path)
+        return _entry(path, MEDIA_TYPES["png"], "input")
+    path = out_dir / f"{stem}_input.nii.gz"
+    io_nifti.write_nifti(source, path)
+    return _entry(path, MEDIA_TYPES["nifti"], "input")
+
+
+def _write_result(image: Image, out_dir: Path, stem: str, output_format: str) -> list[dict[str, str]]:
     if image.kind == "2d":
         values, samples = display_array(image)
         if output_format == "jpeg":
