@@ -8,14 +8,11 @@ import asyncio
 import time
 from typing import Any
 
-import grpc
-
 from services.common.gen.radiology.v1 import processor_pb2
 from services.common.protobuf import from_struct
-from services.gateway.clients import BackendError, Backends
+from services.gateway.clients import UNREACHABLE, BackendError, Backends
 
 CACHE_SECONDS = 5.0
-UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def operation_json(op: processor_pb2.Operation) -> dict[str, Any]:

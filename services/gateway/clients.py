@@ -7,10 +7,13 @@ from typing import Any, Literal
 import grpc
 
 from services.common.config import Settings
-from services.common.gen.radiology.v1 import jobs_pb2_grpc, processor_pb2_grpc, storage_pb2_grpc
+from services.common.gen.radiology.v1 import jobs_pb2_grpc, processor_pb2_grpc
 from services.common.grpc_client import call_metadata, channel
+from services.common.storage_client import StorageClient
 
-Service = Literal["jobs", "storage", "processor"]
+Service = Literal["jobs", "processor"]
+# The service is down or stuck: a 503 worth retrying, not an answer.
+UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class BackendError(Exception):
@@ -28,7 +31,7 @@ class BackendError(Exception):
 
 
 class Backends:
-    """Stubs of JobService, StorageService and ProcessorService, sharing the app's lifetime."""
+    """JobService and ProcessorService stubs and the StorageService client, for the app's lifetime."""
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.rpc_timeout_seconds
@@ -38,7 +41,7 @@ class Backends:
             "processor": channel(settings.processor_addr),
         }
         self.jobs = jobs_pb2_grpc.JobServiceStub(self.channels["jobs"])
-        self.storage = storage_pb2_grpc.StorageServiceStub(self.channels["storage"])
+        self.storage = StorageClient(self.channels["storage"], self.timeout)
         self.processor = processor_pb2_grpc.ProcessorServiceStub(self.channels["processor"])
 
     async def call(self, service: Service, method: str, request: Any, *, timeout: float | None = None) -> Any:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from services.common.config import Settings
+from services.common.identity import is_valid_user_id
 from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
 from services.gateway.errors import ApiError
 from services.gateway.signing import UrlSigner
-
-_USER_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-
-
-def is_valid_user_id(value: str) -> bool:
-    return bool(_USER_ID.fullmatch(value)) and value not in (".", "..")
 
 
 # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per

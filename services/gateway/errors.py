@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 
 import grpc
@@ -12,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.clients import BackendError
+from services.gateway.clients import UNREACHABLE, BackendError
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,25 @@ def not_found() -> ApiError:
     return ApiError(404, "not_found", NOT_FOUND_DETAIL)
 
 
+# What a backend answers for an id it does not have, or one so malformed that it cannot exist.
+MISSING = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+@contextmanager
+def backend_errors(service: str, *, missing_is_404: bool = False) -> Iterator[None]:
+    """gRPC failures of `service` inside the block become BackendError (mapped by the handler below);
+    with missing_is_404, a MISSING answer is the plain 404 of anything the caller cannot see."""
+    try:
+        yield
+    except (grpc.aio.AioRpcError, BackendError) as exc:
+        error = BackendError.wrap(service, exc) if isinstance(exc, grpc.aio.AioRpcError) else exc
+        if missing_is_404 and error.code in MISSING:
+            raise not_found() from None
+        raise error from None
+
+
 def backend_error_response(service: str, code: grpc.StatusCode, details: str) -> JSONResponse:
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if code in UNREACHABLE:
         return error_response(
             503,
             "service_unavailable",

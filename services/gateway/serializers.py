@@ -6,19 +6,8 @@ from typing import Any
 
 from services.common.gen.radiology.v1 import common_pb2
 from services.common.protobuf import from_struct, iso
+from services.common.status import status_name
 from services.gateway.signing import UrlSigner
-
-
-def status_name(value: int) -> str:
-    return common_pb2.Status.Name(value).removeprefix("STATUS_")
-
-
-def status_value(name: str) -> int:
-    return common_pb2.Status.Value(f"STATUS_{name}")
-
-
-STATUS_NAMES = [status_name(v) for v in common_pb2.Status.values() if v != common_pb2.STATUS_UNSPECIFIED]
-TERMINAL = {common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED, common_pb2.STATUS_CANCELLED}
 
 
 def plain(value: Any) -> Any:

@@ -23,16 +23,13 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.common.config import Settings
-from services.common.gen.radiology.v1 import storage_pb2
-from services.common.grpc_client import call_metadata
 from services.common.sniff import MEDIA_TYPES, SNIFF_BYTES, sniff
-from services.gateway.clients import BackendError, Backends
-from services.gateway.errors import ApiError
+from services.common.storage_client import ObjectWriter
+from services.gateway.clients import Backends
+from services.gateway.errors import ApiError, backend_errors
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1024 * 1024  # gRPC message size for Put (the storage's recommended chunk)
-QUEUE_CHUNKS = 2  # chunks in flight per upload: the back-pressure window
 MAX_FIELD_BYTES = 64 * 1024  # task_type / params
 MAX_NAME_CHARS = 128
 ACCEPTED = "PNG, JPEG, DICOM, NIfTI (.nii, .nii.gz) or a ZIP of DICOM files"
@@ -96,79 +93,6 @@ class StoredFile:
     size: int
 
 
-class _ObjectWriter:
-    """One StorageService.Put call fed from a bounded queue."""
-
-    def __init__(self, backends: Backends, key: str, content_type: str, max_size: int, stall: float) -> None:
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
-        self._buf = bytearray()
-        self._stall = stall
-        header = storage_pb2.PutHeader(key=key, content_type=content_type, max_size=max_size)
-        # No overall deadline (a 2 GiB upload takes a while); instead each chunk must be accepted
-        # within the RPC timeout, which catches a stuck storage just as well.
-        self._call = backends.storage.Put(self._requests(header), metadata=call_metadata())
-        self._result: asyncio.Future[Any] = asyncio.ensure_future(self._wait_call())
-
-    async def _wait_call(self) -> storage_pb2.ObjectInfo:
-        return await self._call
-
-    async def _requests(self, header: storage_pb2.PutHeader) -> AsyncIterator[storage_pb2.PutRequest]:
-        yield storage_pb2.PutRequest(header=header)
-        while (chunk := await self._queue.get()) is not None:
-            yield storage_pb2.PutRequest(chunk=chunk)
-
-    def _raise_from_call(self) -> None:
-        try:
-            self._result.result()
-        except grpc.aio.AioRpcError as exc:
-            raise BackendError.wrap("storage", exc) from None
-        raise BackendError("storage", grpc.StatusCode.INTERNAL, "storage ended the upload early")
-
-    async def _push(self, item: bytes | None) -> None:
-        if self._result.done():
-            self._raise_from_call()
-        try:
-            self._queue.put_nowait(item)
-            return
-        except asyncio.QueueFull:
-            pass
-        putter = asyncio.ensure_future(self._queue.put(item))
-        done, _ = await asyncio.wait(
-            {putter, self._result}, timeout=self._stall, return_when="FIRST_COMPLETED"
-        )
-        if putter in done:
-            return
-        putter.cancel()
-        if self._result in done:
-            self._raise_from_call()
-        raise BackendError("storage", grpc.StatusCode.DEADLINE_EXCEEDED, "storage stopped accepting data")
-
-    async def write(self, data: bytes) -> None:
-        self._buf += data
-        while len(self._buf) >= CHUNK_BYTES:
-            chunk = bytes(self._buf[:CHUNK_BYTES])
-            del self._buf[:CHUNK_BYTES]
-            await self._push(chunk)
-
-    async def close(self) -> storage_pb2.ObjectInfo:
-        if self._buf:
-            await self._push(bytes(self._buf))
-            self._buf.clear()
-        await self._push(None)
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._result), self._stall)
-        except grpc.aio.AioRpcError as exc:
-            raise BackendError.wrap("storage", exc) from None
-        except TimeoutError:
-            raise BackendError(
-                "storage", grpc.StatusCode.DEADLINE_EXCEEDED, "storage did not confirm"
-            ) from None
-
-    def abort(self) -> None:
-        self._call.cancel()
-        self._result.cancel()
-
-
 @dataclass
 class _Part:
     kind: str  # "file", "field" or "skip"
@@ -177,7 +101,7 @@ class _Part:
     filename: str = ""
     head: bytearray = field(default_factory=bytearray)
     size: int = 0
-    writer: _ObjectWriter | None = None
+    writer: ObjectWriter | None = None
     format: str = ""
 
 
@@ -322,13 +246,14 @@ class UploadReceiver:
             except FormParserError:
                 raise malformed from None
             events, self._events = self._events, []
-            for kind, value in events:
-                if kind == "part":
-                    await self._begin(value)
-                elif kind == "data":
-                    await self._data(value)
-                else:
-                    await self._end()
+            with backend_errors("storage"):
+                for kind, value in events:
+                    if kind == "part":
+                        await self._begin(value)
+                    elif kind == "data":
+                        await self._data(value)
+                    else:
+                        await self._end()
             if self._finished:
                 break
         if not self._finished:
@@ -400,12 +325,8 @@ class UploadReceiver:
             )
         part.format = fmt
         self.touched_storage = True
-        part.writer = _ObjectWriter(
-            self._backends,
-            self.prefix + part.filename,
-            MEDIA_TYPES[fmt],
-            self._settings.max_file_bytes,
-            self._settings.rpc_timeout_seconds,
+        part.writer = self._backends.storage.writer(
+            self.prefix + part.filename, MEDIA_TYPES[fmt], self._settings.max_file_bytes
         )
         head, part.head = bytes(part.head), bytearray()
         await part.writer.write(head)
@@ -423,8 +344,8 @@ class UploadReceiver:
         writer = part.writer
         try:
             info = await writer.close()
-        except BackendError as exc:
-            if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise ApiError(
                     413, "file_too_large", f"'{_printable(part.raw_filename)}' is too large."
                 ) from None

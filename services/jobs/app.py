@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import grpc_client, messaging
 from services.common.config import Settings
-from services.common.gen.radiology.v1 import jobs_pb2_grpc, storage_pb2_grpc
+from services.common.gen.radiology.v1 import jobs_pb2_grpc
+from services.common.storage_client import StorageClient
 from services.jobs.events import EventConsumer
 from services.jobs.migrate import upgrade
 from services.jobs.models import make_engine
@@ -68,7 +69,7 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
     storage_channel = grpc_client.channel(settings.storage_addr)
     servicer = JobService(
         settings=settings, repo=repo, nc=nc, publisher=publisher, hub=hub,
-        storage=storage_pb2_grpc.StorageServiceStub(storage_channel),
+        storage=StorageClient(storage_channel, settings.rpc_timeout_seconds),
     )
     return JobsApp(
         engine=engine, nc=nc, repo=repo, hub=hub,

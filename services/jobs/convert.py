@@ -6,24 +6,14 @@ from google.protobuf import json_format
 
 from services.common.gen.radiology.v1 import common_pb2
 from services.common.protobuf import to_struct, to_timestamp
+from services.common.status import status_value
 from services.jobs.models import JobRow, TaskRow
-
-
-def status_to_proto(status: str) -> common_pb2.Status.ValueType:
-    return common_pb2.Status.Value(f"STATUS_{status}")
-
-
-def status_from_proto(status: common_pb2.Status.ValueType) -> str | None:
-    """Short name stored in the database; None for STATUS_UNSPECIFIED."""
-    if status == common_pb2.STATUS_UNSPECIFIED:
-        return None
-    return common_pb2.Status.Name(status).removeprefix("STATUS_")
 
 
 def task_to_proto(task: TaskRow) -> common_pb2.Task:
     msg = common_pb2.Task(
         task_id=task.task_id, job_id=task.job_id, user_id=task.user_id,
-        status=status_to_proto(task.status), progress=task.progress, input_file=task.input_file,
+        status=status_value(task.status), progress=task.progress, input_file=task.input_file,
         input_key=task.input_key, error=task.error, message=task.message,
         started_at=to_timestamp(task.started_at), finished_at=to_timestamp(task.finished_at),
     )
@@ -34,7 +24,7 @@ def task_to_proto(task: TaskRow) -> common_pb2.Task:
 
 def job_to_proto(job: JobRow) -> common_pb2.Job:
     return common_pb2.Job(
-        job_id=job.job_id, user_id=job.user_id, status=status_to_proto(job.status),
+        job_id=job.job_id, user_id=job.user_id, status=status_value(job.status),
         progress=job.progress, message=job.message, task_type=job.task_type,
         params=to_struct(job.params), created_at=to_timestamp(job.created_at),
         updated_at=to_timestamp(job.updated_at), tasks=[task_to_proto(t) for t in job.tasks],

@@ -13,16 +13,12 @@ from nats.aio.client import Client as NATS
 
 from services.common import messaging
 from services.common.config import Settings
-from services.common.gen.radiology.v1 import (
-    common_pb2,
-    jobs_pb2,
-    jobs_pb2_grpc,
-    storage_pb2,
-    storage_pb2_grpc,
-)
-from services.common.grpc_client import call_metadata
+from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
+from services.common.identity import is_valid_user_id
+from services.common.status import TERMINAL, status_name
+from services.common.storage_client import StorageClient
 from services.jobs import metrics
-from services.jobs.convert import job_to_proto, status_from_proto, task_to_proto
+from services.jobs.convert import job_to_proto, task_to_proto
 from services.jobs.models import JobRow
 from services.jobs.publisher import PublishedMarker, TaskPublisher
 from services.jobs.repository import (
@@ -37,17 +33,11 @@ from services.jobs.watch import Rank, WatchHub, job_rank
 
 log = logging.getLogger(__name__)
 
-USER_ID_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 TASK_TYPE_RE = re.compile(r"[a-z0-9_]{1,64}")  # also a NATS subject token
 # WatchJob re-reads this often even without a notice (a lost core-NATS message, a NATS outage).
 WATCH_RECHECK_SECONDS = 3.0
-TERMINAL_STATUSES = (common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED, common_pb2.STATUS_CANCELLED)
 JOB_NOT_FOUND = "job not found"
 TASK_NOT_FOUND = "task not found"
-
-
-def valid_user_id(user_id: str) -> bool:
-    return bool(USER_ID_RE.fullmatch(user_id)) and user_id not in (".", "..")
 
 
 class JobService(jobs_pb2_grpc.JobServiceServicer):
@@ -59,7 +49,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         nc: NATS,
         publisher: TaskPublisher,
         hub: WatchHub,
-        storage: storage_pb2_grpc.StorageServiceStub,
+        storage: StorageClient,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -70,7 +60,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self.marker = PublishedMarker(repo)
 
     async def _user(self, user_id: str, context: grpc.aio.ServicerContext) -> str:
-        if not valid_user_id(user_id):
+        if not is_valid_user_id(user_id):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "invalid user id: 1-64 characters of A-Z a-z 0-9 . _ @ -, not '.' or '..'",
@@ -136,9 +126,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         if not 1 <= limit <= MAX_LIMIT:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_LIMIT}")
         try:
-            jobs, cursor = await self.repo.list_jobs(
-                user, status=status_from_proto(request.status), limit=limit, cursor=request.cursor
-            )
+            status = status_name(request.status) if request.status else None  # UNSPECIFIED: any
+            jobs, cursor = await self.repo.list_jobs(user, status=status, limit=limit, cursor=request.cursor)
         except InvalidCursorError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid cursor")
         return jobs_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs], next_cursor=cursor)
@@ -172,11 +161,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         job = await self._cancel(user, request.job_id, context)
         prefix = f"{user}/{job.job_id}/"
         try:
-            reply = await self.storage.DeletePrefix(
-                storage_pb2.DeletePrefixRequest(prefix=prefix),
-                timeout=self.settings.rpc_timeout_seconds,
-                metadata=call_metadata(),
-            )
+            deleted = await self.storage.delete_prefix(prefix)
         except grpc.aio.AioRpcError as exc:
             # Rows stay, so the owner can simply retry the delete.
             log.warning("DeletePrefix %s failed: %s", prefix, exc.code(), extra={"job_id": job.job_id})
@@ -185,7 +170,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             )
         await self.repo.delete_job(user, job.job_id)
         await self.hub.announce([job.job_id])
-        return jobs_pb2.DeleteJobResponse(objects_deleted=reply.deleted)
+        return jobs_pb2.DeleteJobResponse(objects_deleted=deleted)
 
     # --- streaming ---
 
@@ -205,7 +190,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 if last is None or rank > last:
                     yield msg
                     last = rank
-                if msg.status in TERMINAL_STATUSES:
+                if msg.status in TERMINAL:
                     return
                 snapshot = await watcher.next(WATCH_RECHECK_SECONDS)
                 if snapshot is not None:  # committed by this process: no need to read it back

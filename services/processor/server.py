@@ -12,9 +12,9 @@ from services.common.config import Settings
 from services.common.gen.radiology.v1 import processor_pb2_grpc
 from services.common.grpc_server import create_server, run_server
 from services.common.logging import setup_logging
+from services.common.storage_client import StorageClient
 from services.processor.pool import ProcessPool
 from services.processor.service import SERVICE_NAME, ProcessorService
-from services.processor.storage_client import StorageClient
 from services.processor.worker import Worker, process_tmp_dir, subscribe
 
 

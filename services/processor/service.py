@@ -13,10 +13,10 @@ import grpc
 
 from services.common.gen.radiology.v1 import processor_pb2, processor_pb2_grpc
 from services.common.protobuf import to_struct
+from services.common.storage_client import StorageClient
 from services.processor import operations
 from services.processor.imaging import ImagingError
 from services.processor.pool import ProcessPool
-from services.processor.storage_client import StorageClient, StorageStalled
 from services.processor.structs import params_from_struct
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,8 @@ class ProcessorService(processor_pb2_grpc.ProcessorServiceServicer):
                     await context.abort(code, f"no stored file {request.key}")
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     await context.abort(code, exc.details() or "invalid key")
+                # UNAVAILABLE, or a stall (DEADLINE_EXCEEDED): worth a retry.
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable: {exc.details()}")
-            except StorageStalled as exc:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable: {exc}")
             try:
                 fmt, metadata = await self._pool.inspect(str(path))
             except ImagingError as exc:

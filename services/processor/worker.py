@@ -35,10 +35,10 @@ from services.common import messaging, tracing
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
 from services.common.protobuf import to_struct
+from services.common.storage_client import StorageClient, StorageStalled
 from services.processor.imaging import ImagingError
 from services.processor.operations import ParamsError
 from services.processor.pool import ProcessPool
-from services.processor.storage_client import StorageClient, StorageStalled
 from services.processor.structs import params_from_struct
 
 log = logging.getLogger(__name__)

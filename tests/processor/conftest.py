@@ -24,8 +24,8 @@ from services.common import messaging
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, storage_pb2, storage_pb2_grpc, tasks_pb2
 from services.common.protobuf import to_struct
+from services.common.storage_client import CHUNK_SIZE, StorageClient
 from services.processor.pool import ProcessPool
-from services.processor.storage_client import CHUNK_SIZE, StorageClient
 from services.processor.worker import Worker, subscribe
 from tests.conftest import NatsServer, free_port
 

@@ -10,10 +10,10 @@ import pytest
 
 from services.common.gen.radiology.v1 import processor_pb2, processor_pb2_grpc
 from services.common.protobuf import from_struct, to_struct
+from services.common.storage_client import StorageClient
 from services.processor import operations
 from services.processor.pool import ProcessPool
 from services.processor.service import ProcessorService
-from services.processor.storage_client import StorageClient
 from tests.conftest import free_port
 
 from .conftest import CORRUPT_PNG, FakeStorage, png_bytes

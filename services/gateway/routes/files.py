@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-import grpc
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from services.common.gen.radiology.v1 import storage_pb2
-from services.common.grpc_client import call_metadata
-from services.gateway.clients import BackendError
-from services.gateway.deps import BackendsDep, OptionalUser, SignerDep, is_valid_user_id
-from services.gateway.errors import ApiError, not_found
+from services.common.identity import is_valid_user_id
+from services.common.storage_client import ObjectReader
+from services.gateway.deps import BackendsDep, OptionalUser, SignerDep
+from services.gateway.errors import ApiError, backend_errors, not_found
 from services.gateway.text import ascii_digits
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -69,43 +66,12 @@ def _headers(info: storage_pb2.ObjectInfo, filename: str) -> dict[str, str]:
     return headers
 
 
-async def _stat(backends: BackendsDep, key: str) -> storage_pb2.ObjectInfo:
-    try:
-        return await backends.call("storage", "Stat", storage_pb2.StatRequest(key=key))
-    except BackendError as exc:
-        if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            raise not_found() from None
-        raise
-
-
-async def _open(backends: BackendsDep, key: str, offset: int = 0, length: int = 0):  # type: ignore[no-untyped-def]
-    """Starts Get and reads its first message (the info), so errors still become JSON responses."""
-    call = backends.storage.Get(
-        storage_pb2.GetRequest(key=key, offset=offset, length=length), metadata=call_metadata()
-    )
-    try:
-        first = await asyncio.wait_for(call.read(), backends.timeout)
-    except TimeoutError:
-        call.cancel()
-        raise BackendError("storage", grpc.StatusCode.DEADLINE_EXCEEDED, "no answer") from None
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            raise not_found() from None
-        raise BackendError.wrap("storage", exc) from None
-    if first is grpc.aio.EOF or not first.HasField("info"):
-        call.cancel()
-        raise BackendError("storage", grpc.StatusCode.INTERNAL, "Get did not start with the object info")
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            # read(), not `async for`: gRPC forbids mixing the two styles on one call.
-            while (msg := await call.read()) is not grpc.aio.EOF:
-                if msg.chunk:
-                    yield msg.chunk
-        finally:
-            call.cancel()  # client went away: stop reading storage
-
-    return first.info, call, body()
+async def _open(
+    backends: BackendsDep, key: str, offset: int = 0, length: int = 0
+) -> tuple[storage_pb2.ObjectInfo, ObjectReader]:
+    """Starts Get and reads the object's info, so that errors still become JSON responses."""
+    with backend_errors("storage", missing_is_404=True):
+        return await backends.storage.open(key, offset, length)
 
 
 @router.get(
@@ -137,15 +103,16 @@ async def get_file(
     if_none_match = request.headers.get("if-none-match")
 
     if request.method == "HEAD" or range_header:
-        info = await _stat(backends, key)
+        with backend_errors("storage", missing_is_404=True):
+            info = await backends.storage.stat(key)
     else:
-        info, call, body = await _open(backends, key)
+        info, body = await _open(backends, key)
     headers = _headers(info, filename)
     media_type = info.content_type or "application/octet-stream"
 
     if if_none_match and info.etag and _etag_matches(if_none_match, f'"{info.etag}"'):
         if request.method == "GET" and not range_header:
-            call.cancel()
+            body.cancel()
         return Response(status_code=304, headers=headers)
 
     span = None
@@ -162,9 +129,9 @@ async def get_file(
         status = 206
         headers["Content-Range"] = f"bytes {first}-{last}/{info.size}"
         headers["Content-Length"] = str(last - first + 1)
-        _, call, body = await _open(backends, key, first, last - first + 1)
+        _, body = await _open(backends, key, first, last - first + 1)
     else:
         if range_header:  # Stat'ed for a range we ended up ignoring: open the whole object now
-            info, call, body = await _open(backends, key)
+            info, body = await _open(backends, key)
         headers["Content-Length"] = str(info.size)
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type)

@@ -15,13 +15,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from python_multipart.multipart import parse_options_header
 
 from services.common import logging as log_ctx
-from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, processor_pb2, storage_pb2
+from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, processor_pb2
 from services.common.grpc_client import call_metadata
 from services.common.protobuf import from_struct, iso, to_struct
-from services.gateway.clients import BackendError
+from services.common.status import STATUS_NAMES, TERMINAL, status_name, status_value
+from services.gateway.clients import UNREACHABLE, BackendError
 from services.gateway.deps import BackendsDep, CatalogueDep, CurrentUser, SettingsDep, SignerDep
-from services.gateway.errors import ApiError, not_found
-from services.gateway.serializers import STATUS_NAMES, TERMINAL, job_json, status_name, status_value
+from services.gateway.errors import ApiError, backend_errors, not_found
+from services.gateway.serializers import job_json
 from services.gateway.text import ascii_digits
 from services.gateway.uploads import UploadReceiver
 
@@ -97,9 +98,7 @@ async def _cleanup(backends: BackendsDep, prefix: str) -> None:
     """Remove everything stored under the job's prefix; shielded so that it still completes when the
     request is cancelled (the client went away)."""
     try:
-        await asyncio.shield(
-            backends.call("storage", "DeletePrefix", storage_pb2.DeletePrefixRequest(prefix=prefix))
-        )
+        await asyncio.shield(backends.storage.delete_prefix(prefix))
     except Exception:
         log.exception("could not remove %s after a failed upload", prefix)
 
@@ -149,7 +148,7 @@ async def create_job(
         try:
             job = await backends.call("jobs", "CreateJob", request_msg)
         except BackendError as exc:
-            if exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if exc.code in UNREACHABLE:
                 # The job may exist anyway; remove it so its inputs do not dangle half-owned.
                 try:
                     await backends.call(
@@ -199,12 +198,8 @@ async def list_jobs(
 
 
 async def _get_job(backends: BackendsDep, user: str, job_id: str) -> common_pb2.Job:
-    try:
+    with backend_errors("jobs", missing_is_404=True):
         return await backends.call("jobs", "GetJob", jobs_pb2.GetJobRequest(user_id=user, job_id=job_id))
-    except BackendError as exc:
-        if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            raise not_found() from None
-        raise
 
 
 @router.get("/{job_id}", summary="One job with its tasks and results")
@@ -232,15 +227,12 @@ async def job_events(
         jobs_pb2.WatchJobRequest(user_id=user, job_id=job_id), metadata=call_metadata()
     )
     # Wait for the first message before answering, so that 404/503 are proper JSON errors.
-    try:
-        first = await asyncio.wait_for(call.read(), backends.timeout)
-    except TimeoutError:
-        call.cancel()
-        raise BackendError("jobs", grpc.StatusCode.DEADLINE_EXCEEDED, "no answer") from None
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            raise not_found() from None
-        raise BackendError.wrap("jobs", exc) from None
+    with backend_errors("jobs", missing_is_404=True):
+        try:
+            first = await asyncio.wait_for(call.read(), backends.timeout)
+        except TimeoutError:
+            call.cancel()
+            raise BackendError("jobs", grpc.StatusCode.DEADLINE_EXCEEDED, "no answer") from None
     if first is grpc.aio.EOF:
         raise not_found()
 
@@ -290,22 +282,14 @@ async def cancel_job(
     job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
 ) -> dict[str, Any]:
     log_ctx.job_id.set(job_id)
-    try:
+    with backend_errors("jobs", missing_is_404=True):
         job = await backends.call("jobs", "CancelJob", jobs_pb2.CancelJobRequest(user_id=user, job_id=job_id))
-    except BackendError as exc:
-        if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            raise not_found() from None
-        raise
     return job_json(job, signer)
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a job and its files")
 async def delete_job(job_id: JobId, user: CurrentUser, backends: BackendsDep) -> Response:
     log_ctx.job_id.set(job_id)
-    try:
+    with backend_errors("jobs", missing_is_404=True):
         await backends.call("jobs", "DeleteJob", jobs_pb2.DeleteJobRequest(user_id=user, job_id=job_id))
-    except BackendError as exc:
-        if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            raise not_found() from None
-        raise
     return Response(status_code=204)

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-CHUNK_SIZE = 1024 * 1024  # 1 MiB: the unit of every read and of gRPC messages
+from services.common.storage_client import CHUNK_SIZE  # the unit of every read and of gRPC messages
+
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
