@@ -18,10 +18,19 @@ _SERVICE_CONFIG = """{
 }"""
 
 
+# gRPC's default reconnect backoff grows to 120 s: a peer restarted after a short outage would
+# stay "unavailable" to us long after it is back. Retry connecting at least every 2 s instead.
+_RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
 def channel(addr: str) -> grpc.aio.Channel:
     """One channel per peer for the life of the process (it reconnects by itself)."""
     return grpc.aio.insecure_channel(
-        addr, options=[*GRPC_OPTIONS, ("grpc.service_config", _SERVICE_CONFIG)]
+        addr, options=[*GRPC_OPTIONS, *_RECONNECT_OPTIONS, ("grpc.service_config", _SERVICE_CONFIG)]
     )
 
 
