@@ -3,7 +3,11 @@
 Concurrency: every write that reads first locks the job row (SELECT ... FOR UPDATE on PostgreSQL,
 always in job_id order so replicas never deadlock) and then reads its tasks, so cancel and event
 batches never overwrite each other's terminal states. SQLite has no row locks and runs one jobs
-process, so its writes are serialised in-process by an asyncio lock.
+process, so its writes are serialised in-process (the one database thread, or an asyncio lock).
+
+The hot paths (event batches, GetJob/WatchJob reads) use Core statements built once and plain
+JobState/TaskState objects: the ORM's identity map, attribute events and flush cost more CPU
+than the SQL itself for these one-row-per-job reads and few-column updates.
 """
 
 from __future__ import annotations
@@ -19,15 +23,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.gen.radiology.v1 import tasks_pb2
 from services.jobs import rules
-from services.jobs.models import PENDING, TERMINAL, JobRow, TaskRow, make_sync_sqlite_engine, utcnow
+from services.jobs.models import (
+    PENDING,
+    TERMINAL,
+    JobRow,
+    JobState,
+    TaskRow,
+    TaskState,
+    make_sync_sqlite_engine,
+    utcnow,
+)
 
 T = TypeVar("T")
 
@@ -38,7 +51,7 @@ MAX_LIMIT = 100
 class JobExistsError(Exception):
     """A job with this id already exists (for another user, or for this user: see .job)."""
 
-    def __init__(self, job: JobRow | None) -> None:
+    def __init__(self, job: JobRow | JobState | None) -> None:
         super().__init__("job id already in use")
         self.job = job
 
@@ -60,7 +73,64 @@ class ApplyResult:
     applied: int = 0
     job_ids: set[str] = field(default_factory=set)
     # The changed jobs as committed, tasks loaded (for WatchJob snapshots).
-    jobs: list[JobRow] = field(default_factory=list)
+    jobs: list[JobState] = field(default_factory=list)
+
+
+# --- Core statements of the hot paths (built once: no per-call construction or cache-key work) ---
+
+_JOBS: Table = JobRow.__table__  # type: ignore[assignment]
+_TASKS: Table = TaskRow.__table__  # type: ignore[assignment]
+_JOB_COLS = tuple(c.key for c in _JOBS.c)
+_TASK_COLS = tuple(c.key for c in _TASKS.c)
+# A job and its tasks in one round trip: one row per task (task columns labelled t_<name>).
+_LOAD_JOBS = (
+    select(*_JOBS.c, *(c.label(f"t_{c.key}") for c in _TASKS.c))
+    .select_from(_JOBS.outerjoin(_TASKS, _TASKS.c.job_id == _JOBS.c.job_id))
+    .where(_JOBS.c.job_id.in_(bindparam("job_ids", expanding=True)))
+    .order_by(_JOBS.c.job_id, _TASKS.c.position)
+)
+# Locks the job rows, in job_id order. A statement of its own: in READ COMMITTED, a locking
+# SELECT that had to wait re-reads only the locked rows, so tasks joined in it could be stale.
+_LOCK_JOBS = (
+    select(_JOBS.c.job_id)
+    .where(_JOBS.c.job_id.in_(bindparam("job_ids", expanding=True)))
+    .order_by(_JOBS.c.job_id)
+    .with_for_update()
+)
+_JOB_IDS_OF_TASKS = select(_TASKS.c.job_id).where(_TASKS.c.task_id.in_(bindparam("task_ids", expanding=True)))
+# What rules.apply_event / rules.derive_job may change; executemany fills the SET from these keys.
+_TASK_CHANGED = (
+    "status", "progress", "message", "started_at", "finished_at", "error", "result", "updated_at",
+)
+_JOB_CHANGED = ("status", "progress", "message", "updated_at")
+_INSERT_JOB = insert(_JOBS)
+_INSERT_TASK = insert(_TASKS)
+_UPDATE_TASK = update(_TASKS).where(_TASKS.c.task_id == bindparam("b_task_id"))
+_MARK_PUBLISHED = (
+    update(_TASKS)
+    .where(_TASKS.c.task_id.in_(bindparam("task_ids", expanding=True)))
+    .values(published=True, published_at=bindparam("at"))
+)
+_UPDATE_JOB = update(_JOBS).where(_JOBS.c.job_id == bindparam("b_job_id"))
+
+
+def _load_jobs(conn: Connection, job_ids: Sequence[str], *, lock: bool) -> list[JobState]:
+    """The jobs (with their tasks, by position) of these ids that exist, in job_id order."""
+    params = {"job_ids": sorted(set(job_ids))}
+    if lock:
+        conn.execute(_LOCK_JOBS, params)
+    rows = conn.execute(_LOAD_JOBS, params).all()
+    jobs: list[JobState] = []
+    n = len(_JOB_COLS)
+    current: JobState | None = None
+    for row in rows:
+        values = tuple(row)
+        if current is None or current.job_id != values[0]:
+            current = JobState(dict(zip(_JOB_COLS, values[:n], strict=True)), [])
+            jobs.append(current)
+        if values[n] is not None:  # a job without tasks has one row of NULL task columns
+            current.tasks.append(TaskState(dict(zip(_TASK_COLS, values[n:], strict=True))))
+    return jobs
 
 
 def encode_cursor(created_at: datetime, job_id: str) -> str:
@@ -90,6 +160,8 @@ class Repository:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._sqlite_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # SQLite has no row locks (its writes are serialised in-process); PostgreSQL locks rows.
+        self._lock_rows = engine.dialect.name != "sqlite"
         self._sync: sessionmaker[Session] | None = None
         self._sync_engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
@@ -146,34 +218,40 @@ class Repository:
         task_type: str,
         params: dict[str, Any],
         inputs: Sequence[NewInput],
-    ) -> JobRow:
+    ) -> JobState:
         """Insert the job and its tasks (unpublished) in one transaction."""
         now = utcnow()
         stems = rules.choose_output_stems([i.filename for i in inputs])
-        job = JobRow(
-            job_id=job_id, user_id=user_id, status=PENDING, progress=0,
-            message=f"0 of {len(inputs)} {'task' if len(inputs) == 1 else 'tasks'} done",
-            task_type=task_type, params=params, created_at=now, updated_at=now,
-        )
-        job.tasks = [
-            TaskRow(
-                task_id=str(uuid.uuid4()), job_id=job_id, user_id=user_id, position=i,
-                status=PENDING, progress=0, message="queued", input_file=inp.filename,
-                input_key=inp.key, input_format=inp.format, size=inp.size, output_stem=stem,
-                error="", result=None, published=False, updated_at=now,
-            )
+        job = JobState({
+            "job_id": job_id, "user_id": user_id, "status": PENDING, "progress": 0,
+            "message": f"0 of {len(inputs)} {'task' if len(inputs) == 1 else 'tasks'} done",
+            "task_type": task_type, "params": params, "created_at": now, "updated_at": now,
+        }, [
+            TaskState({
+                "task_id": str(uuid.uuid4()), "job_id": job_id, "user_id": user_id, "position": i,
+                "status": PENDING, "progress": 0, "message": "queued", "input_file": inp.filename,
+                "input_key": inp.key, "input_format": inp.format, "size": inp.size, "output_stem": stem,
+                "error": "", "result": None, "published": False, "published_at": None,
+                "started_at": None, "finished_at": None, "updated_at": now,
+            })
             for i, (inp, stem) in enumerate(zip(inputs, stems, strict=True))
-        ]
+        ])
+
+        def insert_rows(session: Session) -> None:
+            conn = session.connection()
+            conn.execute(_INSERT_JOB, {k: getattr(job, k) for k in _JOB_COLS})
+            conn.execute(_INSERT_TASK, [{k: getattr(t, k) for k in _TASK_COLS} for t in job.tasks])
+
         try:
-            await self._run(lambda session: session.add(job), write=True)
+            await self._run(insert_rows, write=True)
         except IntegrityError:
-            existing = await self._run(lambda session: session.get(JobRow, job_id))
-            raise JobExistsError(existing) from None
+            found = await self._run(lambda session: _load_jobs(session.connection(), [job_id], lock=False))
+            raise JobExistsError(found[0] if found else None) from None
         return job
 
-    async def get_job(self, user_id: str, job_id: str) -> JobRow | None:
-        job = await self._run(lambda session: session.get(JobRow, job_id))
-        return job if job is not None and job.user_id == user_id else None
+    async def get_job(self, user_id: str, job_id: str) -> JobState | None:
+        jobs = await self._run(lambda session: _load_jobs(session.connection(), [job_id], lock=False))
+        return jobs[0] if jobs and jobs[0].user_id == user_id else None
 
     async def list_jobs(
         self, user_id: str, *, status: str | None = None, limit: int = DEFAULT_LIMIT, cursor: str = ""
@@ -250,12 +328,8 @@ class Repository:
     async def mark_published(self, task_ids: Sequence[str]) -> None:
         if not task_ids:
             return
-        stmt = (
-            update(TaskRow)
-            .where(TaskRow.task_id.in_(list(task_ids)))
-            .values(published=True, published_at=utcnow())
-        )
-        await self._run(lambda session: session.execute(stmt), write=True)
+        params = {"task_ids": list(task_ids), "at": utcnow()}
+        await self._run(lambda session: session.connection().execute(_MARK_PUBLISHED, params), write=True)
 
     # --- events ---
 
@@ -272,23 +346,36 @@ class Repository:
 
         def apply(session: Session) -> ApplyResult:
             result = ApplyResult()
+            conn = session.connection()
             job_ids = set(named)
             if unnamed:
-                job_ids.update(session.scalars(select(TaskRow.job_id).where(TaskRow.task_id.in_(unnamed))))
+                job_ids.update(conn.execute(_JOB_IDS_OF_TASKS, {"task_ids": unnamed}).scalars())
             if not job_ids:
                 return result
-            jobs = self._lock_jobs(session, list(job_ids))
+            jobs = _load_jobs(conn, list(job_ids), lock=self._lock_rows)
             tasks = {t.task_id: t for job in jobs for t in job.tasks}
+            changed: dict[str, TaskState] = {}
             for event in events:
                 task = tasks.get(event.task_id)
                 if task is not None and rules.apply_event(task, event, now):
                     result.applied += 1
                     result.job_ids.add(task.job_id)
+                    changed[task.task_id] = task
+            if not changed:
+                return result
             for job in jobs:
                 if job.job_id in result.job_ids:
                     rules.derive_job(job, job.tasks, now)
                     job.updated_at = now
                     result.jobs.append(job)
+            # One executemany per table: only the columns the rules may have changed.
+            conn.execute(_UPDATE_TASK, [
+                {"b_task_id": t.task_id, **{k: getattr(t, k) for k in _TASK_CHANGED}}
+                for t in changed.values()
+            ])
+            conn.execute(_UPDATE_JOB, [
+                {"b_job_id": j.job_id, **{k: getattr(j, k) for k in _JOB_CHANGED}} for j in result.jobs
+            ])
             return result
 
         return await self._run(apply, write=True)

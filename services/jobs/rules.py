@@ -19,7 +19,9 @@ from services.jobs.models import (
     SUCCESS,
     TERMINAL,
     JobRow,
+    JobState,
     TaskRow,
+    TaskState,
 )
 
 # Longest first, so "scan.nii.gz" loses ".nii.gz" and not only ".gz".
@@ -73,7 +75,7 @@ def _event_time(event: tasks_pb2.TaskEvent, now: datetime) -> datetime:
     return now
 
 
-def apply_event(task: TaskRow, event: tasks_pb2.TaskEvent, now: datetime) -> bool:
+def apply_event(task: TaskRow | TaskState, event: tasks_pb2.TaskEvent, now: datetime) -> bool:
     """Apply one event to a task; True when it changed something.
 
     Idempotent: a terminal task never changes; a RUNNING event changes a task only when it moves it
@@ -113,7 +115,7 @@ def apply_event(task: TaskRow, event: tasks_pb2.TaskEvent, now: datetime) -> boo
     return True
 
 
-def cancel_task(task: TaskRow, now: datetime) -> bool:
+def cancel_task(task: TaskRow | TaskState, now: datetime) -> bool:
     if task.status in TERMINAL:
         return False
     task.status = CANCELLED
@@ -129,7 +131,7 @@ def _plural(n: int) -> str:
     return "task" if n == 1 else "tasks"
 
 
-def derive_job(job: JobRow, tasks: Sequence[TaskRow], now: datetime) -> bool:
+def derive_job(job: JobRow | JobState, tasks: Sequence[TaskRow] | Sequence[TaskState], now: datetime) -> bool:
     """Recompute status, progress and message from the tasks; True when the job changed.
 
     docs/design.md "Job status derivation": no task started -> PENDING; any task not terminal ->

@@ -59,6 +59,8 @@ FETCH_TIMEOUT = 1.0
 QUEUE_DEPTH_INTERVAL = 5.0
 PUBLISH_TIMEOUT = 5.0
 CANCELLED_MEMORY = 10_000
+# Scratch folders with less than this in them are removed on the event loop (see _process).
+SMALL_SCRATCH_BYTES = 4 * 1024 * 1024
 
 _TRANSIENT_GRPC = {
     grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
@@ -266,6 +268,11 @@ class Worker:
 
     async def _process(self, task: tasks_pb2.TaskMessage) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="task-", dir=self._tmp_root))
+        # Progress events go out at once but their JetStream acks are not waited for one by one
+        # (a round trip each, holding the task back); SUCCESS waits for all of them first, so it
+        # is still the last event, and a failed progress publish fails the attempt as before.
+        progress_sent: list[asyncio.Task[None]] = []
+        scratch_bytes: int | None = None  # known once every file in tmp is accounted for
         try:
             name = Path(task.input_file).name
             out_dir = tmp / "out"
@@ -276,11 +283,11 @@ class Worker:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise TaskFailed(f"input file {task.input_file} is no longer stored") from None
                 raise
-            await self._event(task, RUNNING, 10, "fetched")
+            progress_sent.append(self._event_soon(task, RUNNING, 10, "fetched"))
             self._check_cancelled(task)
 
             async def progress(pct: int, step: str) -> None:
-                await self._event(task, RUNNING, pct, step)
+                progress_sent.append(self._event_soon(task, RUNNING, pct, step))
 
             result = await self._pool.run_operation(
                 task.task_type, params_from_struct(task.params), str(input_path), str(out_dir),
@@ -290,14 +297,22 @@ class Worker:
             outputs = [await self._store(task, out) for out in result["outputs"]]
             if not outputs:
                 raise RuntimeError(f"operation {task.task_type} produced no output")
+            scratch_bytes = input_path.stat().st_size + sum(o.size for o in outputs)
             outputs.sort(key=lambda o: o.role != "primary")  # the primary output first
             task_result = common_pb2.TaskResult(
                 input_file=task.input_file, output_file=outputs[0].filename, task_type=task.task_type,
                 outputs=outputs, metadata=to_struct(result.get("metadata")),
             )
+            await asyncio.gather(*progress_sent)
             await self._event(task, SUCCESS, 100, "stored", result=task_result)
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
+            if progress_sent:  # settled before a FAILED event or a nak; errors already counted
+                await asyncio.gather(*progress_sent, return_exceptions=True)
+            if scratch_bytes is not None and scratch_bytes < SMALL_SCRATCH_BYTES:
+                # A few small files: removing them here costs less CPU than a thread hop.
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
 
     async def _store(self, task: tasks_pb2.TaskMessage, out: dict) -> common_pb2.Output:
         filename = out["filename"]
@@ -313,14 +328,28 @@ class Worker:
 
     async def _event(self, task: tasks_pb2.TaskMessage, status: int, progress: int, message: str, *,
                      error: str = "", result: common_pb2.TaskResult | None = None) -> None:
+        await self._publish_event(*self._event_message(task, status, progress, message, error, result))
+
+    def _event_soon(self, task: tasks_pb2.TaskMessage, status: int, progress: int,
+                    message: str) -> asyncio.Task[None]:
+        """Publish an event without waiting for its ack (await the returned task for that). The
+        message is built now (its time is now); tasks start in creation order, so the events
+        leave in the order they happened."""
+        return asyncio.create_task(
+            self._publish_event(*self._event_message(task, status, progress, message, "", None)))
+
+    def _event_message(self, task: tasks_pb2.TaskMessage, status: int, progress: int, message: str,
+                       error: str, result: common_pb2.TaskResult | None) -> tuple[str, bytes, dict[str, str]]:
         event = tasks_pb2.TaskEvent(
             task_id=task.task_id, job_id=task.job_id, status=status, progress=progress,
             message=message, error=error, result=result, emitted_at=time.time(),
         )
         status_name = common_pb2.Status.Name(status).removeprefix("STATUS_")
         headers = tracing.inject({"Nats-Msg-Id": f"{task.task_id}:{progress}:{status_name}"})
-        await self._js.publish(messaging.event_subject(task.task_id), event.SerializeToString(),
-                               headers=dict(headers), timeout=PUBLISH_TIMEOUT)
+        return messaging.event_subject(task.task_id), event.SerializeToString(), dict(headers)
+
+    async def _publish_event(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        await self._js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT)
 
     async def _keep_alive(self, msg: Msg) -> None:
         interval = max(0.1, self._settings.ack_wait_seconds / 3)

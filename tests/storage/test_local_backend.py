@@ -13,6 +13,7 @@ import pytest
 
 from services.common.config import Settings
 from services.storage.backends import (
+    CHUNK_SIZE,
     InvalidKey,
     LocalBackend,
     NotFound,
@@ -53,6 +54,28 @@ async def test_failed_and_oversized_puts_leave_no_temp_files(tmp_path: Path) -> 
     with pytest.raises(Exception, match="larger than"):
         await store.put("u/j/f", "", stream(b"y" * 100), max_size=50)
     assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("size", [0, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE + 5])
+async def test_small_and_streamed_puts_store_the_same_way(tmp_path: Path, size: int) -> None:
+    # Up to CHUNK_SIZE a put is written in one thread hop; beyond it, streamed: same result.
+    store = LocalBackend(tmp_path)
+    data = os.urandom(size)
+    pieces = [data[i:i + 70_000] for i in range(0, size, 70_000)]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    info = await store.put("u/j/f", "image/png", chunks())
+    assert (info.size, info.sha256) == (size, hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "data/u/j/f").read_bytes() == data
+    assert (await store.stat("u/j/f")).sha256 == info.sha256
+    assert files_under(tmp_path / "tmp") == []
+    if size:
+        with pytest.raises(Exception, match="larger than"):
+            await store.put("u/j/g", "", chunks(), max_size=size - 1)
+    assert files_under(tmp_path / "tmp") == [] and not (tmp_path / "data/u/j/g").exists()
 
 
 async def test_metadata_lost_in_a_crash_is_rebuilt_from_the_data(tmp_path: Path) -> None:
