@@ -19,7 +19,7 @@ from services.common.status import TERMINAL, status_name
 from services.common.storage_client import StorageClient
 from services.jobs import metrics
 from services.jobs.convert import job_to_proto, task_to_proto
-from services.jobs.models import JobRow
+from services.jobs.models import JobRow, JobState
 from services.jobs.publisher import PublishedMarker, TaskPublisher
 from services.jobs.repository import (
     DEFAULT_LIMIT,
@@ -67,7 +67,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             )
         return user_id
 
-    async def _job(self, user_id: str, job_id: str, context: grpc.aio.ServicerContext) -> JobRow:
+    async def _job(self, user_id: str, job_id: str, context: grpc.aio.ServicerContext) -> JobRow | JobState:
         job = await self.repo.get_job(user_id, job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
@@ -139,7 +139,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, TASK_NOT_FOUND)
         return task_to_proto(task)
 
-    async def _cancel(self, user: str, job_id: str, context: grpc.aio.ServicerContext) -> JobRow:
+    async def _cancel(self, user: str, job_id: str, context: grpc.aio.ServicerContext) -> JobRow | JobState:
         job, changed = await self.repo.cancel_job(user, job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
