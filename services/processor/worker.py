@@ -86,9 +86,11 @@ async def subscribe(js: JetStreamContext, settings: Settings) -> JetStreamContex
         messaging.PROCESSOR_DURABLE, messaging.TASKS_SUBJECT,
         ack_wait=settings.ack_wait_seconds, max_deliver=settings.max_deliver,
     )
-    return await js.pull_subscribe(
-        f"{messaging.TASKS_SUBJECT}.>", durable=messaging.PROCESSOR_DURABLE,
-        stream=messaging.TASKS_STREAM, config=config,
+    # Create, or update an existing durable to this replica's ack_wait/max_deliver (binding alone
+    # would silently keep the old values).
+    await js.add_consumer(messaging.TASKS_STREAM, config)
+    return await js.pull_subscribe_bind(
+        durable=messaging.PROCESSOR_DURABLE, stream=messaging.TASKS_STREAM
     )
 
 
