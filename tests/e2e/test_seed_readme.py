@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from tests.e2e.conftest import client, download, png_bytes, submit, wait_job
+from tests.e2e.conftest import NIBABEL_FILES, PYDICOM_FILES, client, download, png_bytes, submit, wait_job
 
 
 def test_single_upload_then_poll_to_success(platform) -> None:
@@ -118,3 +118,19 @@ def test_operations_catalogue_and_health(platform) -> None:
         assert c.get("/readyz").status_code == 200
         metrics = c.get("/metrics").text
         assert "api_request_rate" in metrics
+
+
+def test_every_url_the_api_returns_serves_its_file_even_for_long_names(platform) -> None:
+    names = ["a" * 124 + ".png", "b" * 200 + ".nii.gz", "c" * 126 + ".dcm"]
+    data = [png_bytes(), (NIBABEL_FILES / "example4d.nii.gz").read_bytes(),
+            (PYDICOM_FILES / "CT_small.dcm").read_bytes()]
+    with client(platform, "longnames") as c:
+        r = submit(c, list(zip(names, data, strict=True)))
+        assert r.status_code == 202, r.text
+        job = wait_job(c, r.json()["job_id"])
+        assert job["status"] == "SUCCESS", [t["error"] for t in job["task_results"]]
+        for task in job["task_results"]:
+            assert len(task["input_file"]) <= 128
+            assert c.get(f"/files/longnames/{job['job_id']}/{task['input_file']}").status_code == 200
+            for out in task["result"]["outputs"]:
+                assert c.get(out["url"]).status_code == 200, out["filename"]

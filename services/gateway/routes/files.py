@@ -18,7 +18,8 @@ from services.gateway.text import ascii_digits
 router = APIRouter(prefix="/files", tags=["files"])
 
 # Job ids and file names that the platform produces; anything else cannot exist, so it is a 404.
-_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+# Inputs are at most 128 characters; outputs add "_processed.nii.gz" and the like to their stem.
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 def _range(header: str, size: int) -> tuple[int, int] | None:
