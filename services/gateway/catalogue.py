@@ -5,14 +5,17 @@ seen; new jobs get 503, since their params cannot be checked."""
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import time
 from typing import Any
 
 from services.common.gen.radiology.v1 import processor_pb2
-from services.common.protobuf import from_struct
+from services.common.protobuf import from_struct, to_struct
 from services.gateway.clients import UNREACHABLE, BackendError, Backends
 
 CACHE_SECONDS = 5.0
+MAX_REMEMBERED = 256  # validated (operation, params) pairs
 
 
 def operation_json(op: processor_pb2.Operation) -> dict[str, Any]:
@@ -33,6 +36,7 @@ class Catalogue:
         self._ops: list[dict[str, Any]] | None = None
         self._at = 0.0
         self._lock = asyncio.Lock()
+        self._validated: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     async def operations(self) -> list[dict[str, Any]]:
         async with self._lock:
@@ -49,6 +53,24 @@ class Catalogue:
                 self._at = time.monotonic()
             return self._ops
 
+
+    async def validate(self, task_type: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        """ProcessorService.ValidateParams (raises BackendError), remembered as long as the catalogue:
+        the same operation and params validate the same way, and most jobs repeat them."""
+        key = (task_type, json.dumps(params or {}, sort_keys=True))
+        hit = self._validated.get(key)
+        if hit is not None and time.monotonic() - hit[0] <= self._ttl:
+            return copy.deepcopy(hit[1])
+        resp = await self._backends.call(
+            "processor",
+            "ValidateParams",
+            processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params)),
+        )
+        validated = from_struct(resp.params)
+        if len(self._validated) >= MAX_REMEMBERED:
+            self._validated.clear()
+        self._validated[key] = (time.monotonic(), validated)
+        return copy.deepcopy(validated)
 
     async def has(self, name: str) -> bool:
         return any(op["name"] == name for op in await self.operations())

@@ -315,11 +315,13 @@ OPERATIONS = [
 class FakeProcessor(processor_pb2_grpc.ProcessorServiceServicer):
     def __init__(self) -> None:
         self.list_calls = 0
+        self.validate_calls = 0
         self.last_metadata: dict[str, Any] = {}
         self.validated: list[tuple[str, dict[str, Any]]] = []
 
     def reset(self) -> None:
         self.list_calls = 0
+        self.validate_calls = 0
         self.validated.clear()
 
     async def ListOperations(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -328,6 +330,7 @@ class FakeProcessor(processor_pb2_grpc.ProcessorServiceServicer):
         return processor_pb2.ListOperationsResponse(operations=OPERATIONS)
 
     async def ValidateParams(self, request: processor_pb2.ValidateParamsRequest, context: Any) -> Any:
+        self.validate_calls += 1
         ops = {op.name: from_struct(op.params_schema) for op in OPERATIONS}
         if request.task_type not in ops:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown operation '{request.task_type}'")

@@ -101,3 +101,18 @@ async def test_identity_header_edge_cases(client: httpx.AsyncClient) -> None:
     assert twice.status_code == 400 and twice.json()["code"] == "invalid_user_id"
     edge = "a" * 64
     assert (await client.get("/jobs", headers={"X-User-ID": edge})).status_code == 200
+
+
+async def test_validated_params_are_remembered_not_trusted_blindly(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    for _ in range(3):
+        r = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": 2}')])
+        assert r.status_code == 202
+    assert fakes.processor.validate_calls == 1  # one round trip for the same operation and params
+    r = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": 3}')])
+    assert r.status_code == 202 and fakes.processor.validate_calls == 2
+    bad = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": -1}')])
+    assert bad.status_code == 422
+    again = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": -1}')])
+    assert again.status_code == 422 and fakes.processor.validate_calls == 4  # refusals are not cached

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from python_multipart.multipart import parse_options_header
 
 from services.common import logging as log_ctx
-from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, processor_pb2
+from services.common.gen.radiology.v1 import common_pb2, jobs_pb2
 from services.common.grpc_client import call_metadata
-from services.common.protobuf import from_struct, iso, to_struct
+from services.common.protobuf import iso, to_struct
 from services.common.status import STATUS_NAMES, TERMINAL, status_name, status_value
 from services.gateway.clients import UNREACHABLE, BackendError
 from services.gateway.deps import BackendsDep, CatalogueDep, CurrentUser, SettingsDep, SignerDep
@@ -73,21 +73,16 @@ def _check_content_length(request: Request, max_job_bytes: int) -> None:
 
 
 async def _validate_params(
-    backends: BackendsDep, catalogue: CatalogueDep, task_type: str, params: dict[str, Any] | None
+    catalogue: CatalogueDep, task_type: str, params: dict[str, Any] | None
 ) -> dict[str, Any]:
     try:
-        resp = await backends.call(
-            "processor",
-            "ValidateParams",
-            processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params)),
-        )
+        return await catalogue.validate(task_type, params)
     except BackendError as exc:
         if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
             raise
         if not await catalogue.has(task_type):
             raise _unknown_task_type(task_type) from None
         raise ApiError(422, "invalid_params", exc.details or "params do not match the operation.") from None
-    return from_struct(resp.params)
 
 
 def _unknown_task_type(task_type: str) -> ApiError:
@@ -134,7 +129,7 @@ async def create_job(
         if not form.files:
             raise ApiError(400, "no_files", "Attach at least one file in the 'files' field.")
         task_type = form.task_type or DEFAULT_TASK_TYPE
-        params = await _validate_params(backends, catalogue, task_type, form.params)
+        params = await _validate_params(catalogue, task_type, form.params)
         request_msg = jobs_pb2.CreateJobRequest(
             job_id=job_id,
             user_id=user,
