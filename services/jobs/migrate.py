@@ -10,6 +10,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 SCRIPT_LOCATION = str(Path(__file__).resolve().parent / "migrations")
+# Any fixed number: replicas starting together on PostgreSQL take turns upgrading.
+_MIGRATION_LOCK = 0x7261646A6F6273  # "radjobs"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -24,6 +26,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """`alembic upgrade head` on the engine's database, in one transaction."""
 
     def _upgrade(sync_conn: Connection) -> None:
+        if sync_conn.dialect.name == "postgresql":  # held until this transaction ends
+            sync_conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         command.upgrade(alembic_config(sync_conn), revision)
 
     async with engine.begin() as conn:

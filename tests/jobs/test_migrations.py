@@ -58,3 +58,31 @@ async def test_sqlite_pragmas(tmp_path) -> None:
             assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 1000
     finally:
         await eng.dispose()
+
+
+async def test_replicas_starting_together_take_turns(postgres_url: str) -> None:
+    """Several jobs replicas upgrading the same PostgreSQL database at once all start cleanly."""
+    import asyncio
+    import uuid
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from services.jobs.models import make_engine
+
+    schema = f"jobs_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(postgres_url)
+    async with admin.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engines = [make_engine(postgres_url, connect_args={"options": f"-csearch_path={schema}"})
+               for _ in range(3)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(upgrade(e) for e in engines)), 60)  # unlocked: deadlock
+        async with engines[0].connect() as conn:
+            rows = (await conn.execute(text("SELECT count(*) FROM alembic_version"))).scalar_one()
+        assert rows == 1
+    finally:
+        for e in engines:
+            await e.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
