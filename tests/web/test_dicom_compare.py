@@ -74,8 +74,11 @@ def test_dicom_volume_result_overlaid_on_its_input(page, shots):
     sign_in(page, new_user("dcm3d"))
     submit_job(page, [_pydicom_file("rtdose.dcm")], "blur", {"Sigma": "10"})
     wait_job_status(page, "SUCCESS")
+    # Not a mask: the result alone first (overlay off), then overlaid on its input.
+    page.locator('.viewer3d[data-state="ready"][data-volumes="1"]').wait_for(timeout=90_000)
+    assert not page.get_by_label("Overlay result on input").is_checked()
+    page.get_by_label("Overlay result on input").check()
     page.locator('.viewer3d[data-state="ready"][data-volumes="2"]').wait_for(timeout=90_000)
-    assert page.get_by_label("Overlay result on input").is_checked()
     assert page.locator(".nv-stage .viewer-status.error").count() == 0
     page.get_by_role("button", name="Axial").click()
     page.get_by_label("Crosshair").uncheck()

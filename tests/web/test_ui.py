@@ -183,8 +183,11 @@ def test_nifti_volume_drawn_by_niivue(page, anatomical_nii, shots):
 def test_volume_result_overlaid_on_input(page, anatomical_nii, shots):
     sign_in(page, new_user("ovl"))
     open_volume_job(page, anatomical_nii, "blur", {"Sigma": "3"})
-    page.locator('.viewer3d[data-volumes="2"]').wait_for()
-    assert page.get_by_label("Overlay result on input").is_checked()
+    # A non-mask result (a blurred copy) is first shown alone in grey; the overlay is one click.
+    page.locator('.viewer3d[data-state="ready"][data-volumes="1"]').wait_for()
+    assert not page.get_by_label("Overlay result on input").is_checked()
+    page.get_by_label("Overlay result on input").check()
+    page.locator('.viewer3d[data-state="ready"][data-volumes="2"]').wait_for()
     page.get_by_role("button", name="Axial").click()
     page.get_by_label("Crosshair").uncheck()  # the red crosshair would count as colour
     opacity = page.get_by_label("Opacity")

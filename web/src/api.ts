@@ -161,9 +161,10 @@ export function listOperations(): Promise<{ operations: Operation[] }> {
   return request("/operations");
 }
 
-export function listJobs(limit: number, cursor?: string | null): Promise<{ jobs: Job[]; next_cursor: string | null }> {
+export function listJobs(limit: number, cursor?: string | null, status?: string | null): Promise<{ jobs: Job[]; next_cursor: string | null }> {
   const q = new URLSearchParams({ limit: String(limit) });
   if (cursor) q.set("cursor", cursor);
+  if (status) q.set("status", status);
   return request(`/jobs?${q}`);
 }
 

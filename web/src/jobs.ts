@@ -43,6 +43,16 @@ export function thumbnailOutput(job: Job): Output | null {
   return null;
 }
 
+/** A label/mask result (overlaid on its input by default): the threshold operation, metadata that
+ *  says so, or a file name like *_mask.nii.gz / *_seg.nii.gz / *_labels.nii.gz. */
+export function isMaskResult(job: Job, result: { task_type?: string; metadata?: Record<string, unknown> }, filename: string): boolean {
+  if (job.task_type === "threshold" || result.task_type === "threshold") return true;
+  const m = result.metadata ?? {};
+  for (const k of ["kind", "role", "content", "volume_type"]) if (/^(mask|label|labels|segmentation)$/i.test(String(m[k] ?? ""))) return true;
+  if (m["is_mask"] === true || m["mask"] === true) return true;
+  return /(^|[_.-])(mask|seg|labels?)\.nii(\.gz)?$/i.test(filename);
+}
+
 function paramsText(p: Record<string, unknown>): string {
   const entries = Object.entries(p ?? {});
   return entries.length ? entries.map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("×") : JSON.stringify(v)}`).join(", ") : "defaults";
@@ -52,14 +62,32 @@ function paramsText(p: Record<string, unknown>): string {
 
 type Listener = (job: Job) => void;
 
-/** Follows jobs through SSE (a few streams at a time, the others queued) and re-connects. */
+/**
+ * Follows jobs through SSE (a few streams at a time, the others queued) and re-connects. When the
+ * stream and the polls fail (e.g. 503 while the jobs service is down) it says so through
+ * `onTrouble(id, true)`, keeps retrying with backoff, and says `onTrouble(id, false)` once an
+ * answer comes again.
+ */
 class Watcher {
   private active = new Map<string, AbortController>();
   private queue: string[] = [];
+  private troubled = new Set<string>();
   constructor(
     private onJob: Listener,
     private onGone: (id: string) => void,
+    private onTrouble: (id: string, interrupted: boolean) => void = () => {},
   ) {}
+
+  isTroubled(id: string): boolean {
+    return this.troubled.has(id);
+  }
+
+  private trouble(id: string, on: boolean): void {
+    if (on === this.troubled.has(id)) return;
+    if (on) this.troubled.add(id);
+    else this.troubled.delete(id);
+    this.onTrouble(id, on);
+  }
 
   watch(id: string, front = false): void {
     if (this.active.has(id) || this.queue.includes(id)) {
@@ -77,11 +105,13 @@ class Watcher {
     for (const c of this.active.values()) c.abort();
     this.active.clear();
     this.queue = [];
+    this.troubled.clear();
   }
 
   stop(id: string): void {
     this.active.get(id)?.abort();
     this.active.delete(id);
+    this.troubled.delete(id);
     this.queue = this.queue.filter((q) => q !== id);
     this.pump();
   }
@@ -101,6 +131,7 @@ class Watcher {
   private async follow(id: string, ctrl: AbortController): Promise<void> {
     let last: Job | null = null;
     let delay = 500;
+    const gone = (e: unknown) => e instanceof ApiError && e.status === 404;
     while (!ctrl.signal.aborted) {
       try {
         await streamJobEvents(
@@ -108,36 +139,68 @@ class Watcher {
           (job) => {
             last = job;
             delay = 500;
+            this.trouble(id, false);
             this.onJob(job);
           },
           ctrl.signal,
         );
       } catch (e) {
         if (ctrl.signal.aborted) return;
-        if (e instanceof ApiError && e.status === 404) {
+        if (gone(e)) {
           this.onGone(id);
           return;
         }
+        this.trouble(id, true); // 503, network error, ...: say so and retry below
       }
       if (ctrl.signal.aborted) return;
       if (last && TERMINAL.has((last as Job).status)) return;
-      // The stream ended early (server restart, proxy timeout): poll once, then re-connect.
-      await new Promise((r) => setTimeout(r, delay));
+      // The stream ended early (server restart, proxy timeout) or failed: wait, poll once, then
+      // re-connect, backing off up to 10 s.
+      await sleep(delay, ctrl.signal);
+      if (ctrl.signal.aborted) return;
       delay = Math.min(delay * 2, 10_000);
       try {
         const job = await getJob(id);
         last = job;
+        this.trouble(id, false);
         this.onJob(job);
         if (TERMINAL.has(job.status)) return;
       } catch (e) {
-        if (e instanceof ApiError && e.status === 404) {
+        if (ctrl.signal.aborted) return;
+        if (gone(e)) {
           this.onGone(id);
           return;
         }
+        this.trouble(id, true);
       }
     }
   }
 }
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+function inputNames(job: Job): string {
+  return (job.task_results ?? []).map((t) => t.input_file).join("\n");
+}
+
+/** "scan.png" or "scan.png + 8 more": tells rows of the same operation apart. */
+function filesLabel(job: Job): string {
+  const names = (job.task_results ?? []).map((t) => t.input_file);
+  if (!names.length) return "";
+  return names.length > 1 ? `${names[0]} + ${names.length - 1} more` : names[0];
+}
+
+export const INTERRUPTED_TEXT = "Live updates interrupted — retrying…";
 
 // ---- list ---------------------------------------------------------------------------------
 
@@ -148,6 +211,12 @@ interface Row {
   bar: ProgressBar;
   thumb: HTMLDivElement;
   thumbUrl: string;
+  live: HTMLElement;
+}
+
+/** 4xx answers other than timeouts / rate limits: retrying will not help. */
+function isFinal(e: unknown): boolean {
+  return e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429;
 }
 
 export class JobsView {
@@ -163,6 +232,7 @@ export class JobsView {
   private detail: JobDetail | null = null;
   private watcher: Watcher;
   private generation = 0;
+  private statusFilter: HTMLSelectElement;
 
   constructor() {
     this.ul = h("ul", { class: "job-list", "aria-label": "Your jobs" });
@@ -171,10 +241,23 @@ export class JobsView {
     this.listStatus = h("p", { class: "muted list-status", role: "status" }, "");
     const refresh = h("button", { type: "button", class: "small secondary", "aria-label": "Refresh job list" }, "Refresh");
     refresh.addEventListener("click", () => void this.reload());
+    const filterId = "jobs-status-filter";
+    this.statusFilter = h(
+      "select",
+      { id: filterId, class: "small" },
+      h("option", { value: "" }, "All"),
+      ...["PENDING", "RUNNING", "SUCCESS", "FAILED", "CANCELLED"].map((st) => h("option", { value: st }, st.charAt(0) + st.slice(1).toLowerCase())),
+    );
+    this.statusFilter.addEventListener("change", () => void this.reload());
     this.listEl = h(
       "section",
       { class: "panel jobs-panel", "aria-labelledby": "jobs-title" },
-      h("div", { class: "panel-head" }, h("h2", { id: "jobs-title" }, "Jobs"), refresh),
+      h(
+        "div",
+        { class: "panel-head" },
+        h("h2", { id: "jobs-title" }, "Jobs"),
+        h("span", { class: "panel-tools" }, h("label", { for: filterId }, "Status"), this.statusFilter, refresh),
+      ),
       this.ul,
       this.listStatus,
       this.more,
@@ -187,28 +270,78 @@ export class JobsView {
     this.watcher = new Watcher(
       (job) => this.update(job),
       (id) => this.remove(id),
+      (id, on) => this.showInterrupted(id, on),
     );
+  }
+
+  private showInterrupted(id: string, on: boolean): void {
+    const row = this.rows.get(id);
+    if (row) {
+      row.live.textContent = on ? INTERRUPTED_TEXT : "";
+      row.live.hidden = !on;
+      if (on) row.el.dataset.live = "interrupted";
+      else delete row.el.dataset.live;
+    }
+    if (this.selected === id) this.detail?.setInterrupted(on);
+  }
+
+  /** Follows the address: #job/<id> typed, pasted or reached with Back opens that job. */
+  async openFromHash(): Promise<void> {
+    const id = /^#job\/(.+)$/.exec(location.hash)?.[1];
+    if (!id || id === this.selected) return;
+    const gen = this.generation;
+    try {
+      const job = this.jobs.get(id) ?? (await getJob(id));
+      if (gen !== this.generation) return;
+      this.update(job, "auto");
+      this.select(job.job_id);
+    } catch {
+      /* not this user's job, or gone: leave the page as it is */
+    }
+  }
+
+  /** Puts keyboard focus on the job list (after a delete, the detail it was in is gone). */
+  focusList(): void {
+    const first = this.ul.querySelector<HTMLButtonElement>("button.job-row");
+    if (first) first.focus();
+    else {
+      this.listEl.setAttribute("tabindex", "-1");
+      this.listEl.focus();
+    }
   }
 
   /** Forgets everything (user switched) and loads the first page. */
   async reload(keepSelection = true): Promise<void> {
-    this.generation++;
+    const gen = ++this.generation;
+    // The job to show again: the address (#job/…, a deep link or a reload) or the current one.
+    const wanted = keepSelection ? (/^#job\/(.+)$/.exec(location.hash)?.[1] ?? this.selected) : null;
     this.watcher.stopAll();
     this.jobs.clear();
     this.rows.clear();
     this.ul.replaceChildren();
     this.cursor = null;
-    const keep = keepSelection ? this.selected : null;
-    this.select(null);
-    await this.loadPage(true);
-    const fromHash = (keepSelection ? /^#job\/(.+)$/.exec(location.hash)?.[1] : null) ?? keep;
-    if (fromHash) {
+    this.select(null, !wanted);
+    if (!(await this.loadPage(true))) return; // a newer reload took over
+    if (!wanted || gen !== this.generation) return;
+    // Open it; while the service answers 5xx / cannot be reached, keep the address and retry.
+    for (let delay = 1000; ; delay = Math.min(delay * 2, 15_000)) {
       try {
-        const job = this.jobs.get(fromHash) ?? (await getJob(fromHash));
+        const job = this.jobs.get(wanted) ?? (await getJob(wanted));
+        if (gen !== this.generation) return;
         this.update(job);
         this.select(job.job_id);
-      } catch {
-        if (location.hash.startsWith("#job/")) history.replaceState(null, "", location.pathname + location.search);
+        return;
+      } catch (e) {
+        if (gen !== this.generation) return;
+        if (isFinal(e)) {
+          if (location.hash.startsWith("#job/")) history.replaceState(null, "", location.pathname + location.search);
+          return;
+        }
+        this.detailEl.replaceChildren(
+          h("p", { class: "muted empty-detail live-interrupted", role: "status" }, `The job could not be loaded: ${e instanceof ApiError ? e.text : String(e)} — retrying…`),
+        );
+        await sleep(delay);
+        if (gen !== this.generation) return;
       }
     }
   }
@@ -224,22 +357,41 @@ export class JobsView {
     this.listStatus.textContent = "";
   }
 
-  private async loadPage(first = false): Promise<void> {
+  /** Loads a page of the list. The first page is retried with backoff until it loads (or a
+   *  newer reload starts); returns false when a newer reload took over. */
+  private async loadPage(first = false): Promise<boolean> {
     const gen = this.generation;
     this.more.disabled = true;
+    this.listStatus.classList.remove("error");
     this.listStatus.textContent = "Loading…";
-    try {
-      const page = await listJobs(PAGE_SIZE, first ? null : this.cursor);
-      if (gen !== this.generation) return;
-      for (const job of page.jobs) this.update(job, "end");
-      this.cursor = page.next_cursor;
-      this.more.hidden = !page.next_cursor;
-      this.listStatus.textContent = this.jobs.size ? "" : "No jobs yet. Upload files to start one.";
-    } catch (e) {
-      if (gen !== this.generation) return;
-      this.listStatus.textContent = `Jobs could not be loaded: ${e instanceof ApiError ? e.text : String(e)}`;
-    } finally {
-      this.more.disabled = false;
+    for (let delay = 1000; ; delay = Math.min(delay * 2, 15_000)) {
+      try {
+        const page = await listJobs(PAGE_SIZE, first ? null : this.cursor, this.statusFilter.value || null);
+        if (gen !== this.generation) return false;
+        for (const job of page.jobs) this.update(job, "end");
+        this.cursor = page.next_cursor;
+        this.more.hidden = !page.next_cursor;
+        this.listStatus.classList.remove("error");
+        this.listStatus.textContent = this.jobs.size
+          ? ""
+          : this.statusFilter.value
+            ? `No ${this.statusFilter.value.toLowerCase()} jobs.`
+            : "No jobs yet. Upload files to start one.";
+        this.more.disabled = false;
+        return true;
+      } catch (e) {
+        if (gen !== this.generation) return false;
+        const why = e instanceof ApiError ? e.text : String(e);
+        this.listStatus.classList.add("error");
+        if (!first || isFinal(e)) {
+          this.listStatus.textContent = `Jobs could not be loaded: ${why}`;
+          this.more.disabled = false;
+          return true;
+        }
+        this.listStatus.textContent = `Jobs could not be loaded: ${why} — retrying in ${Math.round(delay / 1000)} s…`;
+        await sleep(delay);
+        if (gen !== this.generation) return false;
+      }
     }
   }
 
@@ -298,6 +450,7 @@ export class JobsView {
     const thumb = h("div", { class: "thumb", "aria-hidden": "true" });
     const badge = statusBadge(job.status);
     const bar = new ProgressBar(`Progress of job ${job.task_type}`, "bar-small");
+    const live = h("span", { class: "live-status", role: "status", hidden: true });
     const button = h(
       "button",
       { type: "button", class: "job-row", "data-job-id": job.job_id, "aria-current": "false" },
@@ -306,13 +459,15 @@ export class JobsView {
         "span",
         { class: "job-row-main" },
         h("span", { class: "job-row-title" }, job.task_type, h("span", { class: "muted" }, ` · ${job.task_results?.length ?? 0} file(s)`)),
+        h("span", { class: "job-row-files muted", title: inputNames(job) }, filesLabel(job)),
         h("span", { class: "job-row-time muted" }, formatTime(job.created_at)),
         h("span", { class: "job-row-status" }, badge, bar.el),
+        live,
       ),
     );
     button.addEventListener("click", () => this.select(job.job_id));
     const el = h("li", { "data-job-id": job.job_id }, button);
-    return { el, button, badge, bar, thumb, thumbUrl: "" };
+    return { el, button, badge, bar, thumb, thumbUrl: "", live };
   }
 
   private fillRow(row: Row, job: Job): void {
@@ -326,7 +481,7 @@ export class JobsView {
     }
   }
 
-  select(id: string | null): void {
+  select(id: string | null, clearHash = true): void {
     if (this.selected === id && this.detail) return;
     this.selected = id;
     for (const [jid, row] of this.rows) row.button.setAttribute("aria-current", String(jid === id));
@@ -335,7 +490,7 @@ export class JobsView {
     const job = id ? this.jobs.get(id) : undefined;
     if (!id || !job) {
       this.detailEl.replaceChildren(h("p", { class: "muted empty-detail" }, "Select a job to see its progress and results."));
-      if (!id && location.hash.startsWith("#job/")) history.replaceState(null, "", location.pathname + location.search);
+      if (!id && clearHash && location.hash.startsWith("#job/")) history.replaceState(null, "", location.pathname + location.search);
       return;
     }
     if (location.hash !== `#job/${id}`) history.replaceState(null, "", `#job/${id}`);
@@ -348,9 +503,11 @@ export class JobsView {
       remove: async () => {
         await deleteJob(id);
         this.remove(id);
+        this.focusList();
       },
     });
     this.detailEl.replaceChildren(this.detail.el);
+    if (this.watcher.isTroubled(id)) this.detail.setInterrupted(true);
     if (!TERMINAL.has(job.status)) this.watcher.watch(id, true);
   }
 }
@@ -371,6 +528,7 @@ class JobDetail {
   private badge: HTMLSpanElement;
   private bar: ProgressBar;
   private message: HTMLElement;
+  private live: HTMLElement;
   private cancelBtn: HTMLButtonElement;
   private deleteBtn: HTMLButtonElement;
   private actionStatus: HTMLElement;
@@ -390,6 +548,7 @@ class JobDetail {
     this.badge = statusBadge(job.status);
     this.bar = new ProgressBar("Job progress", "bar-large");
     this.message = h("p", { class: "job-message", "aria-live": "polite" }, "");
+    this.live = h("p", { class: "live-status", role: "status", hidden: true }, "");
     this.cancelBtn = h("button", { type: "button", class: "secondary" }, "Cancel job");
     this.deleteBtn = h("button", { type: "button", class: "danger" }, "Delete job");
     this.actionStatus = h("span", { class: "action-status", role: "status" }, "");
@@ -421,6 +580,7 @@ class JobDetail {
         h("div", { class: "detail-actions" }, this.cancelBtn, this.deleteBtn, this.actionStatus),
       ),
       this.bar.el,
+      this.live,
       this.message,
       h(
         "div",
@@ -471,12 +631,21 @@ class JobDetail {
     return { el, badge, bar, error, view };
   }
 
+  /** Live updates failed (and are being retried) / work again. */
+  setInterrupted(on: boolean): void {
+    this.live.textContent = on ? INTERRUPTED_TEXT : "";
+    this.live.hidden = !on;
+    if (on) this.el.dataset.live = "interrupted";
+    else delete this.el.dataset.live;
+  }
+
   update(job: Job): void {
     this.job = job;
     setBadge(this.badge, job.status);
     this.el.dataset.status = job.status;
     this.bar.set(TERMINAL.has(job.status) && job.status !== "CANCELLED" ? 100 : job.progress, job.status);
-    this.message.textContent = job.message ?? "";
+    this.message.textContent = jobMessage(job);
+    this.message.title = job.message ?? "";
     this.cancelBtn.disabled = TERMINAL.has(job.status);
     for (const t of job.task_results ?? []) {
       const row = this.taskRows.get(t.task_id);
@@ -516,7 +685,7 @@ class JobDetail {
     this.shownHadResult = !!task.result;
     for (const [id, row] of this.taskRows) row.el.classList.toggle("selected", id === taskId);
 
-    const head = h("h3", {}, `Result: ${task.input_file}`);
+    const head = h("h3", { class: "result-title" }, `Result: ${task.input_file}`);
     if (!task.result) {
       this.resultEl.replaceChildren(
         head,
@@ -551,7 +720,7 @@ class JobDetail {
               : inputView && isVolumeName(inputView.filename)
                 ? { url: inputView.url, name: inputView.filename } // signed URL: `name` gives the format
                 : null,
-            isMask: job.task_type === "threshold" || result.task_type === "threshold",
+            isMask: isMaskResult(job, result, primary.filename),
           });
         })
         .catch((e) => {
@@ -590,7 +759,12 @@ class JobDetail {
       ),
     );
 
-    const side = h("div", { class: "result-side" }, h("h4", {}, "Downloads"), downloads, metadataTable(result.metadata));
+    const side = h(
+      "div",
+      { class: "result-side" },
+      h("section", { class: "downloads-wrap", "aria-label": "Downloads" }, h("h4", {}, "Downloads"), downloads),
+      metadataTable(result.metadata),
+    );
     this.resultEl.replaceChildren(head, h("div", { class: "result-grid" }, viewerBox, side));
   }
 
@@ -599,23 +773,83 @@ class JobDetail {
   }
 }
 
-function metadataTable(meta: Record<string, unknown> | undefined): HTMLElement {
-  const entries = Object.entries(meta ?? {});
-  if (!entries.length) return h("p", { class: "muted" }, "No metadata.");
-  const fmt = (v: unknown): string => {
-    if (v === null || v === undefined) return "";
-    if (Array.isArray(v)) return v.map((x) => (typeof x === "number" ? String(Math.round(x * 1000) / 1000) : fmt(x))).join(" × ");
-    if (typeof v === "object") return JSON.stringify(v);
-    return String(v);
-  };
+/** Job message: for a finished job the counts from its tasks ("8 of 9 succeeded, 1 failed"). */
+export function jobMessage(job: Job): string {
+  const tasks = job.task_results ?? [];
+  if (!TERMINAL.has(job.status) || !tasks.length) return job.message ?? "";
+  const n = (st: string) => tasks.filter((t) => t.status === st).length;
+  const [ok, failed, cancelled] = [n("SUCCESS"), n("FAILED"), n("CANCELLED")];
+  if (ok === tasks.length) return tasks.length === 1 ? "Succeeded." : `All ${tasks.length} succeeded.`;
+  const parts = [`${ok} of ${tasks.length} succeeded`];
+  if (failed) parts.push(`${failed} failed`);
+  if (cancelled) parts.push(`${cancelled} cancelled`);
+  const rest = tasks.length - ok - failed - cancelled;
+  if (rest) parts.push(`${rest} not finished`);
+  return parts.join(", ");
+}
+
+/** Clinical facts first, in this order, with readable names; the rest under "Technical". */
+const CLINICAL: [string, string][] = [
+  ["modality", "Modality"],
+  ["study_description", "Study"],
+  ["series_description", "Series"],
+  ["body_part_examined", "Body part"],
+  ["shape", "Shape"],
+  ["spacing", "Spacing (mm)"],
+  ["pixel_spacing", "Pixel spacing (mm)"],
+  ["slice_thickness", "Slice thickness (mm)"],
+  ["units", "Units"],
+  ["window_center", "Window center"],
+  ["window_width", "Window width"],
+];
+
+function fmtMeta(v: unknown): string {
+  if (v === null || v === undefined) return "";
+  if (Array.isArray(v)) return v.map((x) => (typeof x === "number" ? String(Math.round(x * 1000) / 1000) : fmtMeta(x))).join(" × ");
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+
+function isMatrix4(v: unknown): v is number[][] {
+  return Array.isArray(v) && v.length === 4 && v.every((r) => Array.isArray(r) && r.length === 4 && r.every((x) => typeof x === "number"));
+}
+
+function affineTable(m: number[][]): HTMLElement {
+  const n = (x: number) => String(Math.round(x * 1000) / 1000);
   return h(
-    "div",
-    { class: "meta-wrap" },
+    "table",
+    { class: "affine", "aria-label": "Affine (voxel to world, mm)" },
+    h("tbody", {}, ...m.map((row) => h("tr", {}, ...row.map((x) => h("td", {}, n(x)))))),
+  );
+}
+
+function metaRows(entries: [string, unknown][], names: Map<string, string>): HTMLTableRowElement[] {
+  return entries.map(([k, v]) => h("tr", { "data-key": k }, h("th", { scope: "row" }, names.get(k) ?? k), h("td", {}, isMatrix4(v) ? affineTable(v) : fmtMeta(v))));
+}
+
+function metadataTable(meta: Record<string, unknown> | undefined): HTMLElement {
+  const all = meta ?? {};
+  const entries = Object.entries(all);
+  if (!entries.length) return h("p", { class: "muted" }, "No metadata.");
+  const names = new Map(CLINICAL);
+  const clinical = CLINICAL.filter(([k]) => k in all && all[k] !== null && all[k] !== "").map(([k]) => [k, all[k]] as [string, unknown]);
+  const technical = entries.filter(([k]) => !names.has(k));
+  return h(
+    "section",
+    { class: "meta-wrap", "aria-label": "Metadata" },
     h("h4", {}, "Metadata"),
     h(
       "table",
       { class: "meta", "data-testid": "metadata" },
-      h("tbody", {}, ...entries.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, fmt(v))))),
+      h("tbody", {}, ...(clinical.length ? metaRows(clinical, names) : [h("tr", {}, h("td", { class: "muted", colspan: "2" }, "No clinical facts."))])),
     ),
+    technical.length
+      ? h(
+          "details",
+          { class: "meta-technical" },
+          h("summary", {}, `Technical (${technical.length})`),
+          h("table", { class: "meta", "data-testid": "metadata-technical" }, h("tbody", {}, ...metaRows(technical, names))),
+        )
+      : null,
   );
 }

@@ -3,7 +3,7 @@
 
 import "./styles.css";
 import { ApiError, identity, listOperations, uploadJob, validUserId, type Operation } from "./api";
-import { displayName, filesFromDrop, filesFromInput } from "./files";
+import { displayName, filesFromDrop, filesFromInput, groupForUpload, packZip } from "./files";
 import { JobsView } from "./jobs";
 import { buildParamsForm, type ParamsForm } from "./schemaForm";
 import { formatBytes, h, ProgressBar } from "./util";
@@ -73,8 +73,10 @@ function setupUpload(): { reset: () => void } {
     if (text) errorBox.scrollIntoView({ block: "nearest" });
   }
 
-  function setFiles(files: File[]): void {
-    if (uploading) return;
+  let packing = false;
+  let pickSeq = 0;
+
+  function showPicked(files: File[], note = ""): void {
     picked = files.map((file) => {
       const bar = new ProgressBar(`Upload of ${displayName(file)}`, "bar-small");
       const row = h(
@@ -88,15 +90,60 @@ function setupUpload(): { reset: () => void } {
     });
     list.replaceChildren(...picked.map((p) => p.row));
     const total = picked.reduce((s, p) => s + p.file.size, 0);
-    summary.textContent = picked.length ? `${picked.length} file(s), ${formatBytes(total)}` : "No files chosen.";
+    summary.textContent = picked.length ? `${picked.length} file(s), ${formatBytes(total)}${note}` : "No files chosen.";
     clearBtn.hidden = !picked.length;
+  }
+
+  /**
+   * Takes the picked or dropped files. A folder whose files are all DICOM (a series) is packed
+   * into one ZIP named after the folder, so it becomes one volume job like the ZIP of the series.
+   */
+  async function setFiles(files: File[]): Promise<void> {
+    if (uploading) return;
+    const seq = ++pickSeq;
+    packing = false;
     uploadStatus.textContent = "";
     showError("");
+    try {
+      const groups = files.length ? await groupForUpload(files) : [];
+      if (seq !== pickSeq) return;
+      const out: File[] = [];
+      const packed: string[] = [];
+      for (const g of groups) {
+        if (!g.dicom) {
+          out.push(...g.files);
+          continue;
+        }
+        packing = true;
+        updateSubmit();
+        list.replaceChildren();
+        clearBtn.hidden = true;
+        const bar = new ProgressBar(`Packing of ${g.folder}`, "bar-small");
+        list.replaceChildren(h("li", { class: "file-row packing" }, h("span", { class: "file-name" }, `${g.folder}/`), h("span", { class: "muted file-size" }, `${g.files.length} DICOM files`), bar.el));
+        summary.textContent = `Packing ${g.folder} (${g.files.length} DICOM files) into one ZIP…`;
+        const stale = { cancelled: false };
+        const zip = await packZip(g.folder, g.files, (frac) => {
+          if (seq !== pickSeq) stale.cancelled = true;
+          bar.set(frac * 100, "running");
+          summary.textContent = `Packing ${g.folder} (${g.files.length} DICOM files) into one ZIP… ${Math.round(frac * 100)} %`;
+        }, stale);
+        if (seq !== pickSeq) return;
+        out.push(zip);
+        packed.push(`${g.folder} (${g.files.length} DICOM files)`);
+      }
+      packing = false;
+      showPicked(out, packed.length ? ` · packed as a series: ${packed.join(", ")}` : "");
+    } catch (err) {
+      if (seq !== pickSeq) return;
+      packing = false;
+      showPicked([]);
+      showError(`The files could not be prepared: ${(err as Error).message || err}`);
+    }
     updateSubmit();
   }
 
   function updateSubmit(): void {
-    submit.disabled = uploading || !picked.length || !opSelect.value || !identity.userId;
+    submit.disabled = uploading || packing || !picked.length || !opSelect.value || !identity.userId;
   }
 
   // drag and drop
@@ -111,7 +158,7 @@ function setupUpload(): { reset: () => void } {
     drop.classList.remove("over");
     if (!e.dataTransfer) return;
     try {
-      setFiles(await filesFromDrop(e.dataTransfer));
+      await setFiles(await filesFromDrop(e.dataTransfer));
     } catch (err) {
       showError(`The dropped files could not be read: ${(err as Error).message}`);
     }
@@ -123,14 +170,14 @@ function setupUpload(): { reset: () => void } {
   $<HTMLButtonElement>("pick-files").addEventListener("click", () => filesInput.click());
   $<HTMLButtonElement>("pick-folder").addEventListener("click", () => folderInput.click());
   filesInput.addEventListener("change", () => {
-    setFiles(filesFromInput(filesInput));
+    void setFiles(filesFromInput(filesInput));
     filesInput.value = "";
   });
   folderInput.addEventListener("change", () => {
-    setFiles(filesFromInput(folderInput));
+    void setFiles(filesFromInput(folderInput));
     folderInput.value = "";
   });
-  clearBtn.addEventListener("click", () => setFiles([]));
+  clearBtn.addEventListener("click", () => void setFiles([]));
 
   // operations
   function showOperation(): void {
@@ -171,7 +218,7 @@ function setupUpload(): { reset: () => void } {
       showError((err as Error).message);
       return;
     }
-    if (!picked.length) return;
+    if (!picked.length || packing) return;
     uploading = true;
     updateSubmit();
     const sizes = picked.map((p) => p.file.size);
@@ -198,8 +245,15 @@ function setupUpload(): { reset: () => void } {
     try {
       const created = await handle.promise;
       picked.forEach((p) => p.bar.set(100, "success"));
+      // The files are sent: forget them, so a second click cannot submit the same job again.
+      const sentRows = picked.map((p) => p.row);
+      summary.textContent = `${picked.length} file(s) sent. Choose files for the next job.`;
+      picked = [];
+      clearBtn.hidden = true;
       uploadStatus.textContent = `Uploaded. Job ${created.job_id.slice(0, 8)} created.`;
-      await jobsView.added(created.job_id);
+      void jobsView.added(created.job_id);
+      // Keep the finished upload bars on screen until the next pick replaces them.
+      list.replaceChildren(...sentRows);
     } catch (err) {
       picked.forEach((p) => p.bar.set(0, "failed"));
       uploadStatus.textContent = "";
@@ -210,12 +264,12 @@ function setupUpload(): { reset: () => void } {
     }
   });
 
-  setFiles([]);
+  void setFiles([]);
   void loadOperations();
   return {
     reset() {
       uploading = false;
-      setFiles([]);
+      void setFiles([]);
       void loadOperations();
     },
   };
@@ -231,6 +285,9 @@ function start(): void {
     upload.reset();
     history.replaceState(null, "", location.pathname + location.search);
     void jobsView.reload(false);
+  });
+  window.addEventListener("hashchange", () => {
+    if (identity.userId) void jobsView.openFromHash();
   });
   if (identity.userId) void jobsView.reload();
   else {

@@ -33,6 +33,9 @@ type Schema = Record<string, unknown> & {
 interface Field {
   name: string;
   el: HTMLElement;
+  /** The control to mark invalid and focus when read() throws. */
+  control?: HTMLElement;
+  errorEl?: HTMLElement;
   /** The value to send, or undefined to leave it to the server's default. Throws on bad input. */
   read(): unknown;
   write(v: unknown): void;
@@ -135,6 +138,7 @@ function makeField(name: string, raw: Schema, root: Schema, required: boolean): 
     .filter(Boolean)
     .join(" · ");
   const hint = hintText ? h("span", { class: "hint", id: hintId }, hintText) : null;
+  const errorEl = h("span", { class: "field-error", id: `${id}-error`, hidden: true });
   const wrap = (control: HTMLElement, inline = false) =>
     h(
       "div",
@@ -142,6 +146,7 @@ function makeField(name: string, raw: Schema, root: Schema, required: boolean): 
       inline ? control : h("label", { for: id }, label, required ? " *" : ""),
       inline ? h("label", { for: id }, label) : control,
       hint,
+      errorEl,
     );
 
   if (type === "boolean") {
@@ -191,7 +196,11 @@ function makeField(name: string, raw: Schema, root: Schema, required: boolean): 
     const f: Field = {
       name,
       el: wrap(input),
+      control: input,
+      errorEl,
       read: () => {
+        // A value the browser cannot parse ("1e400", "1,5") reads as "": not a silent default.
+        if (input.validity.badInput) throw new Error(`${label}: the value is not a valid number`);
         if (input.value.trim() === "") {
           if (required && !nullable) throw new Error(`${label} is required`);
           return nullable && s.default === null ? null : undefined;
@@ -219,7 +228,15 @@ function makeField(name: string, raw: Schema, root: Schema, required: boolean): 
       const f: Field = {
         name,
         el: wrap(group),
+        control: inputs[0],
+        errorEl,
         read: () => {
+          const bad = inputs.findIndex((i) => i.validity.badInput);
+          if (bad >= 0) {
+            f.control = inputs[bad];
+            throw new Error(`${label} ${bad + 1}: the value is not a valid number`);
+          }
+          f.control = inputs[0];
           const texts = inputs.map((i) => i.value.trim());
           if (texts.every((t) => t === "")) {
             if (required) throw new Error(`${label} is required`);
@@ -331,12 +348,47 @@ export function buildParamsForm(schema: Record<string, unknown>): ParamsForm {
   if (!fields.length) el.append(h("p", { class: "muted" }, "This operation has no parameters."));
   for (const f of fields) el.append(f.el);
 
+  const clearError = (f: Field) => {
+    if (!f.errorEl || f.errorEl.hidden) return;
+    f.errorEl.hidden = true;
+    f.errorEl.textContent = "";
+    for (const c of f.el.querySelectorAll("[aria-invalid]")) {
+      c.removeAttribute("aria-invalid");
+      const ids = (c.getAttribute("aria-describedby") ?? "").split(" ").filter((x) => x && x !== f.errorEl!.id);
+      if (ids.length) c.setAttribute("aria-describedby", ids.join(" "));
+      else c.removeAttribute("aria-describedby");
+    }
+  };
+  for (const f of fields) {
+    f.errorEl ??= f.el.querySelector<HTMLElement>(".field-error") ?? undefined;
+    f.control ??= f.el.querySelector<HTMLElement>("input, select") ?? undefined;
+    f.el.addEventListener("input", () => clearError(f));
+  }
+
   return {
     el,
     values() {
       const out: Record<string, unknown> = {};
+      for (const f of fields) clearError(f);
       for (const f of fields) {
-        const v = f.read();
+        let v: unknown;
+        try {
+          v = f.read();
+        } catch (e) {
+          // Mark the field, say why next to it, and put the cursor there.
+          const msg = (e as Error).message;
+          if (f.errorEl) {
+            f.errorEl.textContent = msg;
+            f.errorEl.hidden = false;
+          }
+          if (f.control) {
+            f.control.setAttribute("aria-invalid", "true");
+            const ids = (f.control.getAttribute("aria-describedby") ?? "").split(" ").filter(Boolean);
+            if (f.errorEl && !ids.includes(f.errorEl.id)) f.control.setAttribute("aria-describedby", [...ids, f.errorEl.id].join(" "));
+            f.control.focus();
+          }
+          throw e;
+        }
         if (v !== undefined) out[f.name] = v;
       }
       return out;

@@ -65,12 +65,17 @@ export class ProgressBar {
       this.text,
     );
   }
+  /** A terminal "failed" / "cancelled" state is labelled as such rather than with a percentage. */
   set(value: number, state = ""): void {
     const v = Math.max(0, Math.min(100, Math.round(value)));
+    const st = state.toLowerCase();
+    const label = st === "failed" ? "Failed" : st === "cancelled" ? "Cancelled" : `${v} %`;
     this.fill.style.width = `${v}%`;
-    this.text.textContent = `${v} %`;
+    this.text.textContent = label;
     this.el.setAttribute("aria-valuenow", String(v));
-    this.el.dataset.state = state.toLowerCase();
+    if (label !== `${v} %`) this.el.setAttribute("aria-valuetext", label);
+    else this.el.removeAttribute("aria-valuetext");
+    this.el.dataset.state = st;
   }
 }
 

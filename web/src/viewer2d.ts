@@ -186,6 +186,10 @@ export function createViewer2D(afterUrl: string, beforeUrl: Promise<string | nul
     status.textContent = "The result image could not be loaded.";
     status.classList.add("error");
     el.dataset.state = "error";
+    // Nothing to zoom or compare: no zoom "0 %", no before/after chrome over the error.
+    toolbar.hidden = true;
+    for (const x of [beforeLayer, divider, tagBefore, tagAfter]) x.hidden = true;
+    viewport.setAttribute("aria-label", `${alt}: the result image could not be loaded.`);
   });
   after.src = afterUrl;
 
@@ -201,6 +205,7 @@ export function createViewer2D(afterUrl: string, beforeUrl: Promise<string | nul
         }
         if (url.startsWith("blob:")) objectUrl = url;
         before.addEventListener("load", () => {
+          if (el.dataset.state === "error") return;
           beforeLayer.hidden = false;
           divider.hidden = false;
           tagBefore.hidden = false;

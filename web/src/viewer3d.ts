@@ -1,7 +1,11 @@
 // Volume viewer on NiiVue (WebGL2): axial / coronal / sagittal / multiplanar / 3D render, slice
-// scrolling (wheel over the canvas, or the slice slider), crosshair, colormaps, window/level by
-// right-drag (NiiVue's contrast drag mode; or left-drag when chosen) and by preset, and a result
-// overlaid on its input volume with an opacity slider.
+// scrolling (wheel over the canvas, or the slice slider), a frame slider for 4D volumes,
+// crosshair, colormaps, window/level by right-drag (NiiVue's continuous `windowing` drag mode; or
+// left-drag when chosen) and by preset, radiological display convention (with a toggle), and a
+// result overlaid on its input volume with an opacity slider (on by default for masks only).
+//
+// The window applies to what is seen: the base volume and, unless it is a mask, the overlay.
+// Toggling the overlay or reloading keeps the user's window and colormap.
 //
 // One Niivue instance and one canvas serve the whole page (a browser allows only a few WebGL
 // contexts); show() moves the viewer into the given container and loads the volumes.
@@ -21,7 +25,8 @@ export interface ShowOptions {
   /** The input volume (a NIfTI input, or the processor's role "input" .nii.gz of a DICOM
    *  volume): shown as base with the output as an overlay. */
   input?: VolumeSpec | null;
-  /** The output is a label/mask volume (threshold): red overlay, window 0.5..1. */
+  /** The output is a label/mask volume (threshold): red overlay, window 0.5..1, overlaid on the
+   *  input by default. Other results are shown alone in grey by default (overlay off). */
   isMask?: boolean;
 }
 
@@ -70,6 +75,15 @@ class VolumeViewer {
   private overlayToggle: HTMLInputElement;
   private overlayColormap: HTMLSelectElement;
   private opacity: HTMLInputElement;
+  private radiological: HTMLInputElement;
+  private frameLabel: HTMLLabelElement;
+  private frameSlider: HTMLInputElement;
+  private frameText: HTMLOutputElement;
+  /** The user's window ([center, width]) and colormap, kept across overlay toggles / reloads. */
+  private userWindow: [number, number] | null = null;
+  private userPreset = "auto";
+  private userColormap = "gray";
+  private dragSync = 0;
   private sliceType: SLICE_TYPE = SLICE_TYPE.MULTIPLANAR;
   private autoWindow: [number, number] = [0, 1];
   private current: ShowOptions | null = null;
@@ -123,7 +137,8 @@ class VolumeViewer {
       "select",
       { id: ldId },
       h("option", { value: String(DRAG_MODE.crosshair) }, "Crosshair"),
-      h("option", { value: String(DRAG_MODE.contrast) }, "Window/level"),
+      h("option", { value: String(DRAG_MODE.windowing) }, "Window/level"),
+      h("option", { value: String(DRAG_MODE.contrast) }, "Window from region"),
       h("option", { value: String(DRAG_MODE.pan) }, "Pan/zoom"),
       h("option", { value: String(DRAG_MODE.measurement) }, "Measure"),
     );
@@ -134,8 +149,8 @@ class VolumeViewer {
     const ovId = nextId("ov");
     const ocId = nextId("ovcm");
     const opId = nextId("opacity");
-    this.overlayToggle = h("input", { id: ovId, type: "checkbox", checked: true });
-    this.overlayToggle.addEventListener("change", () => this.current && void this.load(this.current));
+    this.overlayToggle = h("input", { id: ovId, type: "checkbox" });
+    this.overlayToggle.addEventListener("change", () => this.current && void this.load(this.current, true));
     this.overlayColormap = h("select", { id: ocId });
     this.overlayColormap.addEventListener("change", () => this.applyOverlayColormap());
     this.opacity = h("input", { id: opId, type: "range", min: "0", max: "1", step: "0.05", value: "0.5" });
@@ -152,6 +167,16 @@ class VolumeViewer {
       this.opacity,
     );
 
+    const radId = nextId("radio");
+    this.radiological = h("input", { id: radId, type: "checkbox", checked: true });
+    this.radiological.addEventListener("change", () => this.nv?.setRadiologicalConvention(this.radiological.checked));
+
+    const frId = nextId("frame");
+    this.frameSlider = h("input", { id: frId, type: "range", min: "0", max: "0", step: "1", value: "0", hidden: true });
+    this.frameText = h("output", { for: frId, class: "slice-text", hidden: true }, "");
+    this.frameLabel = h("label", { for: frId, hidden: true }, "Frame");
+    this.frameSlider.addEventListener("input", () => this.setFrame(Number(this.frameSlider.value)));
+
     this.location = h("div", { class: "nv-location", "aria-live": "off" }, "");
 
     const hintId = nextId("nvhint");
@@ -166,7 +191,11 @@ class VolumeViewer {
         h("label", { for: sliceId }, "Slice"),
         this.sliceSlider,
         this.sliceText,
+        this.frameLabel,
+        this.frameSlider,
+        this.frameText,
         h("span", { class: "field-inline" }, this.crosshair, h("label", { for: chId }, "Crosshair")),
+        h("span", { class: "field-inline", title: "Radiological convention: the patient's right on the left of the screen" }, this.radiological, h("label", { for: radId }, "Radiological")),
       ),
       h(
         "div",
@@ -188,7 +217,7 @@ class VolumeViewer {
         "div",
         { class: "nv-foot" },
         this.location,
-        h("span", { class: "hint", id: hintId }, "Right-drag: window/level · wheel: slices · left-drag: see “Left drag”"),
+        h("span", { class: "hint", id: hintId }, "Right-drag: window (up/down level, left/right width) · wheel: slices · left-drag: see “Left drag”"),
       ),
     );
   }
@@ -203,11 +232,12 @@ class VolumeViewer {
           crosshairWidthUnit: "percent",
           crosshairColor: [1, 0.2, 0.2, 0.8],
           isColorbar: false,
+          isRadiologicalConvention: true,
           dragAndDropEnabled: false,
           logLevel: "warn",
           loadingText: "",
         });
-        nv.opts.dragMode = DRAG_MODE.contrast; // right button: window/level
+        nv.opts.dragMode = DRAG_MODE.windowing; // right button: continuous window/level
         nv.opts.dragModePrimary = DRAG_MODE.crosshair;
         await nv.attachToCanvas(this.canvas);
         // Developer hook: open the app with ?debug to reach the viewer from the console.
@@ -217,13 +247,22 @@ class VolumeViewer {
           this.location.textContent = l?.string ?? "";
           this.syncSlice();
         };
+        // "Window from region" drag and the double-click reset change volumes[0] and say so;
+        // the continuous windowing drag does not, so the canvas' own mouse moves are watched.
         nv.onIntensityChange = (vol) => {
-          if (vol !== nv.volumes[0]) return;
-          const [lo, hi] = [vol.cal_min ?? 0, vol.cal_max ?? 0];
-          this.center.value = fmt((lo + hi) / 2);
-          this.width.value = fmt(hi - lo);
-          this.preset.value = "custom";
+          if (vol === nv.volumes[0]) this.windowFromBase();
         };
+        const onDrag = (e: MouseEvent) => {
+          if (!e.buttons || this.dragSync) return;
+          this.dragSync = requestAnimationFrame(() => {
+            this.dragSync = 0;
+            if (nv.getCurrentDragMode() === DRAG_MODE.windowing) this.windowFromBase();
+          });
+        };
+        this.canvas.addEventListener("mousemove", onDrag);
+        this.canvas.addEventListener("mouseup", () => {
+          if (nv.volumes.length && this.windowChangedByDrag()) this.windowFromBase();
+        });
         const maps = nv.colormaps().filter((m) => !m.startsWith("$") && !m.startsWith("_"));
         const ordered = [...FAVOURITE_COLORMAPS.filter((m) => maps.includes(m)), ...maps.filter((m) => !FAVOURITE_COLORMAPS.includes(m)).sort()];
         for (const sel of [this.baseColormap, this.overlayColormap])
@@ -237,19 +276,28 @@ class VolumeViewer {
 
   /** Moves the viewer into `container` and shows the volumes. */
   async show(container: HTMLElement, opts: ShowOptions): Promise<void> {
+    this.loadSeq++; // a load still running for the previous volume no longer counts
+    this.el.dataset.state = "loading";
+    delete this.el.dataset.volumes;
     container.append(this.el);
     this.current = opts;
     this.overlayRow.hidden = !opts.input;
-    this.overlayToggle.checked = true;
+    // A mask means something only on its input; any other result is first seen alone, in grey.
+    this.overlayToggle.checked = !!opts.isMask;
     this.opacity.value = "0.5";
+    this.userWindow = null;
+    this.userPreset = "auto";
+    this.userColormap = "gray";
     await this.init(); // fills the colormap lists
     this.overlayColormap.value = opts.isMask ? "red" : "warm";
-    await this.load(opts);
+    await this.load(opts, false);
   }
 
-  private async load(opts: ShowOptions): Promise<void> {
+  /** Loads the volumes; `keep` keeps the user's window and colormap (overlay toggle, reload). */
+  private async load(opts: ShowOptions, keep: boolean): Promise<void> {
     const seq = ++this.loadSeq;
     this.el.dataset.state = "loading";
+    delete this.el.dataset.volumes;
     this.status.hidden = false;
     this.status.classList.remove("error");
     this.status.textContent = "Loading volume…";
@@ -276,10 +324,18 @@ class VolumeViewer {
       const base = nv.volumes[0];
       const [lo, hi] = [base.cal_min ?? 0, base.cal_max ?? 1];
       this.autoWindow = [lo, hi];
-      this.baseColormap.value = "gray";
-      this.preset.value = "auto";
-      this.center.value = fmt((lo + hi) / 2);
-      this.width.value = fmt(hi - lo);
+      if (keep && this.userColormap !== "gray") nv.setColormap(base.id, this.userColormap); // resets the window ...
+      this.baseColormap.value = keep ? this.userColormap : "gray";
+      if (keep && this.userWindow) {
+        this.setWindow(...this.userWindow); // ... so it is set after
+        this.preset.value = this.userPreset;
+      } else {
+        this.preset.value = "auto";
+        this.setWindow((lo + hi) / 2, hi - lo);
+        this.userWindow = null;
+      }
+      nv.setRadiologicalConvention(this.radiological.checked);
+      this.setupFrames();
       nv.setCrosshairWidth(this.crosshair.checked ? CROSSHAIR_WIDTH : 0);
       nv.opts.dragModePrimary = Number(this.leftDrag.value) as DRAG_MODE;
       this.setView(this.sliceType);
@@ -332,15 +388,65 @@ class VolumeViewer {
     this.syncSlice();
   }
 
+  /** Sets the window on the base volume and on the overlay unless it is a mask (whose window
+   *  picks the labels). */
   private setWindow(center: number, width: number): void {
     const nv = this.nv;
     if (!nv || !nv.volumes.length || !Number.isFinite(center) || !Number.isFinite(width) || width <= 0) return;
-    const vol = nv.volumes[0];
-    vol.cal_min = center - width / 2;
-    vol.cal_max = center + width / 2;
+    const [lo, hi] = [center - width / 2, center + width / 2];
+    for (const vol of this.windowedVolumes()) {
+      vol.cal_min = lo;
+      vol.cal_max = hi;
+    }
     this.center.value = fmt(center);
     this.width.value = fmt(width);
+    this.userWindow = [center, width];
+    this.userPreset = this.preset.value;
     nv.updateGLVolume();
+  }
+
+  private windowedVolumes(): Niivue["volumes"] {
+    const nv = this.nv;
+    if (!nv) return [];
+    return this.current?.isMask ? nv.volumes.slice(0, 1) : nv.volumes;
+  }
+
+  private windowChangedByDrag(): boolean {
+    const nv = this.nv;
+    if (!nv || !nv.volumes.length || !this.userWindow) return false;
+    const b = nv.volumes[0];
+    const [c, w] = this.userWindow;
+    return Math.abs((b.cal_min ?? 0) - (c - w / 2)) > 1e-9 || Math.abs((b.cal_max ?? 0) - (c + w / 2)) > 1e-9;
+  }
+
+  /** After NiiVue changed the base volume's window (drag, double-click): follow it everywhere. */
+  private windowFromBase(): void {
+    const nv = this.nv;
+    if (!nv || !nv.volumes.length) return;
+    const b = nv.volumes[0];
+    const [lo, hi] = [b.cal_min ?? 0, b.cal_max ?? 0];
+    if (!(hi > lo)) return;
+    this.preset.value = "custom";
+    this.setWindow((lo + hi) / 2, hi - lo);
+  }
+
+  private setupFrames(): void {
+    const nv = this.nv;
+    const n = nv?.volumes[0]?.nFrame4D ?? 1;
+    const many = n > 1;
+    for (const el of [this.frameLabel, this.frameSlider, this.frameText]) el.hidden = !many;
+    this.frameSlider.max = String(Math.max(0, n - 1));
+    const f = Math.min(nv?.volumes[0]?.frame4D ?? 0, n - 1);
+    this.frameSlider.value = String(f);
+    this.frameText.textContent = many ? `${f + 1} / ${n}` : "";
+    this.el.dataset.frames = String(n);
+  }
+
+  private setFrame(frame: number): void {
+    const nv = this.nv;
+    if (!nv || !nv.volumes.length) return;
+    for (const vol of nv.volumes) if ((vol.nFrame4D ?? 1) > frame) nv.setFrame4D(vol.id, frame);
+    this.frameText.textContent = `${frame + 1} / ${nv.volumes[0].nFrame4D ?? 1}`;
   }
 
   private currentWindow(): [number, number] {
@@ -361,6 +467,7 @@ class VolumeViewer {
     const nv = this.nv;
     if (!nv || !nv.volumes.length) return;
     const [c, w] = this.currentWindow();
+    this.userColormap = this.baseColormap.value;
     nv.setColormap(nv.volumes[0].id, this.baseColormap.value); // resets cal_min/cal_max ...
     this.setWindow(c, w); // ... so the window is set again after it
   }
