@@ -49,9 +49,17 @@ def test_each_backing_service_down_then_back(tmp_path) -> None:
             platform.start_service("jobs")
 
             platform.stop_service("processor")
-            r, took = _timed(lambda: submit(c, [("d.png", png_bytes())]))
-            assert r.status_code == 503 and took < 10
+            # Params never checked before cannot be validated now: 503.
+            r, took = _timed(lambda: submit(c, [("d.png", png_bytes())], "blur", {"sigma": 1.2345}))
+            assert r.status_code == 503 and "processor" in r.json()["detail"] and took < 10
+            # Params the gateway validated moments ago are known good: the job is queued in
+            # JetStream and runs once a processor is back.
+            r = submit(c, [("q.png", png_bytes())])
+            assert r.status_code == 202, r.text
+            queued_id = r.json()["job_id"]
+            assert c.get(f"/jobs/{queued_id}").json()["status"] == "PENDING"
             platform.start_service("processor")
+            assert wait_job(c, queued_id)["status"] == "SUCCESS"
 
             # Everything is back; the job from before is intact and new work runs.
             assert c.get(f"/jobs/{job_id}").json()["status"] == "SUCCESS"
@@ -59,9 +67,12 @@ def test_each_backing_service_down_then_back(tmp_path) -> None:
             assert r.status_code == 202, r.text
             again = wait_job(c, r.json()["job_id"])
             assert again["status"] == "SUCCESS"
-            assert c.get("/readyz").status_code == 200
+            deadline = time.monotonic() + 10  # probes poll; the gateway reconnects within ~2 s
+            while (ready := c.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert ready.status_code == 200, ready.text
             # Refused uploads left nothing behind: only the two jobs' files exist.
             listed = {j["job_id"] for j in c.get("/jobs").json()["jobs"]}
-            assert listed == {job_id, again["job_id"]}
+            assert listed == {job_id, queued_id, again["job_id"]}
     finally:
         platform.stop()
