@@ -35,7 +35,7 @@ from services.common import messaging, tracing
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
 from services.common.protobuf import to_struct
-from services.common.storage_client import StorageClient, StorageStalled
+from services.common.storage_client import StorageClient
 from services.processor.imaging import ImagingError
 from services.processor.operations import ParamsError
 from services.processor.pool import ProcessPool
@@ -421,10 +421,8 @@ def _alive(pid: int) -> bool:
 
 
 def _transient_kind(exc: BaseException) -> str | None:
-    if isinstance(exc, grpc.aio.AioRpcError):
+    if isinstance(exc, grpc.aio.AioRpcError):  # StorageStalled too (DEADLINE_EXCEEDED)
         return "storage" if exc.code() in _TRANSIENT_GRPC else None
-    if isinstance(exc, StorageStalled):
-        return "storage"
     if isinstance(exc, _TRANSIENT_NATS):
         return "messaging"
     if isinstance(exc, BrokenProcessPool):
