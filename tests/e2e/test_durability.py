@@ -89,3 +89,23 @@ def test_processor_killed_mid_task_is_redelivered_without_duplicates(tmp_path) -
         assert job_keys == sorted(["big.nii.gz", *(o["filename"] for o in outputs)]), job_keys
     finally:
         platform.stop()
+
+
+def test_jobs_service_killed_while_events_flow_loses_nothing(tmp_path) -> None:
+    platform = start_platform(tmp_path / "data", env={"RADIOLOGY_WORKERS": "1", "RADIOLOGY_CONCURRENCY": "1"})
+    try:
+        with client(platform) as c:
+            volume = _slow_volume()
+            r = submit(c, [(f"v{i}.nii.gz", volume) for i in range(3)], "blur", {"sigma": 4.0})
+            assert r.status_code == 202, r.text
+            job_id = r.json()["job_id"]
+            _wait_task_progress(c, job_id, 10)
+            platform.kill("jobs")  # SIGKILL: events keep arriving in JetStream, unacknowledged
+            time.sleep(3)
+            platform.start_service("jobs")
+            job = wait_job(c, job_id, timeout=180)
+            assert job["status"] == "SUCCESS", [t["error"] for t in job["task_results"]]
+            assert [t["progress"] for t in job["task_results"]] == [100, 100, 100]
+            assert all(t["result"]["outputs"] for t in job["task_results"])
+    finally:
+        platform.stop()
