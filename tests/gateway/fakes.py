@@ -66,6 +66,7 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
         self.active_gets = 0
         self.force_max_size = 0  # >0: behave as if every Put header carried this max_size
         self.stall_puts = False  # True: Put never reads its stream (a stuck storage)
+        self.fail_delete_prefix = 0  # >0: that many DeletePrefix calls answer UNAVAILABLE
 
     def reset(self) -> None:
         self.objects.clear()
@@ -73,6 +74,7 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
         self.puts_started = 0
         self.force_max_size = 0
         self.stall_puts = False
+        self.fail_delete_prefix = 0
 
     def info(self, key: str) -> storage_pb2.ObjectInfo:
         o = self.objects[key]
@@ -147,6 +149,9 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
     ) -> Any:
         if not request.prefix.endswith("/") or _bad_key(request.prefix + "x"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prefix must end with '/'")
+        if self.fail_delete_prefix > 0:
+            self.fail_delete_prefix -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "storage is restarting")
         return storage_pb2.DeleteResponse(deleted=self.delete_prefix(request.prefix))
 
 

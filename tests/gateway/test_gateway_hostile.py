@@ -116,3 +116,16 @@ async def test_validated_params_are_remembered_not_trusted_blindly(
     assert bad.status_code == 422
     again = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": -1}')])
     assert again.status_code == 422 and fakes.processor.validate_calls == 4  # refusals are not cached
+
+
+async def test_cleanup_of_a_refused_upload_is_retried_when_storage_hiccups(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    fakes.storage.fail_delete_prefix = 2
+    r = await upload(client, [("files", "good.png", PNG), ("files", "bad.txt", b"just text" * 100)])
+    assert r.status_code == 415
+    for _ in range(100):  # two failures: retried after 0.5 s and 1 s
+        if not fakes.storage.objects:
+            break
+        await asyncio.sleep(0.05)
+    assert fakes.storage.objects == {} and fakes.storage.fail_delete_prefix == 0

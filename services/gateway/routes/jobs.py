@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -89,13 +90,34 @@ def _unknown_task_type(task_type: str) -> ApiError:
     return ApiError(422, "unknown_task_type", f"Unknown task_type '{task_type[:64]}'; see GET /operations.")
 
 
+# A refused upload's objects must not stay behind when storage is briefly unreachable.
+CLEANUP_RETRY_SECONDS = 600.0
+_background_cleanups: set[asyncio.Task[None]] = set()
+
+
 async def _cleanup(backends: BackendsDep, prefix: str) -> None:
     """Remove everything stored under the job's prefix; shielded so that it still completes when the
-    request is cancelled (the client went away)."""
+    request is cancelled (the client went away), and retried in the background if storage fails."""
     try:
         await asyncio.shield(backends.storage.delete_prefix(prefix))
-    except Exception:
-        log.exception("could not remove %s after a failed upload", prefix)
+    except Exception as exc:
+        log.warning("could not remove %s after a failed upload (%s); retrying in the background", prefix, exc)
+        task = asyncio.get_running_loop().create_task(_retry_cleanup(backends, prefix))
+        _background_cleanups.add(task)
+        task.add_done_callback(_background_cleanups.discard)
+
+
+async def _retry_cleanup(backends: BackendsDep, prefix: str, delay: float = 0.5) -> None:
+    deadline = time.monotonic() + CLEANUP_RETRY_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(delay)
+        try:
+            await backends.storage.delete_prefix(prefix)
+            log.info("removed %s of a failed upload", prefix)
+            return
+        except Exception:
+            delay = min(delay * 2, 30.0)
+    log.error("gave up removing %s: objects of a refused upload remain in storage", prefix)
 
 
 @router.post("", status_code=202, openapi_extra=_UPLOAD_BODY, summary="Upload files and start a job")
