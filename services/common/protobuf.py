@@ -19,6 +19,22 @@ def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(value)
 
 
+def from_struct_plain(value: struct_pb2.Struct) -> dict[str, Any]:
+    """from_struct with whole numbers as ints: Struct stores every number as a double, so
+    "width": 512 would otherwise come back as 512.0 ("shape": [512, 512], not [512.0, 512.0])."""
+    return _whole_numbers_as_ints(from_struct(value))
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_ints(v) for v in value]
+    return value
+
+
 def to_timestamp(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
     if dt is None:
         return None

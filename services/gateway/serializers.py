@@ -5,20 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.gen.radiology.v1 import common_pb2
-from services.common.protobuf import from_struct, iso
+from services.common.protobuf import from_struct_plain, iso
 from services.common.status import status_name
 from services.gateway.signing import UrlSigner
-
-
-def plain(value: Any) -> Any:
-    """Struct numbers are doubles: give integral ones back as ints ("shape": [512, 512])."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def _ts(msg: Any, field: str) -> str | None:
@@ -50,7 +39,7 @@ def task_json(task: common_pb2.Task, signer: UrlSigner) -> dict[str, Any]:
             "output_url": url(r.output_file) if r.output_file else None,
             "task_type": r.task_type,
             "outputs": outputs,
-            "metadata": plain(from_struct(r.metadata)),
+            "metadata": from_struct_plain(r.metadata),
         }
     return {
         "task_id": task.task_id,
@@ -72,7 +61,7 @@ def job_json(job: common_pb2.Job, signer: UrlSigner) -> dict[str, Any]:
         "progress": job.progress,
         "message": job.message,
         "task_type": job.task_type,
-        "params": plain(from_struct(job.params)),
+        "params": from_struct_plain(job.params),
         "created_at": _ts(job, "created_at"),
         "updated_at": _ts(job, "updated_at"),
         "task_results": [task_json(t, signer) for t in job.tasks],

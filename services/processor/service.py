@@ -12,12 +12,11 @@ from pathlib import Path
 import grpc
 
 from services.common.gen.radiology.v1 import processor_pb2, processor_pb2_grpc
-from services.common.protobuf import to_struct
+from services.common.protobuf import from_struct_plain, to_struct
 from services.common.storage_client import StorageClient
 from services.processor import operations
 from services.processor.imaging import ImagingError
 from services.processor.pool import ProcessPool
-from services.processor.structs import params_from_struct
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class ProcessorService(processor_pb2_grpc.ProcessorServiceServicer):
 
     async def ValidateParams(self, request, context):  # noqa: N802
         try:
-            params = operations.validate_params(request.task_type, params_from_struct(request.params))
+            params = operations.validate_params(request.task_type, from_struct_plain(request.params))
         except operations.ParamsError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return processor_pb2.ValidateParamsResponse(params=to_struct(params))

@@ -34,12 +34,11 @@ from services.common import logging as log_ctx
 from services.common import messaging, tracing
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
-from services.common.protobuf import to_struct
+from services.common.protobuf import from_struct_plain, to_struct
 from services.common.storage_client import StorageClient
 from services.processor.imaging import ImagingError
 from services.processor.operations import ParamsError
 from services.processor.pool import ProcessPool
-from services.processor.structs import params_from_struct
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +291,7 @@ class Worker:
                 progress_sent.append(self._event_soon(task, RUNNING, pct, step))
 
             result = await self._pool.run_operation(
-                task.task_type, params_from_struct(task.params), str(input_path), str(out_dir),
+                task.task_type, from_struct_plain(task.params), str(input_path), str(out_dir),
                 task.output_stem or Path(name).stem or "output", progress,
             )
             self._check_cancelled(task)

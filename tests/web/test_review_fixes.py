@@ -13,9 +13,8 @@ import re
 import signal
 from pathlib import Path
 
-import pytest
-
 import httpx
+import pytest
 
 from .conftest import VIEWPORT, new_user, sign_in
 from .test_ui import JOB_TIMEOUT, open_volume_job, submit_job, wait_job_status
@@ -83,7 +82,8 @@ def test_window_follows_what_is_seen_and_survives_overlay_toggle(page, anatomica
     assert page.evaluate("() => window.niivue.opts.dragMode") == 9  # DRAG_MODE.windowing
     drag_options = page.get_by_label("Left drag").locator("option").all_inner_texts()
     assert "Window/level" in drag_options
-    assert page.get_by_label("Left drag").locator("option", has_text="Window/level").get_attribute("value") == "9"
+    windowing = page.get_by_label("Left drag").locator("option", has_text="Window/level")
+    assert windowing.get_attribute("value") == "9"
 
     page.get_by_label("Window", exact=True).select_option("bone")  # 400/1800 -> -500..1300
     page.get_by_label("Colormap", exact=True).select_option("hot")
@@ -121,7 +121,8 @@ def test_window_follows_what_is_seen_and_survives_overlay_toggle(page, anatomica
     page.mouse.move(x + 30, y - 20, steps=6)
     page.mouse.up(button="right")
     page.wait_for_timeout(200)
-    c, w = float(page.get_by_label("C", exact=True).input_value()), float(page.get_by_label("W", exact=True).input_value())
+    c = float(page.get_by_label("C", exact=True).input_value())
+    w = float(page.get_by_label("W", exact=True).input_value())
     assert (c, w) != (40, 80), (c, w)
     cal = _cal(page)
     assert cal[0] == cal[1], cal
@@ -190,7 +191,8 @@ def test_result_side_terminal_labels_and_list(page, sample_png, tmp_path, shots)
     terminal = ", ".join(f'.job-detail[data-status="{s}"]' for s in ("SUCCESS", "FAILED"))
     page.locator(terminal).wait_for(timeout=JOB_TIMEOUT)
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.tasks tbody tr')].every(r => ['SUCCESS','FAILED'].includes(r.dataset.status))"
+        "() => [...document.querySelectorAll('.tasks tbody tr')]"
+        ".every(r => ['SUCCESS','FAILED'].includes(r.dataset.status))"
     )
     assert page.locator(".job-message").inner_text() == "1 of 2 succeeded, 1 failed"
     failed_bar = page.locator('.tasks tr[data-status="FAILED"] [role=progressbar]')
@@ -294,7 +296,8 @@ def test_live_updates_interrupted_then_recover(browser, own_platform, anatomical
         assert r.status_code == 202, r.text
         job_id = r.json()["job_id"]
         page.goto(f"/#job/{job_id}")
-        page.locator(f'.job-detail[data-job-id="{job_id}"]:is([data-status="PENDING"], [data-status="RUNNING"])').wait_for()
+        unfinished = ':is([data-status="PENDING"], [data-status="RUNNING"])'
+        page.locator(f'.job-detail[data-job-id="{job_id}"]{unfinished}').wait_for()
 
         plat.stop_service("jobs")
         live = page.locator(".job-detail .live-status")
