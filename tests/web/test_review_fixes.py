@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from .conftest import VIEWPORT, new_user, sign_in
@@ -332,3 +333,33 @@ def test_live_updates_interrupted_then_recover(browser, own_platform, anatomical
         freeze(plat, False)
         context.close()
     assert not errors, errors
+
+
+def test_first_result_replaces_an_earlier_failure(page, tmp_path):
+    """The broken file fails in milliseconds, the big one takes seconds: the failure is shown
+    first and then gives way to the result."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:2000, 0:2000]
+    checker = np.where(((x // 50) + (y // 50)) % 2 == 0, 230, 20).astype(np.uint8)
+    slow = tmp_path / "slow_big.png"
+    Image.fromarray(np.stack([checker] * 3, axis=-1)).save(slow)
+    broken = tmp_path / "truncated.png"
+    broken.write_bytes(slow.read_bytes()[:300])
+    sign_in(page, new_user("order"))
+    submit_job(page, [broken, slow], "blur", {"Sigma": "30"})
+    page.evaluate(
+        """() => { window.__titles = [];
+        const panel = document.querySelector('[data-testid=job-detail]');
+        new MutationObserver(() => {
+          const t = panel.querySelector('.result-title')?.textContent;
+          if (t && t !== window.__titles.at(-1)) window.__titles.push(t);
+        }).observe(panel, {subtree: true, childList: true, characterData: true}); }"""
+    )
+    page.locator('.job-detail[data-status="FAILED"], .job-detail[data-status="SUCCESS"]').wait_for(
+        timeout=JOB_TIMEOUT
+    )
+    page.get_by_role("heading", name="Result: slow_big.png").wait_for()
+    titles = page.evaluate("window.__titles")
+    assert titles[-1] == "Result: slow_big.png"
+    assert "Result: truncated.png" in titles, titles  # the failure was shown while the other ran

@@ -657,8 +657,12 @@ class JobDetail {
       row.view.disabled = !t.result;
     }
     // Show the first result as soon as one exists; refresh it when the shown task gets its result.
+    // A failure shown while nothing had succeeded yet gives way to the first real result.
     const shown = job.task_results.find((t) => t.task_id === this.shownTask);
-    if (!shown) {
+    const firstResult = job.task_results.find((t) => t.result);
+    if (shown && !shown.result && firstResult) {
+      this.showTask(firstResult.task_id);
+    } else if (!shown) {
       const first = job.task_results.find((t) => t.result) ?? job.task_results.find((t) => t.status === "FAILED");
       if (first) this.showTask(first.task_id);
     } else if (!!shown.result !== this.shownHadResult) {
