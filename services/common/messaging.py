@@ -1,8 +1,9 @@
 """NATS JetStream names and helpers shared by the jobs service and the processors.
 
 Streams
-- RADIOLOGY_TASKS   subjects radiology.tasks.<task_type>   work queue; one durable pull consumer
-                    "processor" shared by every processor replica.
+- RADIOLOGY_TASKS   subjects radiology.tasks.<task_type>.<job_id>   work queue; one durable pull
+                    consumer "processor" shared by every processor replica. The job id in the
+                    subject lets a cancel purge the job's queued tasks (purge_job_tasks).
 - RADIOLOGY_EVENTS  subjects radiology.events.<task_id>    work queue; durable pull consumer "jobs".
 Core subjects (no persistence, fan-out)
 - radiology.job-changed.<job_id>   the jobs service announces a committed change (for WatchJob).
@@ -39,8 +40,14 @@ JOB_CANCELLED_SUBJECT = "radiology.job-cancelled"
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 
-def task_subject(task_type: str) -> str:
-    return f"{TASKS_SUBJECT}.{task_type}"
+def task_subject(task_type: str, job_id: str) -> str:
+    return f"{TASKS_SUBJECT}.{task_type}.{job_id}"
+
+
+async def purge_job_tasks(js: JetStreamContext, job_id: str) -> None:
+    """Remove a job's still-queued task messages, so no processor (even one that starts later and
+    never heard the cancel notice) picks them up."""
+    await js.purge_stream(TASKS_STREAM, subject=f"{TASKS_SUBJECT}.*.{job_id}")
 
 
 def event_subject(task_id: str) -> str:

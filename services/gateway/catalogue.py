@@ -1,6 +1,6 @@
 """The operations catalogue from ProcessorService, cached for a few seconds (it rarely changes and
 every upload consults it). While no processor answers, GET /operations serves the last catalogue
-seen; new jobs get 503, since their params cannot be checked."""
+seen, and new jobs are accepted (and queued) only with params that were validated before."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def operation_json(op: processor_pb2.Operation) -> dict[str, Any]:
 
 
 class Catalogue:
-    def __init__(self, backends: Backends, ttl: float = CACHE_SECONDS) -> None:
+    def __init__(self, backends: Backends, ttl: float | None = None) -> None:
         self._backends = backends
-        self._ttl = ttl
+        self._ttl = CACHE_SECONDS if ttl is None else ttl
         self._ops: list[dict[str, Any]] | None = None
         self._at = 0.0
         self._lock = asyncio.Lock()
@@ -53,19 +53,24 @@ class Catalogue:
                 self._at = time.monotonic()
             return self._ops
 
-
     async def validate(self, task_type: str, params: dict[str, Any] | None) -> dict[str, Any]:
         """ProcessorService.ValidateParams (raises BackendError), remembered as long as the catalogue:
-        the same operation and params validate the same way, and most jobs repeat them."""
+        the same operation and params validate the same way, and most jobs repeat them. While no
+        processor answers, a pair validated earlier (at any age) is still accepted."""
         key = (task_type, json.dumps(params or {}, sort_keys=True))
         hit = self._validated.get(key)
         if hit is not None and time.monotonic() - hit[0] <= self._ttl:
             return copy.deepcopy(hit[1])
-        resp = await self._backends.call(
-            "processor",
-            "ValidateParams",
-            processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params)),
-        )
+        try:
+            resp = await self._backends.call(
+                "processor",
+                "ValidateParams",
+                processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params)),
+            )
+        except BackendError as exc:
+            if hit is None or exc.code not in UNREACHABLE:
+                raise
+            return copy.deepcopy(hit[1])  # checked before; the job waits in the queue for a processor
         validated = from_struct(resp.params)
         if len(self._validated) >= MAX_REMEMBERED:
             self._validated.clear()

@@ -42,7 +42,7 @@ class TaskPublisher:
         headers = tracing.inject({"Nats-Msg-Id": task.task_id})
         try:
             await self.js.publish(
-                messaging.task_subject(job.task_type),
+                messaging.task_subject(job.task_type, job.job_id),
                 task_message(job, task).SerializeToString(),
                 timeout=PUBLISH_TIMEOUT_SECONDS,
                 headers=dict(headers),

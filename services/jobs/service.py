@@ -146,6 +146,10 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         assert job is not None
         if changed:
             try:
+                await messaging.purge_job_tasks(self.publisher.js, job_id)
+            except Exception as exc:  # a processor that still runs them drops them: events are ignored
+                log.warning("purging queued tasks failed: %s", exc, extra={"job_id": job_id})
+            try:
                 await self.nc.publish(messaging.JOB_CANCELLED_SUBJECT, job_id.encode())
             except Exception as exc:  # processors still skip it: its task events are ignored
                 log.warning("announcing cancellation failed: %s", exc, extra={"job_id": job_id})

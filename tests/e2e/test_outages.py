@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import start_platform
-from tests.e2e.conftest import client, png_bytes, submit, wait_job
+from tests.e2e.conftest import client, png_bytes, stored_keys, submit, wait_job
 
 
 def _timed(call):  # type: ignore[no-untyped-def]
@@ -47,6 +47,10 @@ def test_each_backing_service_down_then_back(tmp_path) -> None:
             r, took = _timed(lambda: submit(c, [("c.png", png_bytes())]))
             assert r.status_code == 503 and took < 10
             platform.start_service("jobs")
+            # Back within seconds; this job's params are now freshly validated (see below).
+            r = _until_accepted(c)
+            assert r.status_code == 202, r.text
+            warm_id = r.json()["job_id"]
 
             platform.stop_service("processor")
             # Params never checked before cannot be validated now: 503.
@@ -58,6 +62,12 @@ def test_each_backing_service_down_then_back(tmp_path) -> None:
             assert r.status_code == 202, r.text
             queued_id = r.json()["job_id"]
             assert c.get(f"/jobs/{queued_id}").json()["status"] == "PENDING"
+            # A job cancelled while it waits is purged from the queue: the processor that starts
+            # later (and never heard the cancel notice) does not run it.
+            r = submit(c, [("x.png", png_bytes())])
+            assert r.status_code == 202, r.text
+            cancelled_id = r.json()["job_id"]
+            assert c.post(f"/jobs/{cancelled_id}/cancel").json()["status"] == "CANCELLED"
             platform.start_service("processor")
             assert wait_job(c, queued_id)["status"] == "SUCCESS"
 
@@ -67,12 +77,17 @@ def test_each_backing_service_down_then_back(tmp_path) -> None:
             assert r.status_code == 202, r.text
             again = wait_job(c, r.json()["job_id"])
             assert again["status"] == "SUCCESS"
+            # By now a processor would have run the cancelled job's task had it still been queued.
+            assert [k for k in stored_keys(platform, "alice") if k.startswith(cancelled_id)] == [
+                f"{cancelled_id}/x.png"
+            ]
+            assert c.get(f"/jobs/{cancelled_id}").json()["status"] == "CANCELLED"
             deadline = time.monotonic() + 10  # probes poll; the gateway reconnects within ~2 s
             while (ready := c.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert ready.status_code == 200, ready.text
             # Refused uploads left nothing behind: only the two jobs' files exist.
             listed = {j["job_id"] for j in c.get("/jobs").json()["jobs"]}
-            assert listed == {job_id, queued_id, again["job_id"]}
+            assert listed == {job_id, warm_id, queued_id, cancelled_id, again["job_id"]}
     finally:
         platform.stop()

@@ -323,19 +323,25 @@ class FakeProcessor(processor_pb2_grpc.ProcessorServiceServicer):
         self.validate_calls = 0
         self.last_metadata: dict[str, Any] = {}
         self.validated: list[tuple[str, dict[str, Any]]] = []
+        self.down = False  # True: every call answers UNAVAILABLE, as while processors restart
 
     def reset(self) -> None:
         self.list_calls = 0
         self.validate_calls = 0
         self.validated.clear()
+        self.down = False
 
     async def ListOperations(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.list_calls += 1
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no processor")
         self.last_metadata = dict(context.invocation_metadata() or ())
         return processor_pb2.ListOperationsResponse(operations=OPERATIONS)
 
     async def ValidateParams(self, request: processor_pb2.ValidateParamsRequest, context: Any) -> Any:
         self.validate_calls += 1
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no processor")
         ops = {op.name: from_struct(op.params_schema) for op in OPERATIONS}
         if request.task_type not in ops:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown operation '{request.task_type}'")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from services.common.config import Settings
+from services.gateway import catalogue
 from tests.gateway.fakes import Fakes
-from tests.gateway.helpers import PNG, live_gateway, multipart, upload
+from tests.gateway.helpers import PNG, gateway_client, live_gateway, multipart, upload
 
 ALICE = {"X-User-ID": "alice"}
 
@@ -116,6 +118,23 @@ async def test_validated_params_are_remembered_not_trusted_blindly(
     assert bad.status_code == 422
     again = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": -1}')])
     assert again.status_code == 422 and fakes.processor.validate_calls == 4  # refusals are not cached
+
+
+async def test_params_validated_before_are_accepted_while_processors_are_down(
+    make_settings: Any, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalogue, "CACHE_SECONDS", 0.0)  # every upload asks the processor again
+    async with gateway_client(make_settings()) as client:
+        ok = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": 2}')])
+        assert ok.status_code == 202
+        fakes.processor.down = True
+        again = await upload(client, [("files", "b.png", PNG), ("params", None, b'{"sigma": 2}')])
+        assert again.status_code == 202, again.text  # queued for when a processor is back
+        assert fakes.processor.validate_calls == 2  # it did ask, and fell back on the earlier answer
+        unseen = await upload(client, [("files", "c.png", PNG), ("params", None, b'{"sigma": 3}')])
+        assert unseen.status_code == 503 and "processor" in unseen.json()["detail"]
+        assert len(fakes.jobs.jobs) == 2  # the refused upload made no job and left no file
+        assert not [k for k in fakes.storage.objects if k.endswith("c.png")]
 
 
 async def test_cleanup_of_a_refused_upload_is_retried_when_storage_hiccups(

@@ -339,3 +339,24 @@ async def test_outbox_publishes_after_nats_comes_back(
         for close in r._closers:
             await close()
         server.stop()
+
+
+async def _queued(jobs: Running, job_id: str) -> int:
+    subjects = f"{messaging.TASKS_SUBJECT}.*.{job_id}"
+    info = await jobs.js.stream_info(messaging.TASKS_STREAM, subjects_filter=subjects)
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_cancel_purges_the_jobs_queued_tasks(jobs: Running) -> None:
+    """No processor is running: the tasks wait in JetStream. Cancelling one job removes its task
+    messages (a processor that starts later never sees them) and leaves the other job's alone."""
+    kept = await jobs.stub.CreateJob(create_request("alice", "k.png"))
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png", "b.png"))
+    assert await _queued(jobs, job.job_id) == 2
+    assert await _queued(jobs, kept.job_id) == 1
+    await jobs.stub.CancelJob(jobs_pb2.CancelJobRequest(user_id="alice", job_id=job.job_id))
+    assert await _queued(jobs, job.job_id) == 0
+    assert await _queued(jobs, kept.job_id) == 1
+    # Deleting purges too.
+    await jobs.stub.DeleteJob(jobs_pb2.DeleteJobRequest(user_id="alice", job_id=kept.job_id))
+    assert await _queued(jobs, kept.job_id) == 0

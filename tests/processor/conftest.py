@@ -245,7 +245,7 @@ class Harness:
         if data is not None:
             self.storage.objects[task.input_key] = (data, "image/png")
         await self.nc.jetstream().publish(
-            messaging.task_subject(task_type),
+            messaging.task_subject(task_type, task.job_id),
             task.SerializeToString(),
             headers={"Nats-Msg-Id": task.task_id, **(headers or {})},
         )
