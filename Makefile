@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -path web/dist -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test venv web buf protos lint clean bench
+.PHONY: run test venv web buf protos lint clean bench bench-upload
 
 run: venv web
 	$(BIN)/python -m tools.launcher
@@ -48,3 +48,7 @@ clean:
 # bench/README.md). Extra flags: make bench BENCH_ARGS="-n 100 --rounds 1".
 bench: venv
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
+
+# One 2 GiB upload and download through gateway and storage: MiB/s and peak memory growth.
+bench-upload: venv
+	$(BIN)/python bench/upload_memory.py $(BENCH_ARGS)
