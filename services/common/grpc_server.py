@@ -57,9 +57,14 @@ async def run_server(
     on_start: Callable[[], Awaitable[None]] | None = None,
     on_drain: Callable[[], Awaitable[None]] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    ready: Callable[[], Awaitable[str | None]] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain: health goes NOT_SERVING, `on_drain` finishes or hands
-    back in-flight work, the server stops accepting calls (with a grace period), then `on_stop`."""
+    back in-flight work, the server stops accepting calls (with a grace period), then `on_stop`.
+
+    `ready` checks what the service depends on (NATS, its database, its storage backend) and returns
+    None or what is wrong; health says NOT_SERVING while it is wrong, so readiness probes and the
+    gateway's /readyz see it."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -82,9 +87,11 @@ async def run_server(
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving on %s", bind)
+    watcher = asyncio.create_task(_watch_readiness(ready, health_servicer, ["", *service_names]))
 
     await stop.wait()
     log.info("shutting down")
+    watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
     if on_drain:
         try:
@@ -95,3 +102,41 @@ async def run_server(
     if on_stop:
         await on_stop()
     log.info("stopped")
+
+
+READY_CHECK_SECONDS = 2.0
+
+
+async def _watch_readiness(
+    ready: Callable[[], Awaitable[str | None]] | None,
+    health_servicer: health.aio.HealthServicer,
+    names: Sequence[str],
+) -> None:
+    if ready is None:
+        return
+    problem: str | None = None
+
+    async def report(now: str | None) -> None:
+        nonlocal problem
+        if now == problem:
+            return
+        status = health_pb2.HealthCheckResponse
+        for name in names:
+            await health_servicer.set(name, status.SERVING if now is None else status.NOT_SERVING)
+        if now is None:
+            log.info("ready again")
+        else:
+            log.warning("not ready: %s", now)
+        problem = now
+
+    while True:
+        await asyncio.sleep(READY_CHECK_SECONDS)
+        check = asyncio.ensure_future(ready())
+        done, _ = await asyncio.wait({check}, timeout=READY_CHECK_SECONDS)
+        if not done:  # a hung dependency: not ready now, and no second check piles up behind it
+            await report("readiness check is taking too long")
+            await asyncio.wait({check})
+        try:
+            await report(check.result())
+        except Exception as exc:  # a check that breaks means not ready, never a dead watcher
+            await report(f"readiness check failed: {exc}")

@@ -62,6 +62,9 @@ async def connect(url: str, name: str) -> NATS:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
+        # A server that hangs (rather than closing the socket) is noticed within ~30 s, not minutes.
+        ping_interval=10,
+        max_outstanding_pings=3,
     )
 
 

@@ -45,6 +45,16 @@ class JobsApp:
         await self.consumer.start()
         self.outbox.start()
 
+    async def ready(self) -> str | None:
+        """What the service needs and cannot reach right now (None: all is well)."""
+        if not self.nc.is_connected:
+            return "NATS is not connected"
+        try:
+            await self.repo.ping()
+        except Exception as exc:
+            return f"the database is unreachable: {type(exc).__name__}"
+        return None
+
     async def drain(self) -> None:
         """Stop taking events after the batch in hand, and stop the outbox."""
         await asyncio.gather(self.consumer.stop(), self.outbox.stop())

@@ -319,6 +319,10 @@ class Repository:
         rows = await self._run(lambda session: session.execute(stmt).all())
         return [(job, task) for task, job in rows]
 
+    async def ping(self) -> None:
+        """A trivial query: raises while the database cannot be reached."""
+        await self._run(lambda session: session.execute(select(1)))
+
     async def count_unpublished(self) -> int:
         stmt = select(func.count()).select_from(TaskRow).where(
             TaskRow.published.is_(False), TaskRow.status == PENDING

@@ -27,6 +27,7 @@ async def main() -> None:
         on_start=app.start,
         on_drain=app.drain,
         on_stop=app.close,
+        ready=app.ready,
     )
 
 

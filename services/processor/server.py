@@ -44,9 +44,12 @@ async def main() -> None:
         await storage_channel.close()
         await asyncio.to_thread(pool.shutdown, worker.handed_back > 0)
 
+    async def ready() -> str | None:
+        return None if nc.is_connected else "NATS is not connected"
+
     await run_server(
         settings=settings, addr=settings.processor_addr, server=server, service_names=[SERVICE_NAME],
-        on_start=worker.start, on_drain=worker.drain, on_stop=stop,
+        on_start=worker.start, on_drain=worker.drain, on_stop=stop, ready=ready,
     )
 
 

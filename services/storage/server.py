@@ -24,7 +24,7 @@ async def serve() -> None:
     server = create_server()
     storage_pb2_grpc.add_StorageServiceServicer_to_server(StorageServicer(backend), server)
     await run_server(settings=settings, addr=settings.storage_addr, server=server,
-                     service_names=[SERVICE_NAME], on_stop=backend.close)
+                     service_names=[SERVICE_NAME], on_stop=backend.close, ready=backend.ready)
 
 
 if __name__ == "__main__":

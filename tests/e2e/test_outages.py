@@ -91,3 +91,33 @@ def test_each_backing_service_down_then_back(tmp_path) -> None:
             assert listed == {job_id, warm_id, queued_id, cancelled_id, again["job_id"]}
     finally:
         platform.stop()
+
+
+def _readyz_until(c, done, timeout: float = 15):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not done(r := c.get("/readyz")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return r
+
+
+def test_readyz_says_not_ready_while_nats_is_down(tmp_path) -> None:
+    """The gRPC services stay up when NATS goes away, but they cannot do their work: their health
+    goes NOT_SERVING (so /readyz and Kubernetes probes see it) until NATS is back."""
+    platform = start_platform(tmp_path / "data")
+    try:
+        with client(platform) as c:
+            assert _readyz_until(c, lambda r: r.status_code == 200).status_code == 200
+            platform.stop_service("nats")
+            r = _readyz_until(c, lambda r: r.status_code == 503 and r.json()["detail"].count(",") == 1)
+            assert r.status_code == 503, r.text
+            assert "jobs" in r.json()["detail"] and "processor" in r.json()["detail"], r.text
+            assert "storage" not in r.json()["detail"]  # storage does not need NATS
+            platform.start_nats()
+            r = _readyz_until(c, lambda r: r.status_code == 200, timeout=30)
+            assert r.status_code == 200, r.text
+            # And work flows again.
+            r = _until_accepted(c)
+            assert r.status_code == 202, r.text
+            assert wait_job(c, r.json()["job_id"])["status"] == "SUCCESS"
+    finally:
+        platform.stop()

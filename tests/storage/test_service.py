@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hashlib
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -226,3 +227,16 @@ async def test_get_cancelled_by_the_client_closes_the_object(backend: Backend) -
             await asyncio.sleep(0.02)
         # The file or HTTP response of every abandoned read was released at once.
         assert (watch.opened, watch.closed) == (3, 3)
+
+
+async def test_readiness_of_each_backend(tmp_path: Path, s3_endpoint: str) -> None:
+    """What the health status reports: an unreachable S3 or a vanished folder is not ready."""
+    down = S3Backend(f"127.0.0.1:{free_port_closed()}", "down-bucket", "test", "test")
+    problem = await down.ready()
+    assert problem is not None and "unreachable" in problem
+    assert await make_s3(s3_endpoint).ready() is None
+    local = LocalBackend(tmp_path / "objects")
+    assert await local.ready() is None
+    shutil.rmtree(tmp_path / "objects")
+    problem = await local.ready()
+    assert problem is not None and "not writable" in problem

@@ -82,6 +82,10 @@ class Backend(Protocol):
         """Remove every object under prefix (ending with '/'); return how many."""
         ...
 
+    async def ready(self) -> str | None:
+        """None when the backend can serve, else what is wrong (for the health status)."""
+        ...
+
     async def close(self) -> None: ...
 
 

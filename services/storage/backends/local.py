@@ -230,6 +230,12 @@ class LocalBackend:
         _prune_empty_parents((self.meta / prefix).parent, self.meta)
         return deleted
 
+    async def ready(self) -> str | None:
+        writable = await asyncio.to_thread(
+            lambda: all(os.access(d, os.W_OK | os.X_OK) for d in (self.data, self.meta, self.tmp))
+        )
+        return None if writable else f"the storage folder {self.root} is missing or not writable"
+
     async def close(self) -> None:
         return None
 

@@ -127,6 +127,13 @@ class S3Backend:
                 f"{errors[0].message}")
         return len(names)
 
+    async def ready(self) -> str | None:
+        try:
+            await self._call(self.client.bucket_exists, self.bucket)
+        except Exception as exc:
+            return f"S3 at {self._endpoint} is unreachable: {type(exc).__name__}"
+        return None
+
     async def close(self) -> None:
         self.client._http.clear()  # noqa: SLF001 - minio exposes no close()
 
