@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 
 # How many leading bytes `sniff` wants; fewer is fine for short files.
 SNIFF_BYTES = 64 * 1024
@@ -49,8 +50,8 @@ def sniff(head: bytes) -> str | None:
         inner = _gunzip_head(head)
         return NIFTI if inner is not None and is_nifti(inner) else None
     if head.startswith(b"PK\x03\x04"):
-        member = _first_zip_member_head(head)
-        return ZIP if member is not None and is_dicom(member) else None
+        # A ZIP of a DICOM series: some member within the sniffed bytes must be DICOM.
+        return ZIP if any(is_dicom(member) for member in _zip_member_heads(head)) else None
     return None
 
 
@@ -102,8 +103,9 @@ def _gunzip_head(data: bytes, want: int = 1024) -> bytes | None:
         return None
 
 
-def _first_zip_member_head(data: bytes, want: int = 1024) -> bytes | None:
-    """Leading bytes of the first regular file in a ZIP, skipping folders and macOS metadata."""
+def _zip_member_heads(data: bytes, want: int = 1024) -> Iterator[bytes]:
+    """Leading bytes of each regular file of a ZIP that starts within `data`, skipping folders,
+    macOS metadata and DICOMDIR (a series export often has a README or an index before the slices)."""
     pos = 0
     while pos + 30 <= len(data) and data[pos : pos + 4] == b"PK\x03\x04":
         flags, method, csize = struct.unpack_from("<xxxxxxHH8xI", data, pos)
@@ -112,17 +114,20 @@ def _first_zip_member_head(data: bytes, want: int = 1024) -> bytes | None:
         start = pos + 30 + name_len + extra_len
         base = name.rsplit(b"/", 1)[-1]
         is_meta = name.endswith(b"/") or name.startswith(b"__MACOSX") or base.startswith(b".")
-        if not is_meta and name.upper() != b"DICOMDIR":
+        if not is_meta and name.upper() != b"DICOMDIR" and base.upper() != b"DICOMDIR":
             body = data[start : start + (csize or want * 64)]
             if method == 0:
-                return body[:want]
-            if method == 8:
+                yield body[:want]
+            elif method == 8:
                 try:
-                    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, want)
+                    yield zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, want)
                 except zlib.error:
-                    return None
-            return None
-        if flags & 0x08 and csize == 0:  # sizes after the data: cannot skip safely
-            return None
-        pos = start + csize
-    return None
+                    pass
+        if flags & 0x08 and csize == 0:
+            # Sizes come after the data: the next member starts at the next local header.
+            found = data.find(b"PK\x03\x04", start)
+            if found < 0:
+                return
+            pos = found
+        else:
+            pos = start + csize
