@@ -27,8 +27,10 @@ if _version_not_supported:
 
 
 class JobServiceStub:
-    """Owns job state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
-    indistinguishable from one that never existed.
+    """Creates processing jobs, dispatches their tasks to processors and tracks their status; owns job
+    state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
+    indistinguishable from one that never existed. Every call returns INVALID_ARGUMENT when user_id
+    is not 1-64 characters of A-Z a-z 0-9 . _ @ - (or is "." or "..").
     """
 
     def __init__(self, channel):
@@ -75,20 +77,28 @@ class JobServiceStub:
 
 
 class JobServiceServicer:
-    """Owns job state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
-    indistinguishable from one that never existed.
+    """Creates processing jobs, dispatches their tasks to processors and tracks their status; owns job
+    state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
+    indistinguishable from one that never existed. Every call returns INVALID_ARGUMENT when user_id
+    is not 1-64 characters of A-Z a-z 0-9 . _ @ - (or is "." or "..").
     """
 
     def CreateJob(self, request, context):
         """Records a job with one task per input (inputs must already be in storage) and queues the
-        tasks. Returns the job in PENDING.
+        tasks. Returns the job in PENDING. Retrying with the same job_id and user_id returns the
+        existing job unchanged.
+        Errors: INVALID_ARGUMENT when job_id is not empty and not a UUID, task_type is not 1-64
+        characters of a-z 0-9 _, there are no inputs, an input filename is empty, contains "/", is "."
+        or "..", or repeats another, or an input key is not under "{user_id}/"; ALREADY_EXISTS when
+        job_id belongs to another user's job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """One job with its tasks. NOT_FOUND if it does not exist or belongs to someone else.
+        """One job with its tasks.
+        Errors: NOT_FOUND when the job does not exist or belongs to someone else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,27 +106,34 @@ class JobServiceServicer:
 
     def ListJobs(self, request, context):
         """The user's jobs, newest first, paginated with an opaque cursor.
+        Errors: INVALID_ARGUMENT when limit is outside 0-100 or cursor is not a next_cursor.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTask(self, request, context):
-        """One task. NOT_FOUND if it does not exist or belongs to someone else.
+        """One task.
+        Errors: NOT_FOUND when the task does not exist or belongs to someone else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Cancels the unfinished tasks of a job. A finished job is returned unchanged.
+        """Cancels the unfinished tasks of a job: queued ones are never run, running ones stop and their
+        results are dropped. A finished job is returned unchanged.
+        Errors: NOT_FOUND when the job does not exist or belongs to someone else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteJob(self, request, context):
-        """Deletes a job, its tasks and its stored objects.
+        """Cancels a job's unfinished tasks, then deletes its stored objects ("{user_id}/{job_id}/"),
+        then the job and its tasks.
+        Errors: NOT_FOUND when the job does not exist or belongs to someone else; UNAVAILABLE when
+        storage could not delete the objects (the job stays, already cancelled: retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,6 +141,8 @@ class JobServiceServicer:
 
     def WatchJob(self, request, context):
         """Sends the job at once and again on every change; ends after a terminal status.
+        Errors: NOT_FOUND when the job does not exist, belongs to someone else, or is deleted while
+        watched.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,8 +195,10 @@ def add_JobServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobService:
-    """Owns job state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
-    indistinguishable from one that never existed.
+    """Creates processing jobs, dispatches their tasks to processors and tracks their status; owns job
+    state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
+    indistinguishable from one that never existed. Every call returns INVALID_ARGUMENT when user_id
+    is not 1-64 characters of A-Z a-z 0-9 . _ @ - (or is "." or "..").
     """
 
     @staticmethod

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class ProcessorServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The image-processing operations catalogue, params validation and inspection of stored files,
+    answered by every processor replica.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +54,9 @@ class ProcessorServiceStub:
 
 
 class ProcessorServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The image-processing operations catalogue, params validation and inspection of stored files,
+    answered by every processor replica.
+    """
 
     def ListOperations(self, request, context):
         """Every operation with its parameters' JSON Schema and the inputs it accepts.
@@ -62,8 +66,9 @@ class ProcessorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ValidateParams(self, request, context):
-        """Validates params for an operation and fills in defaults. INVALID_ARGUMENT with a clear
-        message when the operation is unknown or the params fail the schema.
+        """Validates params for an operation and fills in defaults.
+        Errors: INVALID_ARGUMENT, with a message for users, when the operation is unknown or the
+        params fail its schema or its own checks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,7 +76,10 @@ class ProcessorServiceServicer:
 
     def Inspect(self, request, context):
         """Reads a stored file and says what it is: format, modality, shape, spacing, ...
-        INVALID_ARGUMENT with a clear message when it is not a readable image.
+        Errors: NOT_FOUND when no object has that key; INVALID_ARGUMENT when the key is invalid or
+        the file is not a readable image (with a message for users); UNAVAILABLE when storage fails
+        or cannot be reached, or a worker process died (worth a retry); INTERNAL on an unexpected
+        failure.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,7 +112,9 @@ def add_ProcessorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ProcessorService:
-    """Missing associated documentation comment in .proto file."""
+    """The image-processing operations catalogue, params validation and inspection of stored files,
+    answered by every processor replica.
+    """
 
     @staticmethod
     def ListOperations(request,

@@ -26,8 +26,12 @@ if _version_not_supported:
 
 
 class StorageServiceStub:
-    """Keys are built by the platform ("{user_id}/{job_id}/{filename}"); a key with "..", a leading
-    "/", a backslash, NUL or an empty segment is INVALID_ARGUMENT.
+    """Stores the platform's files (uploaded inputs and task outputs) as objects under keys, streamed
+    in chunks. Keys are built by the platform ("{user_id}/{job_id}/{filename}"): a key that is empty,
+    longer than 1024 bytes, or has a leading "/", a backslash, NUL or control characters, an empty
+    segment, a "." or ".." segment, or (local folder) a segment longer than 255 bytes is
+    INVALID_ARGUMENT. Every RPC returns UNAVAILABLE when the backend (local folder or S3 server)
+    fails or is full, and INTERNAL on an unexpected error.
     """
 
     def __init__(self, channel):
@@ -64,13 +68,21 @@ class StorageServiceStub:
 
 
 class StorageServiceServicer:
-    """Keys are built by the platform ("{user_id}/{job_id}/{filename}"); a key with "..", a leading
-    "/", a backslash, NUL or an empty segment is INVALID_ARGUMENT.
+    """Stores the platform's files (uploaded inputs and task outputs) as objects under keys, streamed
+    in chunks. Keys are built by the platform ("{user_id}/{job_id}/{filename}"): a key that is empty,
+    longer than 1024 bytes, or has a leading "/", a backslash, NUL or control characters, an empty
+    segment, a "." or ".." segment, or (local folder) a segment longer than 255 bytes is
+    INVALID_ARGUMENT. Every RPC returns UNAVAILABLE when the backend (local folder or S3 server)
+    fails or is full, and INTERNAL on an unexpected error.
     """
 
     def Put(self, request_iterator, context):
         """Stores an object. The first message carries the header (key, content type), the following
         ones carry data chunks (1 MiB recommended). Replaces an existing object atomically.
+        Errors: INVALID_ARGUMENT when the first message is not a header, a later one is, the key or
+        content type is invalid, max_size is negative, or (local folder) the key clashes with an
+        existing object (one would have to be both a file and a folder); RESOURCE_EXHAUSTED once
+        more than max_size bytes arrived.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,27 +90,33 @@ class StorageServiceServicer:
 
     def Get(self, request, context):
         """Streams an object (or a byte range of it) in chunks; the first message carries its info.
+        Errors: NOT_FOUND when there is no such object; INVALID_ARGUMENT when offset or length is
+        negative; OUT_OF_RANGE when offset is beyond the end (offset equal to the size sends the info
+        and no data); UNAVAILABLE, also in the middle of the stream, e.g. when the object ends early
+        or (S3) keeps changing while being opened.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stat(self, request, context):
-        """Size, SHA-256, content type and ETag of an object; NOT_FOUND if absent.
+        """Size, SHA-256, content type and ETag of an object.
+        Errors: NOT_FOUND when there is no such object.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Removes one object; removing an absent object is not an error.
+        """Removes one object; removing an absent object is not an error (deleted is 0).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeletePrefix(self, request, context):
-        """Removes every object whose key starts with prefix (which must end with "/").
+        """Removes every object whose key starts with prefix.
+        Errors: INVALID_ARGUMENT when prefix does not end with "/" or is not a valid key before it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,8 +159,12 @@ def add_StorageServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class StorageService:
-    """Keys are built by the platform ("{user_id}/{job_id}/{filename}"); a key with "..", a leading
-    "/", a backslash, NUL or an empty segment is INVALID_ARGUMENT.
+    """Stores the platform's files (uploaded inputs and task outputs) as objects under keys, streamed
+    in chunks. Keys are built by the platform ("{user_id}/{job_id}/{filename}"): a key that is empty,
+    longer than 1024 bytes, or has a leading "/", a backslash, NUL or control characters, an empty
+    segment, a "." or ".." segment, or (local folder) a segment longer than 255 bytes is
+    INVALID_ARGUMENT. Every RPC returns UNAVAILABLE when the backend (local folder or S3 server)
+    fails or is full, and INTERNAL on an unexpected error.
     """
 
     @staticmethod
