@@ -77,12 +77,10 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
     hub = WatchHub(nc)
     publisher = TaskPublisher(nc)
     storage_channel = grpc_client.channel(settings.storage_addr)
-    servicer = JobService(
-        settings=settings, repo=repo, nc=nc, publisher=publisher, hub=hub,
-        storage=StorageClient(storage_channel, settings.rpc_timeout_seconds),
-    )
+    storage = StorageClient(storage_channel, settings.rpc_timeout_seconds)
+    servicer = JobService(settings=settings, repo=repo, nc=nc, publisher=publisher, hub=hub, storage=storage)
     return JobsApp(
         engine=engine, nc=nc, repo=repo, hub=hub,
         outbox=Outbox(repo, publisher, settings.outbox_interval_seconds),
-        consumer=EventConsumer(nc, repo, hub), storage_channel=storage_channel, servicer=servicer,
+        consumer=EventConsumer(nc, repo, hub, storage), storage_channel=storage_channel, servicer=servicer,
     )

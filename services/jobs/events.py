@@ -21,6 +21,7 @@ from nats.js.errors import BadRequestError
 
 from services.common import messaging
 from services.common.gen.radiology.v1 import tasks_pb2
+from services.common.storage_client import StorageClient
 from services.jobs import metrics
 from services.jobs.convert import job_to_proto
 from services.jobs.repository import Repository
@@ -40,11 +41,15 @@ DB_RETRY_SECONDS = 1.0
 
 
 class EventConsumer:
-    def __init__(self, nc: NATS, repo: Repository, hub: WatchHub) -> None:
+    def __init__(
+        self, nc: NATS, repo: Repository, hub: WatchHub, storage: StorageClient | None = None
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.repo = repo
         self.hub = hub
+        self.storage = storage
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._applying = False
@@ -152,11 +157,25 @@ class EventConsumer:
             return
         for msg, _ in decoded:
             await _quietly(msg.ack())
+        if result.orphan_keys and self.storage is not None:
+            cleanup = asyncio.create_task(self._remove_orphans(result.orphan_keys))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
         metrics.EVENT_BATCH_SIZE.observe(len(decoded))
         metrics.TASK_EVENTS_APPLIED.inc(result.applied)
         # Built once per changed job, and only for jobs someone watches in this process.
         snapshots = [job_to_proto(job) for job in result.jobs if self.hub.watched(job.job_id)]
         await self.hub.publish(result.job_ids, snapshots)
+
+    async def _remove_orphans(self, keys: list[str]) -> None:
+        """Outputs a processor stored for a job deleted meanwhile: nothing else would remove them."""
+        assert self.storage is not None
+        for key in keys:
+            try:
+                await self.storage.delete(key)
+                log.info("removed output %s of a deleted job", key)
+            except Exception as exc:
+                log.warning("could not remove output %s of a deleted job: %s", key, exc)
 
 
 async def _quietly(coro: object) -> None:

@@ -74,6 +74,8 @@ class ApplyResult:
     job_ids: set[str] = field(default_factory=set)
     # The changed jobs as committed, tasks loaded (for WatchJob snapshots).
     jobs: list[JobState] = field(default_factory=list)
+    # Output keys reported for jobs that no longer exist (deleted while a processor stored them).
+    orphan_keys: list[str] = field(default_factory=list)
 
 
 # --- Core statements of the hot paths (built once: no per-call construction or cache-key work) ---
@@ -354,10 +356,13 @@ class Repository:
             job_ids = set(named)
             if unnamed:
                 job_ids.update(conn.execute(_JOB_IDS_OF_TASKS, {"task_ids": unnamed}).scalars())
-            if not job_ids:
-                return result
-            jobs = _load_jobs(conn, list(job_ids), lock=self._lock_rows)
+            jobs = _load_jobs(conn, list(job_ids), lock=self._lock_rows) if job_ids else []
             tasks = {t.task_id: t for job in jobs for t in job.tasks}
+            existing = {job.job_id for job in jobs}
+            result.orphan_keys = [
+                o.key for e in events if e.job_id and e.job_id not in existing
+                for o in e.result.outputs if o.key.split("/")[1:2] == [e.job_id]
+            ]
             changed: dict[str, TaskState] = {}
             for event in events:
                 task = tasks.get(event.task_id)

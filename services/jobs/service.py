@@ -139,16 +139,18 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, TASK_NOT_FOUND)
         return task_to_proto(task)
 
-    async def _cancel(self, user: str, job_id: str, context: grpc.aio.ServicerContext) -> JobRow | JobState:
+    async def _cancel(self, user: str, job_id: str, context: grpc.aio.ServicerContext, *,
+                      purge: bool = False) -> JobRow | JobState:
         job, changed = await self.repo.cancel_job(user, job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
         assert job is not None
-        if changed:
+        if changed or purge:
             try:
                 await messaging.purge_job_tasks(self.publisher.js, job_id)
             except Exception as exc:  # a processor that still runs them drops them: events are ignored
                 log.warning("purging queued tasks failed: %s", exc, extra={"job_id": job_id})
+        if changed:
             try:
                 await self.nc.publish(messaging.JOB_CANCELLED_SUBJECT, job_id.encode())
             except Exception as exc:  # processors still skip it: its task events are ignored
@@ -162,7 +164,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
 
     async def DeleteJob(self, request: jobs_pb2.DeleteJobRequest, context: grpc.aio.ServicerContext):
         user = await self._user(request.user_id, context)
-        job = await self._cancel(user, request.job_id, context)
+        # Purged even when it was cancelled before: a redelivery left in the queue must not run.
+        job = await self._cancel(user, request.job_id, context, purge=True)
         prefix = f"{user}/{job.job_id}/"
         try:
             deleted = await self.storage.delete_prefix(prefix)

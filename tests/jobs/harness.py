@@ -18,15 +18,20 @@ from services.jobs.app import JobsApp, build
 
 
 class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
-    """Only DeletePrefix, recording what it was asked."""
+    """Only DeletePrefix and Delete, recording what it was asked."""
 
     def __init__(self) -> None:
         self.prefixes: list[str] = []
+        self.keys: list[str] = []
         self.deleted = 3
 
     async def DeletePrefix(self, request: storage_pb2.DeletePrefixRequest, context: Any):
         self.prefixes.append(request.prefix)
         return storage_pb2.DeleteResponse(deleted=self.deleted)
+
+    async def Delete(self, request: storage_pb2.DeleteRequest, context: Any):
+        self.keys.append(request.key)
+        return storage_pb2.DeleteResponse(deleted=1)
 
 
 @dataclass

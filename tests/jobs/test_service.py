@@ -360,3 +360,30 @@ async def test_cancel_purges_the_jobs_queued_tasks(jobs: Running) -> None:
     # Deleting purges too.
     await jobs.stub.DeleteJob(jobs_pb2.DeleteJobRequest(user_id="alice", job_id=kept.job_id))
     assert await _queued(jobs, kept.job_id) == 0
+
+
+async def test_outputs_stored_for_a_deleted_job_are_removed(
+    jobs: Running, fake_storage: StorageServer
+) -> None:
+    """A processor finished storing outputs just after the job was deleted: its SUCCESS event names
+    them, and the jobs service removes them (only keys inside that job's folder)."""
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png"))
+    kept = await jobs.stub.CreateJob(create_request("alice", "k.png"))
+    await jobs.stub.DeleteJob(jobs_pb2.DeleteJobRequest(user_id="alice", job_id=job.job_id))
+    task = job.tasks[0]
+    mine = [f"alice/{job.job_id}/a_processed.png", f"alice/{job.job_id}/a_preview.png"]
+    foreign = f"alice/{kept.job_id}/k.png"  # a wrong or hostile key outside the job is left alone
+    result = S.TaskResult(input_file="a.png", output_file="a_processed.png", outputs=[
+        S.Output(filename=k.rsplit("/", 1)[1], key=k, role="primary") for k in [*mine, foreign]
+    ])
+    await send_event(jobs, task, S.STATUS_SUCCESS, 100, message="stored", result=result)
+
+    async def removed() -> bool:
+        return sorted(fake_storage.servicer.keys) == sorted(mine)
+
+    await wait_for(removed)
+    # A late event for a job that still exists removes nothing.
+    await send_event(jobs, kept.tasks[0], S.STATUS_SUCCESS, 100, message="stored", result=S.TaskResult(
+        outputs=[S.Output(filename="k_processed.png", key=f"alice/{kept.job_id}/k_processed.png")]))
+    await asyncio.sleep(0.3)
+    assert sorted(fake_storage.servicer.keys) == sorted(mine)
