@@ -42,6 +42,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _addr_port(addr: str | None, default: int) -> int:
+    if not addr:
+        return default
+    try:
+        return int(addr.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise SystemExit(f"not a host:port address: {addr!r}") from None
+
+
 def nats_binary() -> str:
     local = Path(sys.executable).parent / "nats-server"
     return str(local) if local.exists() else "nats-server"
@@ -60,11 +69,28 @@ class Ports:
 
     @classmethod
     def from_env(cls) -> Ports:
+        """Ports from the same variables the services read (RADIOLOGY_HTTP_PORT, the port of
+        RADIOLOGY_JOBS_ADDR/_STORAGE_ADDR/_PROCESSOR_ADDR) plus RADIOLOGY_NATS_PORT. A default
+        metrics port that is taken is replaced by a free one: metrics must not stop the platform."""
         env = os.environ
-        return cls(
+        ports = cls(
             http=int(env.get("RADIOLOGY_HTTP_PORT", 8000)),
             nats=int(env.get("RADIOLOGY_NATS_PORT", 4322)),
+            jobs=_addr_port(env.get("RADIOLOGY_JOBS_ADDR"), 50051),
+            storage=_addr_port(env.get("RADIOLOGY_STORAGE_ADDR"), 50052),
+            processor=_addr_port(env.get("RADIOLOGY_PROCESSOR_ADDR"), 50053),
         )
+        ports.metrics = {n: p if port_is_free(p) else free_port() for n, p in ports.metrics.items()}
+        return ports
+
+    def busy(self) -> list[str]:
+        """The ports that are taken, each with the variable that moves it."""
+        named = {
+            "RADIOLOGY_HTTP_PORT": self.http, "RADIOLOGY_NATS_PORT": self.nats,
+            "RADIOLOGY_JOBS_ADDR": self.jobs, "RADIOLOGY_STORAGE_ADDR": self.storage,
+            "RADIOLOGY_PROCESSOR_ADDR": self.processor,
+        }
+        return [f"{port} ({var})" for var, port in named.items() if not port_is_free(port)]
 
     @classmethod
     def free(cls) -> Ports:
@@ -113,10 +139,9 @@ class Platform:
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        busy = [p for p in (self.ports.http, self.ports.nats, self.ports.jobs, self.ports.storage,
-                            self.ports.processor) if not port_is_free(p)]
+        busy = self.ports.busy()
         if busy:
-            raise SystemExit(f"ports already in use: {busy} (set RADIOLOGY_HTTP_PORT / RADIOLOGY_NATS_PORT)")
+            raise SystemExit(f"ports already in use: {', '.join(busy)}; set the variable to move each")
         try:
             self.start_nats()
             for name in SERVICES:
@@ -127,9 +152,12 @@ class Platform:
 
     def start_nats(self) -> None:
         out = self._output("nats")
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        # Its plain-text log goes to a file, so the terminal shows only the services' JSON lines.
         self.procs["nats"] = subprocess.Popen(
             [nats_binary(), "-a", "127.0.0.1", "-p", str(self.ports.nats), "-js",
-             "-sd", str(self.data_dir / "nats")],
+             "-sd", str(self.data_dir / "nats"), "-l", str(logs / "nats-server.log")],
             stdout=out, stderr=out, start_new_session=True,
         )
         self._wait(lambda: not port_is_free(self.ports.nats), "nats", 20)

@@ -74,7 +74,13 @@ async def run_server(
     if server.add_insecure_port(bind) == 0:
         raise SystemExit(f"cannot listen on {bind}")
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.listen_host)
+        try:
+            start_http_server(settings.metrics_port, addr=settings.listen_host)
+        except OSError as exc:
+            raise SystemExit(
+                f"cannot serve metrics on {settings.listen_host}:{settings.metrics_port} ({exc.strerror}); "
+                "set RADIOLOGY_METRICS_PORT to a free port, or 0 for none"
+            ) from None
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
