@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.config import Settings
-from services.gateway import errors
+from services.gateway import apidocs, errors
 from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
 from services.gateway.metrics import RequestContextMiddleware
@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Upload medical images, process them asynchronously, follow and download results.",
         version="1.0",
         lifespan=lifespan,
+        # Swagger UI from local assets (apidocs); ReDoc would load its script from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.signer = UrlSigner.from_settings(settings)
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
 
     web = Path(settings.web_dir)
+    apidocs.install(app, web if web.is_dir() else None)
     if web.is_dir():
         ui = StaticFiles(directory=web, html=True)
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from services.common.gen.radiology.v1 import processor_pb2
-from services.common.protobuf import from_struct, to_struct
+from services.common.protobuf import from_struct, from_struct_plain, to_struct
 from services.gateway.clients import UNREACHABLE, BackendError, Backends
 
 CACHE_SECONDS = 5.0
@@ -24,7 +24,8 @@ def operation_json(op: processor_pb2.Operation) -> dict[str, Any]:
         "title": op.title,
         "description": op.description,
         "accepts": list(op.accepts),
-        "params_schema": from_struct(op.params_schema),
+        # Struct numbers are doubles: "default": 512, not 512.0 (and "maxItems": 3).
+        "params_schema": from_struct_plain(op.params_schema),
         "outputs": op.outputs,
     }
 

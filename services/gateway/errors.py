@@ -6,11 +6,13 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
+from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +30,50 @@ class ApiError(Exception):
         self.code = code
         self.detail = detail
         self.headers = headers
+
+
+class Error(BaseModel):
+    """The body of every error response: a human message and a stable code."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "Not found", "code": "not_found"}]})
+
+    detail: str = Field(description="A clear human message, fit to show to a user.")
+    code: str = Field(description="Stable snake_case code to branch on, e.g. `not_found`, `file_too_large`.")
+
+
+# What each status means in this API, for the OpenAPI document; routes may say more.
+_STATUS_DOCS = {
+    400: "Bad request: a malformed X-User-ID header (`invalid_user_id`).",
+    401: "No identity: send the X-User-ID header (`missing_identity`).",
+    404: "Not found, or not the caller's (`not_found`): the two are indistinguishable.",
+    408: "The upload stalled (`upload_stalled`).",
+    413: "Too large (`too_large`).",
+    415: "Unsupported file (`unsupported_file`).",
+    416: "The Range cannot be satisfied (`range_not_satisfiable`); Content-Range gives the size.",
+    422: "Invalid parameters (`invalid_parameters`).",
+    503: "A backing service is not reachable (`service_unavailable`); retry after Retry-After seconds.",
+}
+_STATUS_HEADERS = {
+    416: {"Content-Range": {"description": "`bytes */<size>`", "schema": {"type": "string"}}},
+    503: {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}},
+}
+
+
+def error_responses(*statuses: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route: each status it can answer with, as an Error. Keyword arguments
+    `e413="..."` replace the generic description of that status with the route's own."""
+    docs: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        doc: dict[str, Any] = {
+            "model": Error,
+            "description": described.pop(f"e{status}", None) or _STATUS_DOCS[status],
+        }
+        if status in _STATUS_HEADERS:
+            doc["headers"] = _STATUS_HEADERS[status]
+        docs[status] = doc
+    if described:
+        raise TypeError(f"descriptions of statuses not listed: {sorted(described)}")
+    return docs
 
 
 def error_response(

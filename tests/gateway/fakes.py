@@ -211,7 +211,10 @@ class FakeJobs(jobs_pb2_grpc.JobServiceServicer):
         mine = [j for j in reversed(list(self.jobs.values())) if j.user_id == request.user_id]
         if request.status:
             mine = [j for j in mine if j.status == request.status]
-        start = int(request.cursor or 0)
+        try:
+            start = int(request.cursor or 0)
+        except ValueError:  # as the real service answers a cursor that it did not issue
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "invalid cursor")
         limit = request.limit or 20
         page = mine[start : start + limit]
         nxt = str(start + limit) if start + limit < len(mine) else ""
@@ -308,8 +311,20 @@ OPERATIONS = [
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "width": {"type": "integer", "default": 512},
-                    "height": {"type": "integer", "default": 512},
+                    "width": {"type": "integer", "minimum": 1, "maximum": 8192, "default": 512},
+                    "height": {"type": "integer", "minimum": 1, "maximum": 8192, "default": 512},
+                    "shape": {
+                        "anyOf": [
+                            {"type": "null"},
+                            {
+                                "type": "array",
+                                "items": {"type": "integer", "minimum": 1, "maximum": 4096},
+                                "minItems": 3,
+                                "maxItems": 3,
+                            },
+                        ],
+                        "default": None,
+                    },
                 },
             }
         ),

@@ -197,6 +197,20 @@ async def test_list_jobs_newest_first_paginated_and_filtered(client: httpx.Async
     assert "limit" in bad.json()["detail"]
 
 
+@pytest.mark.parametrize("cursor", ["garbage", "not a cursor!"])
+async def test_an_invalid_cursor_is_a_422_like_other_bad_parameters(
+    client: httpx.AsyncClient, fakes: Fakes, cursor: str
+) -> None:
+    await new_job(client, files=1)
+    resp = await client.get("/jobs", params={"cursor": cursor}, headers=ALICE)
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["code"] == "invalid_parameters"
+    assert "cursor" in body["detail"] and cursor not in body["detail"]
+    too_long = await client.get("/jobs", params={"cursor": "x" * 600}, headers=ALICE)
+    assert too_long.status_code == 422 and too_long.json()["code"] == "invalid_parameters"
+
+
 async def test_cancel_and_delete(client: httpx.AsyncClient, fakes: Fakes) -> None:
     job_id = (await new_job(client))["job_id"]
     resp = await client.post(f"/jobs/{job_id}/cancel", headers=ALICE)

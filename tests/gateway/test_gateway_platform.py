@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,19 @@ async def test_operations_catalogue_is_cached(client: httpx.AsyncClient, fakes: 
     assert fakes.processor.last_metadata["x-request-id"] == "req-42"  # request id travels over gRPC
     await client.get("/operations")
     assert fakes.processor.list_calls == 1
+
+
+async def test_operations_show_whole_numbers_as_integers(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/operations")
+    # Struct carries every number as a double; JSON Schema readers expect 512, not 512.0.
+    assert not re.search(r"\d\.0\b", resp.text), resp.text
+    resize = {o["name"]: o for o in resp.json()["operations"]}["resize"]["params_schema"]
+    width = resize["properties"]["width"]
+    assert width == {"type": "integer", "minimum": 1, "maximum": 8192, "default": 512}
+    assert all(type(width[k]) is int for k in ("minimum", "maximum", "default"))
+    shape = resize["properties"]["shape"]["anyOf"][1]
+    assert type(shape["maxItems"]) is int and type(shape["items"]["maximum"]) is int
+    assert resize["properties"]["shape"]["default"] is None
 
 
 async def test_request_id_metrics_and_access_log(client: httpx.AsyncClient, caplog) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from services.common.gen.radiology.v1 import storage_pb2
 from services.common.identity import is_valid_user_id
 from services.common.storage_client import ObjectReader
 from services.gateway.deps import BackendsDep, OptionalUser, SignerDep
-from services.gateway.errors import ApiError, backend_errors, not_found
+from services.gateway.errors import ApiError, backend_errors, error_responses, not_found
 from services.gateway.text import ascii_digits
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -76,7 +76,21 @@ async def _open(
 
 
 @router.get(
-    "/{user_id}/{job_id}/{filename}", summary="Download a job's file", response_class=StreamingResponse
+    "/{user_id}/{job_id}/{filename}",
+    summary="Download a job's file",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "The file", "content": {"application/octet-stream": {}}},
+        206: {"description": "The requested byte range (Range)", "content": {"application/octet-stream": {}}},
+        304: {"description": "Not modified (If-None-Match matches the ETag)"},
+        **error_responses(
+            400,
+            404,
+            416,
+            503,
+            e404="Not found, or neither the caller's nor carrying a valid signed token (`not_found`).",
+        ),
+    },
 )
 @router.head("/{user_id}/{job_id}/{filename}", include_in_schema=False)
 async def get_file(

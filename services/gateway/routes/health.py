@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.grpc_client import call_metadata
 from services.gateway.deps import BackendsDep
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, Error
 
 router = APIRouter(tags=["health"])
 
@@ -34,7 +34,11 @@ async def _check(channel: grpc.aio.Channel) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
 
-@router.get("/readyz", summary="Every backing service is reachable and serving")
+@router.get(
+    "/readyz",
+    summary="Every backing service is reachable and serving",
+    responses={503: {"model": Error, "description": "A backing service is not serving (`not_ready`)."}},
+)
 async def readyz(backends: BackendsDep) -> dict[str, Any]:
     names = list(backends.channels)
     states = await asyncio.gather(*(_check(backends.channels[n]) for n in names))

@@ -22,7 +22,7 @@ from services.common.protobuf import iso, to_struct
 from services.common.status import STATUS_NAMES, TERMINAL, status_name, status_value
 from services.gateway.clients import UNREACHABLE, BackendError
 from services.gateway.deps import BackendsDep, CatalogueDep, CurrentUser, SettingsDep, SignerDep
-from services.gateway.errors import ApiError, backend_errors, not_found
+from services.gateway.errors import ApiError, backend_errors, error_responses, not_found
 from services.gateway.serializers import job_json
 from services.gateway.text import ascii_digits
 from services.gateway.uploads import UploadReceiver
@@ -120,7 +120,33 @@ async def _retry_cleanup(backends: BackendsDep, prefix: str, delay: float = 0.5)
     log.error("gave up removing %s: objects of a refused upload remain in storage", prefix)
 
 
-@router.post("", status_code=202, openapi_extra=_UPLOAD_BODY, summary="Upload files and start a job")
+_UPLOAD_ERRORS = error_responses(
+    400,
+    401,
+    408,
+    413,
+    415,
+    422,
+    503,
+    e400="Not a well-formed multipart/form-data upload (`expected_multipart`, `malformed_multipart`, "
+    "`duplicate_field`), no file (`no_files`) or a malformed X-User-ID (`invalid_user_id`).",
+    e408="The client stopped sending the upload (`upload_stalled`); nothing is stored.",
+    e413="Over a configured limit (`file_too_large`, `job_too_large`, `too_many_files`, "
+    "`field_too_large`); nothing is stored.",
+    e415="A file is not PNG, JPEG, DICOM, NIfTI or a ZIP of DICOM (`unsupported_file`), decided from its "
+    "content; the detail names it. Nothing is stored.",
+    e422="Unknown `task_type` (`unknown_task_type`) or params that fail its schema (`invalid_params`); "
+    "nothing is stored.",
+)
+
+
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra=_UPLOAD_BODY,
+    summary="Upload files and start a job",
+    responses=_UPLOAD_ERRORS,
+)
 async def create_job(
     request: Request,
     user: CurrentUser,
@@ -192,7 +218,17 @@ async def create_job(
     return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job.job_id}"})
 
 
-@router.get("", summary="The caller's jobs, newest first")
+@router.get(
+    "",
+    summary="The caller's jobs, newest first",
+    responses=error_responses(
+        400,
+        401,
+        422,
+        503,
+        e422="Invalid `status`, `limit` or `cursor` (`invalid_parameters`).",
+    ),
+)
 async def list_jobs(
     user: CurrentUser,
     backends: BackendsDep,
@@ -206,11 +242,23 @@ async def list_jobs(
         if status.upper() not in STATUS_NAMES:
             raise ApiError(422, "invalid_parameters", f"status must be one of {', '.join(STATUS_NAMES)}.")
         status_enum = status_value(status.upper())
-    resp = await backends.call(
-        "jobs",
-        "ListJobs",
-        jobs_pb2.ListJobsRequest(user_id=user, status=status_enum, limit=limit, cursor=cursor or ""),
-    )
+    try:
+        resp = await backends.call(
+            "jobs",
+            "ListJobs",
+            jobs_pb2.ListJobsRequest(user_id=user, status=status_enum, limit=limit, cursor=cursor or ""),
+        )
+    except BackendError as exc:
+        # Mostly a cursor that the jobs service never issued (or a garbled one): a bad query
+        # parameter like any other, not a 400.
+        if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        detail = (
+            "cursor is not valid: pass the next_cursor of a previous page, or none for the first page."
+            if "cursor" in exc.details.lower() or not exc.details
+            else f"Invalid parameters: {exc.details}"
+        )
+        raise ApiError(422, "invalid_parameters", detail) from None
     return {"jobs": [job_json(j, signer) for j in resp.jobs], "next_cursor": resp.next_cursor or None}
 
 
@@ -219,7 +267,11 @@ async def _get_job(backends: BackendsDep, user: str, job_id: str) -> common_pb2.
         return await backends.call("jobs", "GetJob", jobs_pb2.GetJobRequest(user_id=user, job_id=job_id))
 
 
-@router.get("/{job_id}", summary="One job with its tasks and results")
+# Every route on one job: its owner sees it, anyone else gets the 404 of a job that does not exist.
+_JOB_ERRORS = error_responses(400, 401, 404, 503)
+
+
+@router.get("/{job_id}", summary="One job with its tasks and results", responses=_JOB_ERRORS)
 async def get_job(
     job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
 ) -> dict[str, Any]:
@@ -235,6 +287,7 @@ def _sse(job: common_pb2.Job, signer: SignerDep) -> bytes:
     "/{job_id}/events",
     summary="Server-Sent Events: the job at once and on every change",
     response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **_JOB_ERRORS},
 )
 async def job_events(
     job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
@@ -294,7 +347,7 @@ async def job_events(
     )
 
 
-@router.post("/{job_id}/cancel", summary="Cancel the unfinished tasks of a job")
+@router.post("/{job_id}/cancel", summary="Cancel the unfinished tasks of a job", responses=_JOB_ERRORS)
 async def cancel_job(
     job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
 ) -> dict[str, Any]:
@@ -304,7 +357,7 @@ async def cancel_job(
     return job_json(job, signer)
 
 
-@router.delete("/{job_id}", status_code=204, summary="Delete a job and its files")
+@router.delete("/{job_id}", status_code=204, summary="Delete a job and its files", responses=_JOB_ERRORS)
 async def delete_job(job_id: JobId, user: CurrentUser, backends: BackendsDep) -> Response:
     log_ctx.job_id.set(job_id)
     with backend_errors("jobs", missing_is_404=True):

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Path
 from services.common import logging as log_ctx
 from services.common.gen.radiology.v1 import jobs_pb2
 from services.gateway.deps import BackendsDep, CurrentUser, SignerDep
-from services.gateway.errors import backend_errors
+from services.gateway.errors import backend_errors, error_responses
 from services.gateway.serializers import task_json
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-@router.get("/{task_id}", summary="One task (owner only)")
+@router.get("/{task_id}", summary="One task (owner only)", responses=error_responses(400, 401, 404, 503))
 async def get_task(
     task_id: Annotated[str, Path(description="Task UUID")],
     user: CurrentUser,

@@ -1,0 +1,147 @@
+"""The API's documentation: /openapi.json documents the real error shape and statuses, and /docs
+(Swagger UI) loads nothing from another host."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.common.config import Settings
+from services.gateway.apidocs import SWAGGER_CSS, SWAGGER_DIR, SWAGGER_JS
+from services.gateway.errors import Error
+from tests.gateway.helpers import gateway_client
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB_DIST = ROOT / "web" / "dist"  # built by `make web` (npm ci && npm run build in web/)
+ERROR_REF = "#/components/schemas/Error"
+ALICE = {"X-User-ID": "alice"}
+
+
+def _error_statuses(operation: dict[str, Any]) -> set[int]:
+    return {int(s) for s in operation["responses"] if s[0] in "45"}
+
+
+def _schema_ref(response: dict[str, Any]) -> str | None:
+    return response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+
+
+async def test_openapi_documents_the_real_error_shape(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    error = spec["components"]["schemas"]["Error"]
+    assert set(error["properties"]) == {"detail", "code"} and set(error["required"]) == {"detail", "code"}
+    assert all(error["properties"][k]["type"] == "string" for k in ("detail", "code"))
+
+    # FastAPI's default 422 ({"detail": [{loc, msg, type}]}) is gone, everywhere.
+    text = json.dumps(spec)
+    assert "HTTPValidationError" not in text and "ValidationError" not in spec["components"]["schemas"]
+
+    paths = spec["paths"]
+    expected = {
+        ("/jobs", "post"): {400, 401, 408, 413, 415, 422, 503},
+        ("/jobs", "get"): {400, 401, 422, 503},
+        ("/jobs/{job_id}", "get"): {400, 401, 404, 503},
+        ("/jobs/{job_id}", "delete"): {400, 401, 404, 503},
+        ("/jobs/{job_id}/events", "get"): {400, 401, 404, 503},
+        ("/jobs/{job_id}/cancel", "post"): {400, 401, 404, 503},
+        ("/tasks/{task_id}", "get"): {400, 401, 404, 503},
+        ("/files/{user_id}/{job_id}/{filename}", "get"): {400, 404, 416, 503},
+        ("/operations", "get"): {503},
+        ("/readyz", "get"): {503},
+        ("/healthz", "get"): set(),
+    }
+    documented = {(p, m) for p, item in paths.items() for m in item}
+    assert documented == set(expected)
+    for (path, method), statuses in expected.items():
+        operation = paths[path][method]
+        assert _error_statuses(operation) == statuses, (method, path)
+        for status in statuses:
+            response = operation["responses"][str(status)]
+            assert _schema_ref(response) == ERROR_REF, (method, path, status)
+            assert response["description"], (method, path, status)
+
+    upload = paths["/jobs"]["post"]["responses"]
+    assert "file_too_large" in upload["413"]["description"]
+    assert "unknown_task_type" in upload["422"]["description"]
+    assert "Retry-After" in upload["503"]["headers"]
+    files = paths["/files/{user_id}/{job_id}/{filename}"]["get"]["responses"]
+    assert "Content-Range" in files["416"]["headers"] and {"206", "304"} <= set(files)
+    assert "text/event-stream" in paths["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+
+
+async def test_error_bodies_match_the_documented_schema(client: httpx.AsyncClient) -> None:
+    responses = [
+        await client.get("/jobs", params={"limit": 0}, headers=ALICE),  # FastAPI's own validation
+        await client.get("/jobs"),
+        await client.get("/jobs", headers={"X-User-ID": "../x"}),
+        await client.get("/jobs/nope", headers=ALICE),
+        await client.post("/jobs", content=b"x", headers={**ALICE, "Content-Type": "text/plain"}),
+    ]
+    assert [r.status_code for r in responses] == [422, 401, 400, 404, 400]
+    for resp in responses:
+        assert set(resp.json()) == {"detail", "code"}
+        Error.model_validate(resp.json())
+
+
+def _refs(html: str) -> list[str]:
+    return re.findall(r"""(?:src|href)=["']([^"']+)["']""", html) + re.findall(r"url: *'([^']+)'", html)
+
+
+async def _check_docs_page(client: httpx.AsyncClient) -> list[str]:
+    """/docs references no other host, and every file it references is served."""
+    resp = await client.get("/docs")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+    html = resp.text
+    assert not re.search(r"https?://|//cdn|jsdelivr|unpkg", html), html
+    refs = _refs(html)
+    assert refs, html
+    for ref in refs:
+        assert ref.startswith("/") and not ref.startswith("//"), ref
+        served = await client.get(ref)
+        assert served.status_code == 200, (ref, served.status_code)
+    return refs
+
+
+async def test_docs_without_the_built_assets_say_how_to_get_them(client: httpx.AsyncClient) -> None:
+    refs = await _check_docs_page(client)
+    assert refs == ["/openapi.json"]
+    assert "make web" in (await client.get("/docs")).text
+    assert (await client.get("/redoc")).status_code == 404  # ReDoc would need a CDN: not offered
+
+
+async def test_docs_serve_swagger_ui_from_the_web_dir(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    web = tmp_path / "web"
+    assets = web / SWAGGER_DIR
+    assets.mkdir(parents=True)
+    (web / "index.html").write_text("<html>viewer</html>")
+    (assets / SWAGGER_JS).write_text("window.SwaggerUIBundle = function () {};")
+    (assets / SWAGGER_CSS).write_text("body {}")
+    (assets / "favicon-32x32.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    async with gateway_client(make_settings(web_dir=str(web))) as client:
+        refs = await _check_docs_page(client)
+        assert set(refs) == {
+            f"/{SWAGGER_DIR}/{SWAGGER_JS}",
+            f"/{SWAGGER_DIR}/{SWAGGER_CSS}",
+            f"/{SWAGGER_DIR}/favicon-32x32.png",
+            "/openapi.json",
+        }
+        assert (await client.head("/docs")).status_code == 200
+
+
+async def test_docs_with_the_real_web_build(make_settings: Callable[..., Settings]) -> None:
+    if not (WEB_DIST / SWAGGER_DIR / SWAGGER_JS).is_file():
+        pytest.skip("web/dist is not built with Swagger UI: run `make web`")
+    async with gateway_client(make_settings(web_dir=str(WEB_DIST))) as client:
+        refs = await _check_docs_page(client)
+        js = await client.get(f"/{SWAGGER_DIR}/{SWAGGER_JS}")
+        assert "javascript" in js.headers["content-type"] and "SwaggerUIBundle" in js.text
+        css = await client.get(f"/{SWAGGER_DIR}/{SWAGGER_CSS}")
+        assert css.headers["content-type"].startswith("text/css") and ".swagger-ui" in css.text
+        assert f"/{SWAGGER_DIR}/favicon-32x32.png" in refs
