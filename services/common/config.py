@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     # --- gateway ---
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    auth: str = "header"  # "header" (X-User-ID) or "jwt" (later)
+    # How the gateway learns who calls: "header" (X-User-ID) is the only mode so far; another value
+    # stops the gateway at start rather than silently meaning something else.
+    auth: Literal["header"] = "header"
     cors_origins: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = ["http://localhost:3000"]
     signing_secret: str = ""  # HMAC key for file URLs; default: generated once under data_dir
     url_ttl_seconds: int = 3600

@@ -54,27 +54,12 @@ def _from_header(request: Request) -> str | None:
     return value
 
 
-def _from_jwt(authorization: str | None) -> str | None:
-    # Seam for the JWT issue: verify the bearer token and return its `sub`. Until a verifier is
-    # configured, refuse clearly instead of trusting an unverified token.
-    raise ApiError(
-        401,
-        "jwt_not_configured",
-        "Authentication mode 'jwt' is selected but JWT verification is not configured on this gateway.",
-        {"WWW-Authenticate": "Bearer"},
-    )
-
-
 async def optional_user(
     request: Request,
-    settings: SettingsDep,
     # Declared for the API docs; read from request.headers to see repeats and empty values.
     x_user_id: Annotated[str | None, Header(alias="X-User-ID", description="Caller's user id")] = None,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> str | None:
     """The caller's user id when the request carries one (validated), else None."""
-    if settings.auth == "jwt":
-        return _from_jwt(authorization)
     return _from_header(request)
 
 

@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2
 from services.gateway.signing import UrlSigner
 from tests.gateway.fakes import Fakes, result_for
-from tests.gateway.helpers import PNG, gateway_client, upload
+from tests.gateway.helpers import PNG, upload
 
 ALICE = {"X-User-ID": "alice"}
 BOB = {"X-User-ID": "bob"}
@@ -69,12 +70,9 @@ async def test_missing_identity_is_401_everywhere(client: httpx.AsyncClient) -> 
         }
 
 
-async def test_jwt_mode_is_not_configured_yet(make_settings: Callable[..., Settings]) -> None:
-    async with gateway_client(make_settings(auth="jwt")) as client:
-        resp = await client.get("/jobs", headers={"Authorization": "Bearer abc.def.ghi", **ALICE})
-    assert resp.status_code == 401
-    assert resp.json()["code"] == "jwt_not_configured"
-    assert "not configured" in resp.json()["detail"]
+def test_an_unknown_auth_mode_stops_the_gateway_at_start(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(ValidationError, match="auth"):
+        make_settings(auth="jwt")
 
 
 async def test_job_json_pending_then_success_with_signed_urls(

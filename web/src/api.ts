@@ -60,7 +60,6 @@ export interface Operation {
 // ---- identity -----------------------------------------------------------------------------
 
 const USER_KEY = "radiology.userId";
-const TOKEN_KEY = "radiology.token";
 const USER_ID_RE = /^[A-Za-z0-9._@-]{1,64}$/;
 
 export function validUserId(id: string): boolean {
@@ -71,23 +70,14 @@ export const identity = {
   get userId(): string {
     return localStorage.getItem(USER_KEY) ?? "";
   },
-  /** Bearer token for the gateway's JWT mode; empty in header mode (the default). */
-  get token(): string {
-    return localStorage.getItem(TOKEN_KEY) ?? "";
-  },
-  set(userId: string, token: string): void {
+  set(userId: string): void {
     localStorage.setItem(USER_KEY, userId);
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
   },
 };
 
-/** Headers that say who the caller is. The seam for JWT mode: a token adds Authorization. */
+/** Headers that say who the caller is (the gateway's identity is the X-User-ID header). */
 export function identityHeaders(): Record<string, string> {
-  const h: Record<string, string> = {};
-  if (identity.userId) h["X-User-ID"] = identity.userId;
-  if (identity.token) h["Authorization"] = `Bearer ${identity.token}`;
-  return h;
+  return identity.userId ? { "X-User-ID": identity.userId } : {};
 }
 
 // ---- errors -------------------------------------------------------------------------------

@@ -17,10 +17,8 @@ const jobsView = new JobsView();
 function setupIdentity(onChange: () => void): void {
   const form = $<HTMLFormElement>("identity");
   const user = $<HTMLInputElement>("user-id");
-  const token = $<HTMLInputElement>("token");
   const msg = $<HTMLElement>("identity-msg");
   user.value = identity.userId;
-  token.value = identity.token;
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const id = user.value.trim();
@@ -31,8 +29,8 @@ function setupIdentity(onChange: () => void): void {
       return;
     }
     msg.classList.remove("error");
-    const changed = id !== identity.userId || token.value.trim() !== identity.token;
-    identity.set(id, token.value.trim());
+    const changed = id !== identity.userId;
+    identity.set(id);
     msg.textContent = `Signed in as ${id}`;
     if (changed) onChange();
   });
