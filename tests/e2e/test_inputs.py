@@ -68,7 +68,7 @@ def _open_volume(data: bytes) -> nib.Nifti1Image:
 
 
 @pytest.mark.parametrize("kind", list(INPUTS))
-@pytest.mark.parametrize("op", ["blur", "resize", "grayscale"])
+@pytest.mark.parametrize("op", ["blur", "resize", "grayscale", "threshold"])
 def test_every_input_kind_through_every_seed_operation(platform, kind: str, op: str) -> None:
     name, make, dim, shape = INPUTS[kind]
     with client(platform, "inputs") as c:
@@ -86,10 +86,14 @@ def test_every_input_kind_through_every_seed_operation(platform, kind: str, op: 
             assert img.shape[:2] == expected
             if op == "grayscale":
                 assert img.ndim == 2
+            if op == "threshold":
+                assert img.ndim == 2 and set(np.unique(img)) <= {0, 255}
         else:
             assert outs["primary"]["filename"].endswith(".nii.gz")
             vol = _open_volume(primary)
             assert "preview" in outs
+            if op == "threshold":
+                assert vol.get_data_dtype() == np.uint8 and set(np.unique(vol.dataobj)) <= {0, 1}
             assert Image.open(io.BytesIO(download(c, outs["preview"]["url"]))).format == "PNG"
             if kind in ("anatomical", "example4d"):
                 src = nib.load(NIBABEL_FILES / name)

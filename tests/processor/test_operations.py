@@ -486,3 +486,48 @@ def test_viewable_inputs_get_no_input_output(kind: str, inputs: dict[str, Path],
     result, _ = _run("grayscale", {}, inputs[kind], tmp_path)
     assert "input" not in [o["role"] for o in result["outputs"]]
     assert not list(tmp_path.glob("*_input.*"))
+
+
+# -- threshold -------------------------------------------------------------------------------------
+
+
+def test_threshold_params() -> None:
+    defaults = {"lower": None, "upper": None, "output_format": "png"}
+    assert operations.validate_params("threshold", None) == defaults
+    with pytest.raises(ParamsError, match="lower .* must not be above upper"):
+        operations.validate_params("threshold", {"lower": 5, "upper": 1})
+    with pytest.raises(ParamsError, match="lower must be a number or null"):
+        operations.validate_params("threshold", {"lower": "high"})
+
+
+def test_threshold_2d_is_a_black_and_white_png_of_the_band(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("threshold", {"lower": 100, "upper": 180}, inputs["png_grey"], tmp_path)
+    mask = _read_output(result)
+    grey = np.asarray(PILImage.open(inputs["png_grey"]))
+    assert mask.dtype == np.uint8 and mask.shape == grey.shape
+    assert np.array_equal(mask == 255, (grey >= 100) & (grey <= 180)) and set(np.unique(mask)) <= {0, 255}
+    assert result["metadata"]["content"] == "mask" and result["metadata"]["threshold_method"] == "manual"
+    assert result["metadata"]["mask_voxels"] == int(np.count_nonzero(mask))
+
+
+def test_threshold_of_a_ct_is_in_hounsfield_units(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("threshold", {"lower": 100}, inputs["dicom_ct"], tmp_path)
+    mask = _read_output(result) == 255
+    hu = imaging.load(inputs["dicom_ct"]).data
+    assert np.array_equal(mask, hu >= 100)
+    assert [o["role"] for o in result["outputs"]] == ["primary", "input"]
+
+
+def test_threshold_volume_is_a_uint8_mask_on_the_input_grid(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _run("threshold", {}, inputs["nifti_3d"], tmp_path)
+    source = nib.load(inputs["nifti_3d"])
+    out = nib.load(result["outputs"][0]["path"])
+    mask = np.asanyarray(out.dataobj)
+    assert out.get_data_dtype() == np.uint8 and mask.shape == source.shape
+    assert set(np.unique(mask)) == {0, 1}
+    assert np.allclose(out.affine, source.affine)
+    meta = result["metadata"]
+    assert meta["threshold_method"] == "otsu"
+    assert np.array_equal(mask == 1, np.asanyarray(source.dataobj) >= meta["threshold_lower"])
+    voxel_ml = float(np.prod(source.header.get_zooms()[:3])) / 1000
+    assert meta["mask_volume_ml"] == pytest.approx(mask.sum() * voxel_ml, rel=1e-3)

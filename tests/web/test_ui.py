@@ -207,15 +207,16 @@ def test_volume_result_overlaid_on_input(page, anatomical_nii, shots):
 
 
 def test_threshold_mask_overlaid_on_input(page, anatomical_nii, shots):
+    page.goto("/?debug")
     sign_in(page, new_user("mask"))
-    ops = page.request.get("/operations", headers={"X-User-ID": "probe"}).json()["operations"]
-    if "threshold" not in {o["name"] for o in ops}:
-        pytest.skip("no `threshold` operation in the catalogue yet (the operations issue adds it)")
-    open_volume_job(page, anatomical_nii, "threshold", {"Lower": "150"})
+    open_volume_job(page, anatomical_nii, "threshold")  # Otsu's threshold by default
     page.locator('.viewer3d[data-volumes="2"]').wait_for()
+    # The input in grey underneath, the mask on top in a colour map, see-through.
+    layers = page.evaluate("() => window.niivue.volumes.map(v => [v.colormap, v.opacity])")
+    assert layers[0][0] == "gray" and layers[1][0] != "gray" and 0 < layers[1][1] < 1, layers
     page.get_by_role("button", name="Axial").click()
     s = canvas_stats(page, shots / "mask-overlay.png")
-    assert s["colour"] > 0.01, s
+    assert s["colour"] > 0.01 and s["distinct"] > 50, s  # coloured mask over a grey anatomy
 
 
 def test_unsupported_file_shows_clear_error(page, text_file, shots):

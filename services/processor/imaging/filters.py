@@ -99,3 +99,33 @@ def integral_dtype(values: np.ndarray) -> np.dtype | None:
         if info.min <= lo and hi <= info.max:
             return np.dtype(candidate)
     return None
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the value that best splits the histogram of the finite values into two
+    classes (maximum between-class variance). A constant image returns its value."""
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    if finite.size == 0:
+        raise ValueError("no finite values to threshold")
+    low, high = float(finite.min()), float(finite.max())
+    if low == high:
+        return low
+    counts, edges = np.histogram(finite, bins=bins, range=(low, high))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_below = np.cumsum(counts, dtype=np.float64)
+    weight_above = weight_below[-1] - weight_below
+    sum_below = np.cumsum(counts * centres)
+    mean_below = sum_below / np.maximum(weight_below, 1)
+    mean_above = (sum_below[-1] - sum_below) / np.maximum(weight_above, 1)
+    between = weight_below * weight_above * (mean_below - mean_above) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def band_mask(values: np.ndarray, lower: float | None, upper: float | None) -> np.ndarray:
+    """True where lower <= value <= upper (a missing bound is open); NaN is never inside."""
+    mask = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, dtype=bool)
+    if lower is not None:
+        mask &= values >= lower
+    if upper is not None:
+        mask &= values <= upper
+    return mask

@@ -165,3 +165,26 @@ def test_dicom_affine_maps_lps_to_ras() -> None:
         np.array([[0, 0, 6.0], [0, 0, 0.0], [0, 0, 3.0]]), (1, 0, 0, 0, 1, 0)
     )
     assert order.tolist() == [1, 2, 0] and distances.tolist() == [0.0, 3.0, 6.0]
+
+
+# -- threshold -------------------------------------------------------------------------------------
+
+
+def test_otsu_splits_two_populations_between_their_modes() -> None:
+    values = np.concatenate([RNG.normal(100, 10, 5000), RNG.normal(400, 30, 3000)])
+    labels = np.arange(values.size) >= 5000
+    t = filters.otsu_threshold(values)
+    assert 100 < t < 400
+    assert np.mean((values >= t) == labels) > 0.999
+    assert filters.otsu_threshold(np.full((4, 4), 7.0)) == 7.0
+    with_nan = np.concatenate([values, [np.nan, np.inf]])
+    assert abs(filters.otsu_threshold(with_nan) - t) < 1e-6
+    with pytest.raises(ValueError):
+        filters.otsu_threshold(np.array([np.nan]))
+
+
+def test_band_mask_is_inclusive_and_never_takes_nan() -> None:
+    values = np.array([np.nan, -1.0, 0.0, 5.0, 10.0, 11.0])
+    assert filters.band_mask(values, 0.0, 10.0).tolist() == [False, False, True, True, True, False]
+    assert filters.band_mask(values, None, 0.0).tolist() == [False, True, True, False, False, False]
+    assert filters.band_mask(np.arange(4), 2, None).tolist() == [False, False, True, True]
