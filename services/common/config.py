@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # --- jobs ---
     database_url: str = ""  # default: sqlite+aiosqlite:///{data_dir}/jobs.db
     outbox_interval_seconds: float = 5.0
+    # Jobs: how often to look for stored folders no job owns (0: never), and how old their newest
+    # object must be (longer than any upload) before they are removed.
+    janitor_interval_seconds: float = 3600.0
+    orphan_grace_seconds: float = 24 * 3600.0
 
     # --- storage ---
     storage_url: str = ""  # default: file://{data_dir}/objects ; or s3://host:port/bucket

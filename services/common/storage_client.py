@@ -206,3 +206,10 @@ class StorageClient:
             storage_pb2.DeletePrefixRequest(prefix=prefix), timeout=self.timeout, metadata=call_metadata()
         )
         return reply.deleted
+
+    async def list(self, prefix: str = "", page_token: str = "",
+                   page_size: int = 0) -> storage_pb2.ListResponse:
+        return await self._stub.List(
+            storage_pb2.ListRequest(prefix=prefix, page_size=page_size, page_token=page_token),
+            timeout=self.timeout, metadata=call_metadata(),
+        )

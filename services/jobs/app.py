@@ -15,6 +15,7 @@ from services.common.config import Settings
 from services.common.gen.radiology.v1 import jobs_pb2_grpc
 from services.common.storage_client import StorageClient
 from services.jobs.events import EventConsumer
+from services.jobs.janitor import Janitor
 from services.jobs.migrate import upgrade
 from services.jobs.models import make_engine
 from services.jobs.outbox import Outbox
@@ -34,6 +35,7 @@ class JobsApp:
     hub: WatchHub
     outbox: Outbox
     consumer: EventConsumer
+    janitor: Janitor
     storage_channel: grpc.aio.Channel
     servicer: JobService
 
@@ -44,6 +46,7 @@ class JobsApp:
         await self.hub.start()
         await self.consumer.start()
         self.outbox.start()
+        self.janitor.start()
 
     async def ready(self) -> str | None:
         """What the service needs and cannot reach right now (None: all is well)."""
@@ -57,7 +60,7 @@ class JobsApp:
 
     async def drain(self) -> None:
         """Stop taking events after the batch in hand, and stop the outbox."""
-        await asyncio.gather(self.consumer.stop(), self.outbox.stop())
+        await asyncio.gather(self.consumer.stop(), self.outbox.stop(), self.janitor.stop())
 
     async def close(self) -> None:
         await self.hub.stop()
@@ -83,4 +86,5 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
         engine=engine, nc=nc, repo=repo, hub=hub,
         outbox=Outbox(repo, publisher, settings.outbox_interval_seconds),
         consumer=EventConsumer(nc, repo, hub, storage), storage_channel=storage_channel, servicer=servicer,
+        janitor=Janitor(repo, storage, settings.janitor_interval_seconds, settings.orphan_grace_seconds),
     )

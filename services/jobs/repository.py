@@ -321,6 +321,16 @@ class Repository:
         rows = await self._run(lambda session: session.execute(stmt).all())
         return [(job, task) for task, job in rows]
 
+    async def existing_jobs(self, job_ids: Sequence[str]) -> set[tuple[str, str]]:
+        """(user_id, job_id) of those of job_ids that exist."""
+        ids = sorted(set(job_ids))
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(ids), 500):  # well under every database's parameter limit
+            stmt = select(JobRow.user_id, JobRow.job_id).where(JobRow.job_id.in_(ids[start : start + 500]))
+            rows = await self._run(lambda session, stmt=stmt: session.execute(stmt).all())
+            found.update((user_id, job_id) for user_id, job_id in rows)
+        return found
+
     async def ping(self) -> None:
         """A trivial query: raises while the database cannot be reached."""
         await self._run(lambda session: session.execute(select(1)))

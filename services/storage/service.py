@@ -23,6 +23,8 @@ from services.storage.backends import (
 
 log = logging.getLogger(__name__)
 
+MAX_LIST_PAGE = 1000
+
 SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 BYTES_IN = Counter("storage_bytes_in", "Bytes received by StorageService.Put")
@@ -128,3 +130,14 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         except Exception as exc:
             await _abort(context, exc)
         return storage_pb2.DeleteResponse(deleted=deleted)
+
+    async def List(self, request: storage_pb2.ListRequest,
+                   context: grpc.aio.ServicerContext) -> storage_pb2.ListResponse:
+        try:
+            if request.page_size < 0:
+                raise InvalidArgument(f"page_size must not be negative (got {request.page_size})")
+            page_size = min(request.page_size or MAX_LIST_PAGE, MAX_LIST_PAGE)
+            objects, token = await self.backend.list(request.prefix, page_size, request.page_token)
+        except Exception as exc:
+            await _abort(context, exc)
+        return storage_pb2.ListResponse(objects=[to_proto(o) for o in objects], next_page_token=token)

@@ -18,12 +18,19 @@ from services.jobs.app import JobsApp, build
 
 
 class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
-    """Only DeletePrefix and Delete, recording what it was asked."""
+    """Only DeletePrefix, Delete and List, recording what it was asked."""
 
     def __init__(self) -> None:
         self.prefixes: list[str] = []
         self.keys: list[str] = []
         self.deleted = 3
+        self.listing: list[storage_pb2.ObjectInfo] = []  # what List pages through, two at a time
+
+    async def List(self, request: storage_pb2.ListRequest, context: Any):
+        start = int(request.page_token or 0)
+        page = self.listing[start : start + 2]
+        more = start + 2 < len(self.listing)
+        return storage_pb2.ListResponse(objects=page, next_page_token=str(start + 2) if more else "")
 
     async def DeletePrefix(self, request: storage_pb2.DeletePrefixRequest, context: Any):
         self.prefixes.append(request.prefix)

@@ -15,13 +15,17 @@ from prometheus_client import REGISTRY
 from sqlalchemy import update
 
 from services.common import messaging
-from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, tasks_pb2
+from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, storage_pb2, tasks_pb2
 from services.common.protobuf import to_struct
 from services.jobs.models import TaskRow
 
 from .harness import Running, StorageServer, start_jobs
 
 S = common_pb2
+
+
+def listed(key: str, modified_at: float) -> storage_pb2.ObjectInfo:
+    return storage_pb2.ObjectInfo(key=key, size=1, modified_at=modified_at)
 
 
 def create_request(user: str, *names: str, task_type: str = "blur") -> jobs_pb2.CreateJobRequest:
@@ -387,3 +391,22 @@ async def test_outputs_stored_for_a_deleted_job_are_removed(
         outputs=[S.Output(filename="k_processed.png", key=f"alice/{kept.job_id}/k_processed.png")]))
     await asyncio.sleep(0.3)
     assert sorted(fake_storage.servicer.keys) == sorted(mine)
+
+
+async def test_janitor_removes_only_old_folders_that_no_job_owns(
+    jobs: Running, fake_storage: StorageServer
+) -> None:
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png"))
+    orphan, young = str(uuid.uuid4()), str(uuid.uuid4())
+    old, now = time.time() - 2 * jobs.settings.orphan_grace_seconds, time.time()
+    fake_storage.servicer.listing = [
+        listed(f"alice/{job.job_id}/a.png", old),  # its job exists: kept
+        listed(f"alice/{orphan}/x.png", old),  # no job: removed
+        listed(f"alice/{orphan}/x_processed.png", old),
+        listed(f"alice/{young}/y.png", now),  # maybe an upload still arriving: kept
+        listed(f"bob/{job.job_id}/a.png", old),  # that job id belongs to alice, not bob: removed
+        listed("stray-object", old),  # not a platform key: ignored
+    ]
+    removed = await jobs.app.janitor.sweep()
+    assert sorted(removed) == sorted([f"alice/{orphan}/", f"bob/{job.job_id}/"])
+    assert sorted(fake_storage.servicer.prefixes) == sorted(removed)

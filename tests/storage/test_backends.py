@@ -173,6 +173,34 @@ async def test_delete_prefix_removes_exactly_that_prefix(backend: Backend) -> No
         await backend.delete_prefix("../")
 
 
+async def test_list_pages_through_every_object_once(backend: Backend) -> None:
+    keys = ["u/j1/a", "u/j1/sub/b", "u/j10/c", "u/j-x/d", "u/j/e", "v/j1/f", "u/j1.png"]
+    for key in keys:
+        await backend.put(key, "", stream(key.encode()))
+    for page_size in (1, 2, 3, 100):
+        seen, token, pages = [], "", 0
+        while True:
+            objects, token = await backend.list("", page_size, token)
+            assert len(objects) <= page_size
+            seen += [o.key for o in objects]
+            pages += 1
+            if not token:
+                break
+        assert sorted(seen) == sorted(keys) and len(seen) == len(set(seen)), (page_size, seen)
+        assert pages == -(-len(keys) // page_size)  # no empty last page
+    objects, token = await backend.list("u/j1/", 10)
+    assert sorted(o.key for o in objects) == ["u/j1/a", "u/j1/sub/b"] and token == ""
+    info = next(o for o in objects if o.key == "u/j1/a")
+    assert info.size == len(b"u/j1/a") and info.modified_at > 0
+    assert await backend.list("nobody/", 10) == ([], "")
+    with pytest.raises(InvalidKey, match="must end with '/'"):
+        await backend.list("u/j1", 10)
+    with pytest.raises(InvalidKey):
+        await backend.list("../", 10)
+    with pytest.raises(InvalidKey, match="not under prefix"):
+        await backend.list("u/j1/", 10, "v/j1/f")
+
+
 @pytest.mark.parametrize("key", ["../x", "/abs", "a//b", "a\\b", "a\x00b", "..", "a/./b", ""], ids=repr)
 async def test_hostile_keys_are_rejected_everywhere(backend: Backend, key: str) -> None:
     consumed = []

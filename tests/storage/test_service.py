@@ -103,6 +103,18 @@ async def test_delete_prefix_counts(stub: Stub) -> None:
     assert (await stub.Stat(storage_pb2.StatRequest(key="bob/j2/a"))).size == 1
 
 
+async def test_list_over_grpc(stub: Stub) -> None:
+    for key in ("carol/j1/a", "carol/j1/b", "carol/j2/a"):
+        await stub.Put(put_requests(key, b"xy"))
+    first = await stub.List(storage_pb2.ListRequest(prefix="carol/", page_size=2))
+    assert [o.key for o in first.objects] == ["carol/j1/a", "carol/j1/b"] and first.next_page_token
+    rest = await stub.List(storage_pb2.ListRequest(prefix="carol/", page_token=first.next_page_token))
+    assert [o.key for o in rest.objects] == ["carol/j2/a"] and rest.next_page_token == ""
+    assert rest.objects[0].size == 2 and rest.objects[0].modified_at > 0
+    await expect_error(stub.List(storage_pb2.ListRequest(page_size=-1)), Code.INVALID_ARGUMENT, "page_size")
+    await expect_error(stub.List(storage_pb2.ListRequest(prefix="carol")), Code.INVALID_ARGUMENT, "'/'")
+
+
 async def test_error_status_codes(stub: Stub) -> None:
     await stub.Put(put_requests("u/j/ten", b"0123456789"))
 

@@ -82,6 +82,11 @@ class Backend(Protocol):
         """Remove every object under prefix (ending with '/'); return how many."""
         ...
 
+    async def list(self, prefix: str, page_size: int, page_token: str = "") -> tuple[list[ObjectInfo], str]:
+        """Up to page_size objects under prefix after page_token, in a stable order, and the token
+        of the next page ("" when there is none). Listed infos carry key, size and modified_at."""
+        ...
+
     async def ready(self) -> str | None:
         """None when the backend can serve, else what is wrong (for the health status)."""
         ...

@@ -49,6 +49,17 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+def validate_list_args(prefix: str, page_token: str) -> None:
+    """List takes an empty prefix (everything) or a DeletePrefix-style one, and a token that is
+    a key under that prefix (the last key of the previous page)."""
+    if prefix:
+        validate_prefix(prefix)
+    if page_token:
+        validate_key(page_token, "page_token")
+        if not page_token.startswith(prefix):
+            raise InvalidKey(f"page_token {page_token!r} is not under prefix {prefix!r}")
+
+
 def validate_content_type(content_type: str) -> str:
     """The content type to record ("" means application/octet-stream)."""
     if not content_type:

@@ -34,7 +34,12 @@ from services.storage.backends.base import (
     byte_range,
     spool,
 )
-from services.storage.backends.keys import validate_content_type, validate_key, validate_prefix
+from services.storage.backends.keys import (
+    validate_content_type,
+    validate_key,
+    validate_list_args,
+    validate_prefix,
+)
 
 # A reader that sees data and metadata of different writes (a writer between its two renames)
 # retries this many times before concluding a crash left them apart, and repairing the metadata.
@@ -229,6 +234,42 @@ class LocalBackend:
         _prune_empty_parents((self.data / prefix).parent, self.data)
         _prune_empty_parents((self.meta / prefix).parent, self.meta)
         return deleted
+
+    async def list(self, prefix: str, page_size: int, page_token: str = "") -> tuple[list[ObjectInfo], str]:
+        validate_list_args(prefix, page_token)
+        found = await self._io(self._list, prefix, page_size + 1, page_token)
+        if len(found) > page_size:
+            return found[:page_size], found[page_size - 1].key
+        return found, ""
+
+    def _list(self, prefix: str, limit: int, page_token: str) -> list[ObjectInfo]:
+        """Keys in the order of their segments (a depth-first walk of sorted folder entries),
+        which is the order the page token is compared in: whole subtrees before it are skipped."""
+        after = tuple(page_token.split("/")) if page_token else ()
+        found: list[ObjectInfo] = []
+
+        def walk(folder: Path, parts: tuple[str, ...]) -> bool:
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            for entry in entries:
+                here = (*parts, entry.name)
+                if entry.is_dir(follow_symlinks=False):
+                    if here < after[: len(here)]:
+                        continue
+                    if walk(Path(entry.path), here):
+                        return True
+                elif entry.is_file(follow_symlinks=False) and here > after:
+                    st = entry.stat(follow_symlinks=False)
+                    found.append(ObjectInfo("/".join(here), st.st_size, "", "", "", st.st_mtime))
+                    if len(found) >= limit:
+                        return True
+            return False
+
+        start = tuple(prefix.rstrip("/").split("/")) if prefix else ()
+        walk(self.data.joinpath(*start), start)
+        return found
 
     async def ready(self) -> str | None:
         writable = await asyncio.to_thread(

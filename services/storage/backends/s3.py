@@ -31,7 +31,12 @@ from services.storage.backends.base import (
     byte_range,
     spool,
 )
-from services.storage.backends.keys import validate_content_type, validate_key, validate_prefix
+from services.storage.backends.keys import (
+    validate_content_type,
+    validate_key,
+    validate_list_args,
+    validate_prefix,
+)
 
 T = TypeVar("T")
 _SHA_META = "sha256"  # stored as x-amz-meta-sha256
@@ -126,6 +131,28 @@ class S3Backend:
                 f"could not remove {len(errors)} of {len(names)} objects under {prefix!r}: "
                 f"{errors[0].message}")
         return len(names)
+
+    async def list(self, prefix: str, page_size: int, page_token: str = "") -> tuple[list[ObjectInfo], str]:
+        validate_list_args(prefix, page_token)
+        await self._ensure_bucket()
+
+        def page() -> list[ObjectInfo]:
+            found = []
+            listing = self.client.list_objects(
+                self.bucket, prefix=prefix or None, recursive=True, start_after=page_token or None
+            )
+            for obj in listing:  # S3 order: UTF-8 bytes of the key; minio pages through for us
+                modified = obj.last_modified.timestamp() if obj.last_modified else 0.0
+                found.append(ObjectInfo(obj.object_name, obj.size or 0, "", "",
+                                        (obj.etag or "").strip('"'), modified))
+                if len(found) > page_size:
+                    break
+            return found
+
+        found = await self._call(page)
+        if len(found) > page_size:
+            return found[:page_size], found[page_size - 1].key
+        return found, ""
 
     async def ready(self) -> str | None:
         try:

@@ -65,6 +65,11 @@ class StorageServiceStub:
                 request_serializer=radiology_dot_v1_dot_storage__pb2.DeletePrefixRequest.SerializeToString,
                 response_deserializer=radiology_dot_v1_dot_storage__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.List = channel.unary_unary(
+                '/radiology.v1.StorageService/List',
+                request_serializer=radiology_dot_v1_dot_storage__pb2.ListRequest.SerializeToString,
+                response_deserializer=radiology_dot_v1_dot_storage__pb2.ListResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -122,6 +127,17 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def List(self, request, context):
+        """Lists objects whose key starts with prefix, one page at a time, in a stable order: pass the
+        previous page's next_page_token to continue. Used by the jobs service to find objects that no
+        job owns (an upload whose gateway died before the job was created).
+        Errors: INVALID_ARGUMENT when prefix is not empty and does not end with "/" (or is not a
+        valid key before it), or page_size is negative.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +165,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.DeletePrefix,
                     request_deserializer=radiology_dot_v1_dot_storage__pb2.DeletePrefixRequest.FromString,
                     response_serializer=radiology_dot_v1_dot_storage__pb2.DeleteResponse.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=radiology_dot_v1_dot_storage__pb2.ListRequest.FromString,
+                    response_serializer=radiology_dot_v1_dot_storage__pb2.ListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -292,6 +313,33 @@ class StorageService:
             '/radiology.v1.StorageService/DeletePrefix',
             radiology_dot_v1_dot_storage__pb2.DeletePrefixRequest.SerializeToString,
             radiology_dot_v1_dot_storage__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radiology.v1.StorageService/List',
+            radiology_dot_v1_dot_storage__pb2.ListRequest.SerializeToString,
+            radiology_dot_v1_dot_storage__pb2.ListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,93 @@
+"""Janitor: removes stored objects that no job owns.
+
+A job's files are stored before its row exists (the gateway streams the upload, then calls
+CreateJob), and a refused upload is cleaned up by the gateway itself. What is left is the rare
+case in between: the gateway died mid-upload, or died while storage was unreachable for its
+clean-up. Every RADIOLOGY_JANITOR_INTERVAL_SECONDS the janitor lists storage, groups keys by their
+"{user_id}/{job_id}/" folder, and removes each folder whose job does not exist and whose newest
+object is older than RADIOLOGY_ORPHAN_GRACE_SECONDS (far longer than any upload takes). Replicas
+may sweep at the same time: every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from prometheus_client import Counter
+
+from services.common.storage_client import StorageClient
+from services.jobs.repository import Repository
+
+log = logging.getLogger(__name__)
+
+ORPHANS_REMOVED = Counter("jobs_orphan_folders_removed", "Storage folders removed because no job owned them")
+
+
+def job_folders(keys_and_times: list[tuple[str, float]]) -> dict[str, float]:
+    """"{user}/{job}/" folder -> newest modification time, for keys with at least three segments."""
+    newest: dict[str, float] = {}
+    for key, modified in keys_and_times:
+        parts = key.split("/", 2)
+        if len(parts) < 3:
+            continue  # not a key the platform writes
+        folder = f"{parts[0]}/{parts[1]}/"
+        newest[folder] = max(newest.get(folder, 0.0), modified)
+    return newest
+
+
+class Janitor:
+    def __init__(self, repo: Repository, storage: StorageClient, interval: float, grace: float) -> None:
+        self.repo = repo
+        self.storage = storage
+        self.interval = interval
+        self.grace = grace
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep(self) -> list[str]:
+        """One pass; returns the folders it removed."""
+        listed: list[tuple[str, float]] = []
+        token = ""
+        while True:
+            page = await self.storage.list(page_token=token)
+            listed += [(o.key, o.modified_at) for o in page.objects]
+            token = page.next_page_token
+            if not token:
+                break
+        cutoff = time.time() - self.grace
+        old = {folder: folder.split("/")[:2] for folder, t in job_folders(listed).items() if t < cutoff}
+        owned = await self.repo.existing_jobs([job_id for _, job_id in old.values()])
+        removed = []
+        for folder, (user_id, job_id) in old.items():
+            if (user_id, job_id) in owned:
+                continue
+            await self.storage.delete_prefix(folder)
+            removed.append(folder)
+            ORPHANS_REMOVED.inc()
+            log.info("removed %s: no job owns it", folder, extra={"job_id": job_id})
+        return removed
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            except TimeoutError:
+                pass
+            if self._stopping.is_set():
+                break
+            try:
+                await self.sweep()
+            except Exception as exc:  # storage or database away: the next pass tries again
+                log.warning("janitor pass failed: %s", exc)
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._task = asyncio.create_task(self._run(), name="jobs-janitor")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
