@@ -1,4 +1,5 @@
-"""A large upload streams through the real gateway and storage without either holding it in memory."""
+"""A large upload and download stream through the real gateway and storage without either holding
+the file in memory."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-def test_half_a_gigabyte_upload_keeps_memory_flat(tmp_path) -> None:
+def test_half_a_gigabyte_upload_and_download_keep_memory_flat(tmp_path) -> None:
     platform = start_platform(tmp_path / "data", env={
         "RADIOLOGY_MAX_FILE_BYTES": str(SIZE + CHUNK),
         "RADIOLOGY_MAX_JOB_BYTES": str(SIZE + CHUNK),
@@ -64,8 +65,24 @@ def test_half_a_gigabyte_upload_keeps_memory_flat(tmp_path) -> None:
                 while block := f.read(CHUNK * 8):
                     h.update(block)
             assert h.hexdigest() == digest.hexdigest()
-        for name, pid in pids.items():
-            grew = _peak_rss_mib(pid) - before[name]
-            assert grew < 80, f"{name} peak memory grew by {grew:.0f} MiB for a {SIZE >> 20} MiB upload"
+            for name, pid in pids.items():
+                grew = _peak_rss_mib(pid) - before[name]
+                assert grew < 80, f"{name} peak memory grew by {grew:.0f} MiB for a {SIZE >> 20} MiB upload"
+
+            # And the whole file streams back out the same way.
+            for pid in pids.values():
+                with open(f"/proc/{pid}/clear_refs", "w") as f:
+                    f.write("5")  # resets the peak (VmHWM) to the current size
+            before = {name: _peak_rss_mib(pid) for name, pid in pids.items()}
+            back, received = hashlib.sha256(), 0
+            with c.stream("GET", url) as resp:
+                assert resp.status_code == 200
+                for block in resp.iter_bytes(CHUNK):
+                    back.update(block)
+                    received += len(block)
+            assert received == SIZE and back.hexdigest() == digest.hexdigest()
+            for name, pid in pids.items():
+                grew = _peak_rss_mib(pid) - before[name]
+                assert grew < 60, f"{name} peak memory grew by {grew:.0f} MiB for a {SIZE >> 20} MiB download"
     finally:
         platform.stop()
