@@ -92,9 +92,11 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "input file names must be non-empty safe base names, unique"
             )
-        if any(not i.key.startswith(f"{user}/") for i in request.inputs):
+        # A job owns exactly its own folder: no reading another job's (or user's) files, and
+        # DeleteJob's DeletePrefix removes every input.
+        if any(i.key != f"{user}/{job_id}/{i.filename}" for i in request.inputs):
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "input keys must be under the user's prefix"
+                grpc.StatusCode.INVALID_ARGUMENT, "each input key must be {user_id}/{job_id}/{filename}"
             )
 
         inputs = [NewInput(i.filename, i.key, i.format, i.size) for i in request.inputs]

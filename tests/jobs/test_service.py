@@ -104,9 +104,11 @@ async def test_invalid_requests(jobs: Running) -> None:
         create_request("alice", "a.png", task_type="blur.>"),  # would escape the subject
         create_request("alice", "a.png", "a.png"),  # duplicate names
     ]
-    stolen = create_request("alice", "a.png")
-    stolen.inputs[0].key = "bob/other/a.png"
-    bad_requests.append(stolen)
+    other_job = str(uuid.uuid4())
+    for key in ["bob/other/a.png", f"alice/{other_job}/a.png", "alice/{job}/b.png", "alice/a.png"]:
+        stolen = create_request("alice", "a.png")  # another user's file, another job's, a wrong name
+        stolen.inputs[0].key = key.replace("{job}", stolen.job_id)
+        bad_requests.append(stolen)
     for req in bad_requests:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await jobs.stub.CreateJob(req)
