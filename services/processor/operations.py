@@ -54,23 +54,33 @@ OUTPUT_FORMAT = {
 }
 
 
-def _schema(properties: dict[str, Any]) -> dict[str, Any]:
+def _schema(properties: dict[str, Any], presets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """An operation's params schema. ``x-order`` lists the params in the order a form should show
     them (main params first, output_format last): JSON object keys lose their order on the way
-    through protobuf Struct."""
-    return {
+    through protobuf Struct. ``examples`` are presets a form offers: params plus an ``x-title``."""
+    schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
         "properties": {**properties, "output_format": OUTPUT_FORMAT},
         "additionalProperties": False,
         "x-order": [*properties, "output_format"],
     }
+    if presets:
+        schema["examples"] = presets
+    return schema
+
+
+def preset_params(preset: dict[str, Any]) -> dict[str, Any]:
+    """The params of a preset (its x- annotations left out)."""
+    return {k: v for k, v in preset.items() if not k.startswith("x-")}
 
 
 def _register(op: Operation) -> None:
     jsonschema.Draft202012Validator.check_schema(op.params_schema)
     _REGISTRY[op.name] = op
     _VALIDATORS[op.name] = jsonschema.Draft202012Validator(op.params_schema)
+    for preset in op.params_schema.get("examples", []):
+        validate_params(op.name, preset_params(preset))  # a broken preset fails at import
 
 
 # -- public interface ------------------------------------------------------------------------------
@@ -327,7 +337,12 @@ _register(
                     "default": 2.0,
                     "description": "Gaussian standard deviation: pixels for 2D, millimetres for volumes.",
                 },
-            }
+            },
+            presets=[
+                {"x-title": "Light (sigma 1)", "sigma": 1},
+                {"x-title": "Medium (sigma 3)", "sigma": 3},
+                {"x-title": "Strong (sigma 8)", "sigma": 8},
+            ],
         ),
         outputs=STANDARD_OUTPUTS,
         apply=blur,
@@ -392,7 +407,15 @@ _register(
                     "x-expects": "a list of 3 whole numbers [x, y, z] between 1 and 4096",
                     "description": "Volumes: target shape in voxels [x, y, z].",
                 },
-            }
+            },
+            presets=[
+                {"x-title": "Thumbnail (256 x 256, aspect kept)", "width": 256, "height": 256,
+                 "keep_aspect": True, "spacing": None, "shape": None},
+                {"x-title": "1024 x 1024", "width": 1024, "height": 1024, "keep_aspect": False,
+                 "spacing": None, "shape": None},
+                {"x-title": "Volume: 1 mm isotropic", "spacing": 1, "shape": None},
+                {"x-title": "Volume: 2 mm isotropic", "spacing": 2, "shape": None},
+            ],
         ),
         outputs=STANDARD_OUTPUTS,
         apply=resize,
@@ -434,7 +457,13 @@ _register(
                     "default": None,
                     "description": "Highest value inside the mask. Empty: no upper bound.",
                 },
-            }
+            },
+            presets=[
+                {"x-title": "Automatic (Otsu)", "lower": None, "upper": None},
+                {"x-title": "CT bone (300 HU and above)", "lower": 300, "upper": None},
+                {"x-title": "CT soft tissue (-100 to 300 HU)", "lower": -100, "upper": 300},
+                {"x-title": "CT lung (-1000 to -400 HU)", "lower": -1000, "upper": -400},
+            ],
         ),
         outputs="A mask: black and white PNG for 2D inputs; uint8 .nii.gz (0/1) plus a PNG preview "
         "for volumes",

@@ -531,3 +531,12 @@ def test_threshold_volume_is_a_uint8_mask_on_the_input_grid(inputs: dict[str, Pa
     assert np.array_equal(mask == 1, np.asanyarray(source.dataobj) >= meta["threshold_lower"])
     voxel_ml = float(np.prod(source.header.get_zooms()[:3])) / 1000
     assert meta["mask_volume_ml"] == pytest.approx(mask.sum() * voxel_ml, rel=1e-3)
+
+
+def test_presets_are_titled_and_valid() -> None:
+    entries = {e["name"]: e["params_schema"] for e in operations.catalogue()}
+    for name in ("blur", "resize", "threshold"):
+        presets = entries[name]["examples"]
+        assert presets and all(isinstance(p["x-title"], str) and p["x-title"] for p in presets)
+        for preset in presets:
+            operations.validate_params(name, operations.preset_params(preset))

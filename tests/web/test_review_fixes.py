@@ -363,3 +363,17 @@ def test_first_result_replaces_an_earlier_failure(page, tmp_path):
     titles = page.evaluate("window.__titles")
     assert titles[-1] == "Result: slow_big.png"
     assert "Result: truncated.png" in titles, titles  # the failure was shown while the other ran
+
+
+def test_presets_fill_the_form(page):
+    sign_in(page, new_user("preset"))
+    page.get_by_label("Operation").select_option("blur")
+    page.get_by_label("Preset").select_option(label="Strong (sigma 8)")
+    assert page.locator("#params").get_by_label("Sigma").first.input_value() == "8"
+    page.get_by_label("Operation").select_option("threshold")
+    page.get_by_label("Preset").select_option(label="CT lung (-1000 to -400 HU)")
+    lower = page.locator("#params").get_by_label("Lower").first
+    upper = page.locator("#params").get_by_label("Upper").first
+    assert (lower.input_value(), upper.input_value()) == ("-1000", "-400")
+    page.get_by_label("Preset").select_option(label="Automatic (Otsu)")
+    assert (lower.input_value(), upper.input_value()) == ("", "")
