@@ -102,4 +102,8 @@ def test_params_form_follows_the_schema_order(page, shots):
     page.get_by_label("Operation").select_option("resize")
     order = _param_order(page)
     assert order[:3] == ["width", "height", "keep_aspect"] and order[-1] == "output_format", order
+    # A checkbox sits before its label on one line, not stretched across the panel above it.
+    box = page.get_by_label("Keep aspect").bounding_box()
+    label = page.locator('#params [data-param="keep_aspect"] label').bounding_box()
+    assert box["width"] < 30 and box["x"] < label["x"] and abs(box["y"] - label["y"]) < label["height"]
     page.locator("#params").screenshot(path=str(shots / "params-resize.png"))
