@@ -120,6 +120,33 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+class Preamble:
+    """Drops what comes before the first boundary line: RFC 2046 (5.1.1) says a preamble is to be
+    ignored, and python-multipart refuses one."""
+
+    LIMIT = 64 * 1024
+
+    def __init__(self, boundary: bytes) -> None:
+        self._delimiter = b"--" + boundary
+        self._held = bytearray()
+        self._found = False
+
+    def skip(self, chunk: bytes) -> bytes:
+        if self._found:
+            return chunk
+        self._held += chunk
+        start = 0 if self._held.startswith(self._delimiter) else self._held.find(b"\r\n" + self._delimiter)
+        if start < 0:
+            if len(self._held) > self.LIMIT:
+                raise ApiError(400, "malformed_multipart",
+                               f"No multipart boundary in the first {self.LIMIT // 1024} KiB of the body.")
+            return b""
+        self._found = True
+        rest = bytes(self._held[start:])
+        self._held.clear()
+        return rest
+
+
 def parse_params(text: str) -> dict[str, Any]:
     """The `params` form field as a JSON object of finite values, or 422 invalid_params."""
     try:
@@ -238,7 +265,9 @@ class UploadReceiver:
             parser = self._parser()
         except FormParserError:
             raise malformed from None
-        async for chunk in _idle_timeout(body, self._settings.upload_idle_timeout_seconds):
+        preamble = Preamble(self._boundary)
+        async for received in _idle_timeout(body, self._settings.upload_idle_timeout_seconds):
+            chunk = preamble.skip(received)
             if not chunk:
                 continue
             try:

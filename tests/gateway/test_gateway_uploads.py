@@ -11,7 +11,9 @@ import pytest
 from services.common.config import Settings
 from services.gateway.uploads import safe_name, unique_name
 from tests.gateway.fakes import Fakes
-from tests.gateway.helpers import JPEG, PNG, gateway_client, upload
+from tests.gateway.helpers import JPEG, PNG, gateway_client, multipart, upload
+
+ALICE = {"X-User-ID": "alice"}
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 DICOM = b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + b"\x00" * 200
@@ -241,3 +243,23 @@ async def test_storage_refusing_max_size_is_413(client: httpx.AsyncClient, fakes
     resp = await upload(client, [("files", "a.png", PNG), ("files", "b.png", PNG + bytes(5000))])
     assert "b.png" in assert_error(resp, 413, "file_too_large")["detail"]
     assert fakes.storage.objects == {} and fakes.jobs.created == []
+
+
+async def test_a_preamble_before_the_first_boundary_is_ignored(client: httpx.AsyncClient) -> None:
+    body, ctype = multipart([("files", "a.png", PNG)])
+    for preamble in (b"This is a multi-part message in MIME format.\r\n", b"\r\n", b"x" * 5000 + b"\r\n"):
+        r = await client.post("/jobs", content=preamble + body, headers={"Content-Type": ctype, **ALICE})
+        assert r.status_code == 202, r.text
+    # The boundary split across chunks of the body is found too.
+    whole = b"junk before\r\n" + body
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for i in range(0, len(whole), 7):
+            yield whole[i : i + 7]
+
+    r = await client.post("/jobs", content=chunks(), headers={"Content-Type": ctype, **ALICE})
+    assert r.status_code == 202, r.text
+    # A body that never reaches a boundary is refused without reading it all.
+    r = await client.post("/jobs", content=b"y" * 200_000, headers={"Content-Type": ctype, **ALICE})
+    assert r.status_code == 400 and r.json()["code"] == "malformed_multipart"
+    assert "boundary" in r.json()["detail"]
