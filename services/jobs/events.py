@@ -149,6 +149,15 @@ class EventConsumer:
         try:
             result = await self.repo.apply_events([event for _, event in decoded])
         except Exception:
+            if await self._database_reachable():
+                # The database is fine, so some event in the batch is bad: one by one, the bad
+                # one is dropped and the others (other users' jobs) go through.
+                if len(decoded) == 1:
+                    await self._drop(*decoded[0])
+                else:
+                    for msg, _ in decoded:
+                        await self._apply([msg])
+                return
             # Not acked: JetStream redelivers them once the database is back.
             log.exception("applying %d task events failed; they will be redelivered", len(decoded))
             for msg, _ in decoded:
@@ -166,6 +175,17 @@ class EventConsumer:
         # Built once per changed job, and only for jobs someone watches in this process.
         snapshots = [job_to_proto(job) for job in result.jobs if self.hub.watched(job.job_id)]
         await self.hub.publish(result.job_ids, snapshots)
+
+    async def _database_reachable(self) -> bool:
+        try:
+            await self.repo.ping()
+        except Exception:
+            return False
+        return True
+
+    async def _drop(self, msg: Msg, event: tasks_pb2.TaskEvent) -> None:
+        log.exception("dropping a task event that cannot be applied", extra={"task_id": event.task_id})
+        await _quietly(msg.term())
 
     async def _remove_orphans(self, keys: list[str]) -> None:
         """Outputs a processor stored for a job deleted meanwhile: nothing else would remove them."""

@@ -68,9 +68,14 @@ def choose_output_stems(filenames: Sequence[str]) -> list[str]:
     return stems
 
 
+# How far a processor's clock may be from ours before its timestamps are not believed.
+MAX_CLOCK_SKEW_SECONDS = 24 * 3600.0
+
+
 def _event_time(event: tasks_pb2.TaskEvent, now: datetime) -> datetime:
-    # The processor's clock says when the step really happened; fall back to ours.
-    if event.emitted_at > 0:
+    # The processor's clock says when the step really happened; fall back to ours when it says
+    # nothing or something absurd (NaN, the year 5000: an event must never break a batch).
+    if abs(event.emitted_at - now.timestamp()) <= MAX_CLOCK_SKEW_SECONDS:
         return datetime.fromtimestamp(event.emitted_at, UTC)
     return now
 

@@ -412,3 +412,50 @@ async def test_janitor_removes_only_old_folders_that_no_job_owns(
     removed = await jobs.app.janitor.sweep()
     assert sorted(removed) == sorted([f"alice/{orphan}/", f"bob/{job.job_id}/"])
     assert sorted(fake_storage.servicer.prefixes) == sorted(removed)
+
+
+async def test_one_bad_event_does_not_hold_back_the_others(
+    jobs: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event that cannot be applied (here: the rules raise for it) is dropped on its own; the
+    other events of its batch, other users' included, are applied."""
+    from services.jobs import rules
+
+    bad_job = await jobs.stub.CreateJob(create_request("mallory", "x.png"))
+    good_job = await jobs.stub.CreateJob(create_request("alice", "a.png"))
+    poisoned = bad_job.tasks[0].task_id
+    real_apply = rules.apply_event
+
+    def apply_event(task, event, now):  # type: ignore[no-untyped-def]
+        if event.task_id == poisoned:
+            raise OverflowError("an event no rule can digest")
+        return real_apply(task, event, now)
+
+    monkeypatch.setattr(rules, "apply_event", apply_event)
+    await send_event(jobs, bad_job.tasks[0], S.STATUS_RUNNING, 40)
+    await send_event(jobs, good_job.tasks[0], S.STATUS_SUCCESS, 100, message="stored")
+
+    async def good_done() -> bool:
+        job = await jobs.stub.GetJob(jobs_pb2.GetJobRequest(user_id="alice", job_id=good_job.job_id))
+        return job.status == S.STATUS_SUCCESS
+
+    await wait_for(good_done)
+    # The bad event was terminated, not left to be redelivered for ever.
+    info = await jobs.js.consumer_info(messaging.EVENTS_STREAM, messaging.JOBS_DURABLE)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_absurd_event_times_fall_back_to_the_service_clock(jobs: Running) -> None:
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png"))
+    task = job.tasks[0]
+    for progress, emitted_at in ((10, 1e20), (20, -1e20), (30, float("nan")), (40, float("inf"))):
+        event = tasks_pb2.TaskEvent(task_id=task.task_id, job_id=task.job_id, status=S.STATUS_RUNNING,
+                                    progress=progress, emitted_at=emitted_at)
+        await jobs.js.publish(messaging.event_subject(task.task_id), event.SerializeToString(),
+                              headers={"Nats-Msg-Id": f"{task.task_id}:{progress}:absurd"})
+
+    async def applied() -> bool:
+        t = await jobs.stub.GetTask(jobs_pb2.GetTaskRequest(user_id="alice", task_id=task.task_id))
+        return t.status == S.STATUS_RUNNING and t.progress == 40
+
+    await wait_for(applied)
