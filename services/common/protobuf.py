@@ -15,8 +15,15 @@ def to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
     return s
 
 
+NOT_JSON = "params must be JSON: numbers must be finite"
+
+
 def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(value)
+    """The Struct as JSON values; ValueError for what JSON cannot hold (NaN, Infinity)."""
+    try:
+        return json_format.MessageToDict(value)
+    except json_format.SerializeToJsonError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
 
 
 def from_struct_plain(value: struct_pb2.Struct) -> dict[str, Any]:

@@ -8,13 +8,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 from nats.aio.client import Client as NATS
 
 from services.common import messaging
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 from services.common.identity import is_valid_user_id
+from services.common.protobuf import NOT_JSON, from_struct
 from services.common.status import TERMINAL, status_name
 from services.common.storage_client import StorageClient
 from services.jobs import metrics
@@ -34,6 +34,8 @@ from services.jobs.watch import Rank, WatchHub, job_rank
 log = logging.getLogger(__name__)
 
 TASK_TYPE_RE = re.compile(r"[a-z0-9_]{1,64}")  # also a NATS subject token
+# An input file name is one storage key segment: no "/", "\\" or control characters, <= 200 chars.
+SAFE_NAME_RE = re.compile(r"[^/\\\x00-\x1f\x7f]{1,200}")
 # WatchJob re-reads this often even without a notice (a lost core-NATS message, a NATS outage).
 WATCH_RECHECK_SECONDS = 3.0
 JOB_NOT_FOUND = "job not found"
@@ -88,7 +90,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         if not request.inputs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a job needs at least one input file")
         names = [i.filename for i in request.inputs]
-        if any(not n or "/" in n or n in (".", "..") for n in names) or len(set(names)) != len(names):
+        unsafe = any(not SAFE_NAME_RE.fullmatch(n) or n in (".", "..") for n in names)
+        if unsafe or len(set(names)) != len(names):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "input file names must be non-empty safe base names, unique"
             )
@@ -99,11 +102,15 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "each input key must be {user_id}/{job_id}/{filename}"
             )
 
+        try:
+            params = from_struct(request.params)
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NOT_JSON)
+
         inputs = [NewInput(i.filename, i.key, i.format, i.size) for i in request.inputs]
         try:
             job = await self.repo.create_job(
-                job_id=job_id, user_id=user, task_type=request.task_type,
-                params=MessageToDict(request.params), inputs=inputs,
+                job_id=job_id, user_id=user, task_type=request.task_type, params=params, inputs=inputs,
             )
         except JobExistsError as exc:
             if exc.job is not None and exc.job.user_id == user:
@@ -127,6 +134,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         limit = request.limit or DEFAULT_LIMIT
         if not 1 <= limit <= MAX_LIMIT:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 1 and {MAX_LIMIT}")
+        if request.status not in common_pb2.Status.values():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown status {request.status}")
         try:
             status = status_name(request.status) if request.status else None  # UNSPECIFIED: any
             jobs, cursor = await self.repo.list_jobs(user, status=status, limit=limit, cursor=request.cursor)

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from services.common.gen.radiology.v1 import processor_pb2, processor_pb2_grpc
-from services.common.protobuf import from_struct_plain, to_struct
+from services.common.protobuf import NOT_JSON, from_struct_plain, to_struct
 from services.common.storage_client import StorageClient
 from services.processor import operations
 from services.processor.imaging import ImagingError
@@ -46,6 +46,8 @@ class ProcessorService(processor_pb2_grpc.ProcessorServiceServicer):
             params = operations.validate_params(request.task_type, from_struct_plain(request.params))
         except operations.ParamsError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ValueError:  # NaN or Infinity in the Struct
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NOT_JSON)
         return processor_pb2.ValidateParamsResponse(params=to_struct(params))
 
     async def Inspect(self, request, context):  # noqa: N802

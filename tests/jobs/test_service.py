@@ -109,10 +109,21 @@ async def test_invalid_requests(jobs: Running) -> None:
         stolen = create_request("alice", "a.png")  # another user's file, another job's, a wrong name
         stolen.inputs[0].key = key.replace("{job}", stolen.job_id)
         bad_requests.append(stolen)
+    for name in ("a\\b.png", "a\x01.png", "x" * 201):
+        odd = create_request("alice", name)
+        bad_requests.append(odd)
+    for number in (float("nan"), float("inf")):
+        not_json = create_request("alice", "a.png")
+        not_json.params["sigma"] = number
+        bad_requests.append(not_json)
     for req in bad_requests:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await jobs.stub.CreateJob(req)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, req
+    for status in (99, -3):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(user_id="alice", status=status))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "status" in info.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await jobs.stub.ListJobs(jobs_pb2.ListJobsRequest(user_id="alice", cursor="%%%"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -65,6 +65,13 @@ async def test_validate_params_fills_defaults_and_refuses_bad_params(stub) -> No
             operations.validate_params(task_type, params)
         except operations.ParamsError as exc:
             assert err.value.details() == str(exc)
+    for number in (float("nan"), float("-inf")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ValidateParams(
+                processor_pb2.ValidateParamsRequest(task_type="blur", params=to_struct({"sigma": number})),
+                timeout=5,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "finite" in err.value.details()
 
 
 async def test_inspect_png(stub, storage: FakeStorage, tmp_path: Path) -> None:
