@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.clients import UNREACHABLE, BackendError
@@ -178,6 +179,12 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, grpc.aio.AioRpcError)
         return backend_error_response("backing", exc.code(), exc.details() or "")
 
+    async def client_gone(request: Request, _: Exception) -> JSONResponse:
+        # Not an error of ours: the client closed the connection mid-request (the upload's files are
+        # removed by the route). Nobody reads this answer.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "The client closed the connection.")
+
     async def unhandled(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", exc_info=exc)
         return internal_error_response()
@@ -187,6 +194,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(BackendError, backend_error)
     app.add_exception_handler(grpc.aio.AioRpcError, rpc_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unhandled)
 
 

@@ -150,7 +150,7 @@ class Preamble:
 def parse_params(text: str) -> dict[str, Any]:
     """The `params` form field as a JSON object of finite values, or 422 invalid_params."""
     try:
-        params = json.loads(text, parse_constant=_reject_constant)
+        params = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except (ValueError, RecursionError) as exc:
         detail = exc if isinstance(exc, ValueError) else "nested too deeply"
         raise ApiError(422, "invalid_params", f"params is not valid JSON: {detail}") from None
@@ -158,6 +158,13 @@ def parse_params(text: str) -> dict[str, Any]:
         raise ApiError(422, "invalid_params", 'params must be a JSON object, e.g. {"sigma": 2}.')
     _check_values(params, 1)
     return params
+
+
+def _parse_int(digits: str) -> int:
+    # Python's own refusal of a 5000-digit number would tell the user about sys.set_int_max_str_digits.
+    if len(digits.lstrip("-")) > 30:
+        raise ValueError(f"the number {digits[:12]}... has {len(digits)} digits; numbers here are short")
+    return int(digits)
 
 
 def _check_values(value: Any, depth: int) -> None:

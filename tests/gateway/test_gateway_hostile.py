@@ -148,3 +148,24 @@ async def test_cleanup_of_a_refused_upload_is_retried_when_storage_hiccups(
             break
         await asyncio.sleep(0.05)
     assert fakes.storage.objects == {} and fakes.storage.fail_delete_prefix == 0
+
+
+async def test_a_client_that_disconnects_mid_upload_leaves_nothing_and_no_error_log(
+    make_settings: Any, fakes: Fakes, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings()
+    async with live_gateway(settings) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        body, ctype = multipart([("files", "a.png", PNG + b"\0" * 300_000), ("files", "b.png", PNG)])
+        head = (f"POST /jobs HTTP/1.1\r\nHost: {host}\r\nX-User-ID: alice\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        writer.write(head + body[: len(body) // 2])  # a.png partly sent, then the client is gone
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(1.5)  # the gateway notices, removes what it stored, and logs
+    assert not fakes.storage.objects, list(fakes.storage.objects)
+    assert not fakes.jobs.jobs
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text

@@ -183,6 +183,17 @@ async def test_params_not_a_json_object_is_422(
     assert fakes.storage.objects == {}
 
 
+async def test_a_number_with_thousands_of_digits_is_refused_in_plain_words(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    params = b'{"sigma": ' + b"9" * 5000 + b"}"
+    body = assert_error(
+        await upload(client, [("files", "a.png", PNG), ("params", None, params)]), 422, "invalid_params"
+    )
+    assert "5000 digits" in body["detail"] and "sys." not in body["detail"]
+    assert fakes.storage.objects == {}
+
+
 async def test_no_files_is_400(client: httpx.AsyncClient, fakes: Fakes) -> None:
     assert_error(await upload(client, [("task_type", None, b"blur")]), 400, "no_files")
     resp = await client.post("/jobs", json={"files": []}, headers={"X-User-ID": "alice"})
