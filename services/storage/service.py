@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -64,6 +65,19 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     await context.abort(code, message)
 
 
+async def _still_open(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the client really finished its request stream. grpc.aio ends the stream the same
+    way when the call was cancelled (client cancel, deadline, lost connection), and only tells
+    the handler later by cancelling its task. By the time the stream has ended, core has marked
+    a cancelled call as such and fails any operation on it, so try a harmless one: sending the
+    initial metadata (the response would send it anyway)."""
+    try:
+        await context.send_initial_metadata(())
+    except Exception:  # grpc's ExecuteBatchError, or the server stopping
+        return False
+    return True
+
+
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -85,6 +99,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 if request.chunk:
                     BYTES_IN.inc(len(request.chunk))
                     yield request.chunk
+            if not await _still_open(context):
+                raise asyncio.CancelledError  # a cut-off upload: the backend stores nothing
 
         try:
             info = await self.backend.put(header.key, header.content_type, chunks(), header.max_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,6 +15,7 @@ from services.storage.backends import (
     Backend,
     InvalidArgument,
     InvalidKey,
+    LocalBackend,
     NotFound,
     OutOfRange,
     TooLarge,
@@ -131,6 +133,48 @@ async def test_failed_upload_leaves_the_old_object(backend: Backend) -> None:
     info, body = await backend.open("u/j/obj")
     assert (await read_all(body))[0] == b"old"
     assert info.content_type == "text/old"
+
+
+@pytest.mark.parametrize("size", [10, CHUNK_SIZE + 10])  # local: small and streamed writes
+async def test_put_cancelled_while_committing_stores_nothing(
+    backend: Backend, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit runs in a thread, which a cancelled put cannot interrupt: it must still not
+    store the object when it reaches its point of no return (a rename, the upload)."""
+    await backend.put("u/j/obj", "text/old", stream(b"old"))
+    # Hold the commit thread just before it commits: syncing the temp file, or uploading it.
+    target, name = ((backend, "_finish_file") if isinstance(backend, LocalBackend)
+                    else (backend.client, "put_object"))  # type: ignore[attr-defined]
+    real = getattr(target, name)
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def held(*args: object, **kwargs: object) -> object:
+        entered.set()
+        release.wait(10)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(target, name, held)
+    for key in ("u/j/obj", "u/j/new"):
+        entered.clear(), release.clear(), finished.clear()
+        put = asyncio.create_task(backend.put(key, "text/new", stream(b"n" * size)))
+        assert await asyncio.to_thread(entered.wait, 10)
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+        release.set()
+        assert await asyncio.to_thread(finished.wait, 10)
+        await asyncio.sleep(0.1)  # the rest of the thread's work, if it went on to commit
+    monkeypatch.undo()
+    info, body = await backend.open("u/j/obj")
+    assert ((await read_all(body))[0], info.content_type) == (b"old", "text/old")
+    with pytest.raises(NotFound):
+        await backend.stat("u/j/new")
+    assert [o.key for o in (await backend.list("u/", 10))[0]] == ["u/j/obj"]
+    if isinstance(backend, LocalBackend):
+        assert list(backend.tmp.iterdir()) == []
 
 
 async def test_exceeding_max_size_leaves_nothing(backend: Backend) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -14,11 +15,14 @@ import pytest
 from services.common.config import Settings
 from services.storage.backends import (
     CHUNK_SIZE,
+    BackendUnavailable,
     InvalidKey,
     LocalBackend,
     NotFound,
     S3Backend,
+    StorageError,
     backend_from_url,
+    local,
 )
 
 from .helpers import read_all, stream
@@ -147,10 +151,82 @@ async def test_key_that_needs_a_file_to_be_a_folder_is_refused_clearly(tmp_path:
 
 async def test_overlong_segment_is_an_invalid_key(tmp_path: Path) -> None:
     store = LocalBackend(tmp_path)
-    with pytest.raises(InvalidKey, match="too long"):
-        await store.put("u/" + "n" * 300, "", stream(b"x"))
+    # The last segment also names the metadata file, "<segment>.json": 250 bytes at most.
+    for key in ("u/" + "n" * 300, "u/j/" + "n" * 251, "u/j/" + "é" * 126, "u/" + "d" * 256 + "/f"):
+        with pytest.raises(InvalidKey, match="too long"):
+            await store.put(key, "", stream(b"x"))
+    assert files_under(tmp_path) == []  # refused before anything was written
+    assert await store.list("", 10) == ([], "")
+    for key in ("u/j/" + "n" * 250, "u/" + "d" * 255 + "/f"):
+        await store.put(key, "text/plain", stream(b"fits"))
+        assert (await store.stat(key)).size == 4
     with pytest.raises(NotFound):
         await store.stat("u/j/none")
+
+
+async def test_orphan_data_with_an_overlong_name_can_be_deleted(tmp_path: Path) -> None:
+    # Left by a put from before the limit: data saved, metadata name too long to exist.
+    store = LocalBackend(tmp_path)
+    await store.put("u/j/other", "", stream(b"o"))
+    orphan = tmp_path / "data/u/j" / ("n" * 252)
+    orphan.write_bytes(b"x")
+    assert await store.delete("u/j/" + "n" * 252) is True
+    assert files_under(tmp_path / "data") == ["u/j/other"]
+
+
+@pytest.mark.parametrize(("first", "second"), [("q/r/x", "q/r/x.json/y"), ("q/r/x.json/y", "q/r/x")])
+async def test_keys_whose_metadata_would_clash_are_refused_whole(tmp_path: Path, first: str,
+                                                               second: str) -> None:
+    # The metadata of "q/r/x" is meta/q/r/x.json, a folder for the metadata of "q/r/x.json/y".
+    store = LocalBackend(tmp_path)
+    await store.put(first, "text/plain", stream(b"first"))
+    for data in (b"second", b"s" * (CHUNK_SIZE + 1)):
+        with pytest.raises(InvalidKey, match="clashes with an existing object"):
+            await store.put(second, "", stream(data))
+    with pytest.raises(NotFound):
+        await store.stat(second)
+    assert [o.key for o in (await store.list("", 10))[0]] == [first]
+    assert files_under(tmp_path / "data") == [first]
+    assert (await store.stat(first)).size == 5
+    assert files_under(tmp_path / "tmp") == []
+    empty = [p for p in tmp_path.glob("*/**/*") if p.is_dir() and not any(p.iterdir())]
+    assert empty == []  # no folder made for the refused key stays behind
+
+
+async def test_a_failed_metadata_step_undoes_the_data_rename(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalBackend(tmp_path)
+    await store.put("u/j/obj", "text/old", stream(b"old"))
+    real_place = local._place
+
+    def metadata_fails(src: Path | None, dst: Path, key: str) -> None:
+        if src is not None and dst.suffix == ".json":
+            raise OSError(errno.EIO, "Input/output error")
+        real_place(src, dst, key)
+
+    monkeypatch.setattr(local, "_place", metadata_fails)
+    for key in ("u/j/obj", "u/j/new", "v/w/new"):
+        with pytest.raises(BackendUnavailable, match="Input/output error"):
+            await store.put(key, "text/new", stream(b"new bytes"))
+    monkeypatch.undo()
+    info, body = await store.open("u/j/obj")  # the old object, with its own metadata
+    assert ((await read_all(body))[0], info.content_type) == (b"old", "text/old")
+    assert files_under(tmp_path / "data") == ["u/j/obj"]
+    assert files_under(tmp_path / "meta") == ["u/j/obj.json"]
+    assert not (tmp_path / "data/v").exists() and not (tmp_path / "meta/v").exists()
+    assert files_under(tmp_path / "tmp") == []
+
+
+async def test_a_failed_metadata_repair_leaves_no_temp_file(tmp_path: Path) -> None:
+    store = LocalBackend(tmp_path)
+    await store.put("u/j/f", "", stream(b"data"))
+    meta_folder = tmp_path / "meta/u/j"
+    (meta_folder / "f.json").unlink()
+    meta_folder.rmdir()
+    meta_folder.write_text("a file where the metadata folder should be")
+    with pytest.raises(StorageError):
+        await store.stat("u/j/f")
+    assert files_under(tmp_path / "tmp") == []
 
 
 def test_backend_from_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,17 +24,25 @@ Stub = storage_pb2_grpc.StorageServiceStub
 Code = grpc.StatusCode
 
 
-async def serve(backend: Backend) -> AsyncIterator[Stub]:
+async def serve_at(backend: Backend) -> AsyncIterator[str]:
+    """The address of a StorageService over `backend`, for as long as the caller iterates."""
     server = create_server()
     storage_pb2_grpc.add_StorageServiceServicer_to_server(StorageServicer(backend), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS)
     try:
-        yield Stub(channel)
+        yield f"127.0.0.1:{port}"
     finally:
-        await channel.close()
         await server.stop(None)
+
+
+async def serve(backend: Backend) -> AsyncIterator[Stub]:
+    async for addr in serve_at(backend):
+        channel = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        try:
+            yield Stub(channel)
+        finally:
+            await channel.close()
 
 
 @pytest.fixture
@@ -252,3 +260,92 @@ async def test_readiness_of_each_backend(tmp_path: Path, s3_endpoint: str) -> No
     shutil.rmtree(tmp_path / "objects")
     problem = await local.ready()
     assert problem is not None and "not writable" in problem
+
+
+class PutWatch:
+    """Wraps a real backend: counts the bytes its puts consumed and the puts that have ended."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.consumed = self.ended = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+    async def put(self, key: str, content_type: str, chunks: AsyncIterator[bytes],
+                  max_size: int = 0) -> object:
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                self.consumed += len(chunk)
+                yield chunk
+
+        try:
+            return await self.backend.put(key, content_type, counted(), max_size)
+        finally:
+            self.ended += 1
+
+
+async def wait_for(condition: object, what: str, seconds: float = 10) -> None:
+    for _ in range(int(seconds / 0.005)):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def cut_off(key: str, size: int, forever: asyncio.Event) -> AsyncIterator[storage_pb2.PutRequest]:
+    """A Put that sends `size` bytes of its object, then never the rest."""
+    yield storage_pb2.PutRequest(header=storage_pb2.PutHeader(key=key))
+    for pos in range(0, size, CHUNK_SIZE):
+        yield storage_pb2.PutRequest(chunk=b"X" * min(CHUNK_SIZE, size - pos))
+    await forever.wait()
+
+
+@pytest.mark.parametrize("kind", ["local", "local-nofsync", pytest.param("s3", marks=pytest.mark.s3)])
+async def test_cancelled_puts_never_store_anything(kind: str, tmp_path: Path,
+                                                   request: pytest.FixtureRequest) -> None:
+    """A Put whose call ends early (client cancel, deadline, closed channel) after the server got
+    part of the object must neither replace the existing object nor create a new one: the
+    gateway relies on it when an upload is refused or the browser goes away. Without fsync the
+    local commit is quick enough to beat the news of the cancellation by far."""
+    backend: Backend = (make_s3(request.getfixturevalue("s3_endpoint")) if kind == "s3"
+                        else LocalBackend(tmp_path, fsync=kind == "local"))
+    old = os.urandom(3 * CHUNK_SIZE)
+    old_sha = hashlib.sha256(old).hexdigest()
+    watch = PutWatch(backend)
+    forever = asyncio.Event()
+    async for addr in serve_at(watch):  # type: ignore[arg-type]
+        main = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+        stub = Stub(main)
+        await stub.Put(put_requests("u/j/obj", old))
+
+        async def only_the_old_object(stub: Stub = stub) -> None:
+            info = await stub.Stat(storage_pb2.StatRequest(key="u/j/obj"))
+            assert (info.size, info.sha256) == (len(old), old_sha)
+            listed = await stub.List(storage_pb2.ListRequest(prefix="u/"))
+            assert [o.key for o in listed.objects] == ["u/j/obj"]
+
+        for trial in range(20):
+            # Both local write paths: small (one thread hop) and streamed (over CHUNK_SIZE).
+            size = 1000 if trial % 2 else CHUNK_SIZE + 1000
+            key = "u/j/obj" if trial % 4 < 2 else f"u/j/new{trial}"
+            how = ("cancel", "deadline", "channel")[trial % 3]
+            consumed, ended = watch.consumed, watch.ended
+            channel = grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+            call = Stub(channel).Put(cut_off(key, size, forever),
+                                     timeout=0.5 if how == "deadline" else None)
+            await wait_for(lambda: watch.consumed == consumed + size, "the bytes to arrive")  # noqa: B023
+            if how == "cancel":
+                call.cancel()
+            elif how == "channel":
+                await channel.close()
+            with pytest.raises((asyncio.CancelledError, grpc.aio.AioRpcError)):
+                await call
+            await wait_for(lambda: watch.ended == ended + 1, "the put to end")  # noqa: B023
+            await channel.close()
+            await only_the_old_object()
+        await asyncio.sleep(0.3)  # a commit left running in a thread would be done by now
+        await only_the_old_object()
+        _, data, _ = await get(stub, "u/j/obj")
+        assert hashlib.sha256(data).hexdigest() == old_sha
+        await main.close()

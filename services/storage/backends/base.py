@@ -5,14 +5,18 @@ in chunks off the event loop)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import hashlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from services.common.storage_client import CHUNK_SIZE  # the unit of every read and of gRPC messages
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ class BackendUnavailable(StorageError):
     pass
 
 
+class Abandoned(Exception):
+    """Raised in a worker thread whose caller was cancelled, to stop before committing anything.
+    Nobody sees it: the caller has already gone with CancelledError."""
+
+
 class Body(Protocol):
     """An object's bytes: an async iterator of chunks (at most 1 MiB) that must be closed."""
 
@@ -65,7 +74,10 @@ class Backend(Protocol):
     async def put(
         self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0
     ) -> ObjectInfo:
-        """Store chunks under key, replacing any object atomically. max_size 0 = no limit."""
+        """Store chunks under key, replacing any object atomically. max_size 0 = no limit.
+
+        If the caller is cancelled (a cancelled gRPC call), nothing is stored unless the commit
+        itself (a rename, the final upload request) had already begun."""
         ...
 
     async def open(self, key: str, offset: int = 0, length: int = 0) -> tuple[ObjectInfo, Body]:
@@ -134,6 +146,23 @@ async def spool(
             batch, batched = [], 0
     await asyncio.to_thread(flush, batch)
     return size, digest.hexdigest()
+
+
+async def run_abandonable(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking `fn(abandoned, *args, **kwargs)` in a thread; `abandoned` is a threading.Event
+    set when the awaiting task is cancelled. With asyncio.to_thread a cancelled caller leaves its
+    thread running unseen, so an upload would still be committed after its call was cancelled;
+    here fn checks `abandoned` right before its point of no return (raising Abandoned) and always
+    runs to the end, so it can clean up what it made."""
+    abandoned = threading.Event()
+    work = asyncio.get_running_loop().run_in_executor(  # in the caller's context, as to_thread
+        None, functools.partial(contextvars.copy_context().run, fn, abandoned, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        abandoned.set()
+        work.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved: no log
+        raise
 
 
 class ChunkReader:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 from services.storage.backends.base import (
     CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
+    Abandoned,
     BackendUnavailable,
     Body,
     ChunkReader,
@@ -32,6 +34,7 @@ from services.storage.backends.base import (
     StorageError,
     TooLarge,
     byte_range,
+    run_abandonable,
     spool,
 )
 from services.storage.backends.keys import (
@@ -45,6 +48,7 @@ from services.storage.backends.keys import (
 # retries this many times before concluding a crash left them apart, and repairing the metadata.
 _CONSISTENCY_RETRIES = 5
 _STALE_TEMP_SECONDS = 3600
+_NAME_MAX = 255  # bytes in one file name, on about every filesystem
 
 
 class LocalBackend:
@@ -70,6 +74,7 @@ class LocalBackend:
         self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0
     ) -> ObjectInfo:
         data_path, meta_path = self._data_path(key), self._meta_path(key)
+        _check_segment_lengths(key)
         content_type = validate_content_type(content_type)
         if max_size < 0:
             raise InvalidArgument(f"max_size must not be negative (got {max_size})")
@@ -86,40 +91,46 @@ class LocalBackend:
             if size > CHUNK_SIZE:
                 return await self._put_streamed(key, content_type, _chain(head, stream), max_size,
                                                 data_path, meta_path)
-        return await self._io(self._put_small, key, content_type, b"".join(head), data_path, meta_path)
+        return await self._io(self._put_small, key, content_type, b"".join(head), data_path,
+                              meta_path, abandonable=True)
 
-    def _put_small(self, key: str, content_type: str, data: bytes, data_path: Path,
-                   meta_path: Path) -> ObjectInfo:
+    def _put_small(self, abandoned: threading.Event, key: str, content_type: str, data: bytes,
+                   data_path: Path, meta_path: Path) -> ObjectInfo:
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
-        tmp_data = Path(tmp_name)
-        tmp_meta = tmp_data.with_suffix(".json")
+        file = os.fdopen(fd, "wb")
         try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-                self._finish_file(file)
-                inode = os.fstat(file.fileno()).st_ino
-            sha256 = hashlib.sha256(data).hexdigest()
-            meta = {"size": len(data), "sha256": sha256, "content_type": content_type,
-                    "etag": sha256, "modified_at": time.time(), "inode": inode}
-            self._commit(tmp_data, tmp_meta, meta, data_path, meta_path, key)
-        finally:
-            for leftover in (tmp_data, tmp_meta):  # gone after a commit; removed after a failure
-                leftover.unlink(missing_ok=True)
-        return _info(key, meta)
+            file.write(data)
+        except BaseException:
+            _discard(file, tmp_name)
+            raise
+        return self._store(abandoned, file, Path(tmp_name), len(data),
+                           hashlib.sha256(data).hexdigest(), content_type, key, data_path, meta_path)
 
     async def _put_streamed(self, key: str, content_type: str, chunks: AsyncIterator[bytes],
                             max_size: int, data_path: Path, meta_path: Path) -> ObjectInfo:
         fd, tmp_name = await self._io(tempfile.mkstemp, dir=self.tmp, prefix="put-")
-        tmp_data = Path(tmp_name)
+        file = os.fdopen(fd, "wb")
+        try:
+            size, sha256 = await spool(key, chunks, file, max_size)
+        except BaseException:
+            _discard(file, tmp_name)
+            raise
+        # From here the thread owns the temp file: even if this put is cancelled it runs to the
+        # end, removing the file instead of committing it.
+        return await self._io(self._store, file, Path(tmp_name), size, sha256, content_type, key,
+                              data_path, meta_path, abandonable=True)
+
+    def _store(self, abandoned: threading.Event, file: Any, tmp_data: Path, size: int, sha256: str,
+               content_type: str, key: str, data_path: Path, meta_path: Path) -> ObjectInfo:
+        """Sync and close the written temp file, then commit it; no temp file outlives this."""
         tmp_meta = tmp_data.with_suffix(".json")
         try:
-            with os.fdopen(fd, "wb") as file:
-                size, sha256 = await spool(key, chunks, file, max_size)
-                await self._io(self._finish_file, file)
+            with file:
+                self._finish_file(file)
                 inode = os.fstat(file.fileno()).st_ino
             meta = {"size": size, "sha256": sha256, "content_type": content_type,
                     "etag": sha256, "modified_at": time.time(), "inode": inode}
-            await self._io(self._commit, tmp_data, tmp_meta, meta, data_path, meta_path, key)
+            self._commit(abandoned, tmp_data, tmp_meta, meta, data_path, meta_path, key)
         finally:
             for leftover in (tmp_data, tmp_meta):  # gone after a commit; removed after a failure
                 leftover.unlink(missing_ok=True)
@@ -130,25 +141,42 @@ class LocalBackend:
         if self.fsync:
             os.fsync(file.fileno())
 
-    def _commit(self, tmp_data: Path, tmp_meta: Path, meta: dict[str, Any],
-                data_path: Path, meta_path: Path, key: str) -> None:
+    def _commit(self, abandoned: threading.Event, tmp_data: Path, tmp_meta: Path,
+                meta: dict[str, Any], data_path: Path, meta_path: Path, key: str) -> None:
+        """Move data, then metadata, into place: all or nothing. Data first: a reader that sees
+        new data with old metadata notices the inode mismatch and waits for the metadata."""
         tmp_meta.write_text(json.dumps(meta))
-        # Data first, metadata second: a reader that sees new data with old metadata notices
-        # the inode mismatch and waits for the metadata.
-        for src, dst in ((tmp_data, data_path), (tmp_meta, meta_path)):
-            for attempt in range(3):  # a concurrent delete may prune the fresh parent folder
-                try:
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(src, dst)
-                    break
-                except FileNotFoundError:
-                    if attempt == 2:
-                        raise
-                except (NotADirectoryError, IsADirectoryError, FileExistsError):
-                    raise InvalidKey(
-                        f"key {key!r} clashes with an existing object: one of them would have to "
-                        "be both a file and a folder"
-                    ) from None
+        link, backup = tmp_data.with_suffix(".old"), None
+        try:
+            # The metadata tree must take this key before the data moves in: "q/r/x" has
+            # q/r/x.json there, which "q/r/x.json/y" would need as a folder, and the other way round.
+            _place(None, meta_path, key)
+            if meta_path.is_dir():
+                raise _clash(key)
+            try:  # keep the previous object by a hard link, so the data rename can be undone
+                os.link(data_path, link)
+                backup, new_key = link, False
+            except OSError as exc:
+                new_key = isinstance(exc, FileNotFoundError)
+            if abandoned.is_set():  # the put was cancelled: its caller has gone
+                raise Abandoned(f"put of {key!r} cancelled")
+            _place(tmp_data, data_path, key)
+            try:
+                _place(tmp_meta, meta_path, key)
+            except BaseException:
+                if _inode(data_path) == meta["inode"]:  # else a newer put has replaced ours
+                    if backup is not None:
+                        os.replace(backup, data_path)
+                    elif new_key:
+                        data_path.unlink()
+                raise
+        except BaseException:
+            # Folders made for this put alone go with it: an empty data/a/b/ would refuse "a/b".
+            _prune_empty_parents(data_path.parent, self.data)
+            _prune_empty_parents(meta_path.parent, self.meta)
+            raise
+        finally:
+            link.unlink(missing_ok=True)
 
     # --- read --------------------------------------------------------------------------------
     async def stat(self, key: str) -> ObjectInfo:
@@ -199,13 +227,14 @@ class LocalBackend:
                 "content_type": (old or {}).get("content_type", DEFAULT_CONTENT_TYPE),
                 "etag": digest.hexdigest(), "modified_at": st.st_mtime, "inode": st.st_ino}
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="meta-")
-        with os.fdopen(fd, "w") as out:
-            json.dump(meta, out)
-        if os.stat(data_path).st_ino == st.st_ino:  # else a newer put owns the metadata now
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, meta_path)
-        else:
-            os.unlink(tmp)
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(meta, out)
+            if os.stat(data_path).st_ino == st.st_ino:  # else a newer put owns the metadata now
+                meta_path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, meta_path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)  # gone after the rename; removed otherwise
         return meta
 
     # --- delete ------------------------------------------------------------------------------
@@ -219,7 +248,11 @@ class LocalBackend:
             removed = True
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             removed = False
-        meta_path.unlink(missing_ok=True)
+        try:
+            meta_path.unlink(missing_ok=True)
+        except OSError as exc:  # data orphaned by a put from before the segment limit
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
         _prune_empty_parents(data_path.parent, self.data)
         _prune_empty_parents(meta_path.parent, self.meta)
         return removed
@@ -281,9 +314,12 @@ class LocalBackend:
         return None
 
     # --- helpers -----------------------------------------------------------------------------
-    async def _io(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Blocking file work in a thread; OS failures become clear storage errors."""
+    async def _io(self, fn: Any, *args: Any, abandonable: bool = False, **kwargs: Any) -> Any:
+        """Blocking file work in a thread; OS failures become clear storage errors. An
+        abandonable fn takes an `abandoned` event first (see run_abandonable)."""
         try:
+            if abandonable:
+                return await run_abandonable(fn, *args, **kwargs)
             return await asyncio.to_thread(fn, *args, **kwargs)
         except OSError as exc:
             raise _os_error(exc) from exc
@@ -297,6 +333,48 @@ class LocalBackend:
                     entry.unlink()
             except OSError:
                 pass
+
+
+def _check_segment_lengths(key: str) -> None:
+    """Refuse up front what the filesystem would refuse halfway through a put: a name longer
+    than NAME_MAX, counting the ".json" the last segment gets as a metadata file name."""
+    *folders, name = key.split("/")
+    if (any(len(s.encode()) > _NAME_MAX for s in folders)
+            or len(name.encode()) > _NAME_MAX - len(".json")):
+        raise InvalidKey(f"a segment of the key is too long for the local filesystem (max "
+                         f"{_NAME_MAX} bytes, {_NAME_MAX - len('.json')} for the last)")
+
+
+def _place(src: Path | None, dst: Path, key: str) -> None:
+    """Create dst's folders and move src (if any) to dst."""
+    for attempt in range(3):  # a concurrent delete may prune the fresh parent folder
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src is not None:
+                os.replace(src, dst)
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+        except (NotADirectoryError, IsADirectoryError, FileExistsError):
+            raise _clash(key) from None
+
+
+def _clash(key: str) -> InvalidKey:
+    return InvalidKey(f"key {key!r} clashes with an existing object: one of them would have to "
+                      "be both a file and a folder")
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _discard(file: Any, tmp_name: str) -> None:
+    file.close()
+    os.unlink(tmp_name)
 
 
 async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

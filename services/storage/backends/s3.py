@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from minio.helpers import check_bucket_name
 
 from services.storage.backends.base import (
     DEFAULT_CONTENT_TYPE,
+    Abandoned,
     BackendUnavailable,
     Body,
     ChunkReader,
@@ -29,6 +31,7 @@ from services.storage.backends.base import (
     ObjectInfo,
     StorageError,
     byte_range,
+    run_abandonable,
     spool,
 )
 from services.storage.backends.keys import (
@@ -75,13 +78,21 @@ class S3Backend:
         fd, path = await asyncio.to_thread(tempfile.mkstemp, dir=self.spool_dir, prefix="s3put-")
         try:
             with os.fdopen(fd, "wb") as file:
-                size, sha256 = await spool(key, chunks, file, max_size)
-            await self._call(self.client.fput_object, self.bucket, key, path,
-                             content_type=content_type, metadata={_SHA_META: sha256})
+                _, sha256 = await spool(key, chunks, file, max_size)
+            await self._call(self._upload, key, path, content_type, sha256, abandonable=True)
         finally:
-            os.unlink(path)
+            os.unlink(path)  # an abandoned upload still reading it keeps its open file
         # Stat for the server's own view (ETag, Last-Modified) of what was just written.
         return await self.stat(key)
+
+    def _upload(self, abandoned: threading.Event, key: str, path: str, content_type: str,
+                sha256: str) -> None:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            # minio reads each part just before sending it (the whole object when it is small):
+            # a cancelled put stops there, and minio aborts a multipart upload, storing nothing.
+            self.client.put_object(self.bucket, key, _Abandonable(file, abandoned), size,
+                                   content_type=content_type, metadata={_SHA_META: sha256})
 
     # --- read --------------------------------------------------------------------------------
     async def stat(self, key: str) -> ObjectInfo:
@@ -182,8 +193,12 @@ class S3Backend:
                     raise
 
     async def _call(self, fn: Callable[..., T], *args: Any, key: str | None = None,
-                    changed_ok: bool = False, **kwargs: Any) -> T:
+                    changed_ok: bool = False, abandonable: bool = False, **kwargs: Any) -> T:
+        """fn in a thread, its failures as StorageErrors; an abandonable fn takes an `abandoned`
+        event first (see run_abandonable)."""
         try:
+            if abandonable:
+                return await run_abandonable(fn, *args, **kwargs)
             return await asyncio.to_thread(fn, *args, **kwargs)
         except StorageError:
             raise
@@ -191,6 +206,19 @@ class S3Backend:
             if changed_ok and isinstance(exc, S3Error) and exc.code in _CHANGED_CODES:
                 raise _Changed() from exc
             raise _translate(exc, key, self._endpoint) from exc
+
+
+class _Abandonable:
+    """A file for minio whose reads fail once the put has been cancelled."""
+
+    def __init__(self, file: Any, abandoned: threading.Event) -> None:
+        self._file = file
+        self._abandoned = abandoned
+
+    def read(self, size: int = -1) -> bytes:
+        if self._abandoned.is_set():
+            raise Abandoned("put cancelled")
+        return self._file.read(size)
 
 
 class _Changed(Exception):
