@@ -8,6 +8,7 @@ from the pure functions in ``imaging``.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,12 @@ import jsonschema
 import numpy as np
 
 from services.processor import imaging
-from services.processor.imaging import filters, geometry
+from services.processor.imaging import filters, geometry, limits
 from services.processor.imaging.image import Display, Image
 
-MAX_OUTPUT_VOXELS = 512 * 1024**2
-MAX_OUTPUT_PIXELS = 8192 * 8192
+# Results are never larger than the inputs accepted (imaging/limits.py).
+MAX_OUTPUT_VOXELS = limits.MAX_VOLUME_VOXELS
+MAX_OUTPUT_PIXELS = limits.MAX_IMAGE_PIXELS
 
 
 class ParamsError(ValueError):
@@ -230,6 +232,8 @@ def blur(image: Image, params: dict[str, Any]) -> Image:
         sigmas: tuple[float, ...] = (sigma, sigma) + extra
     else:
         sigmas = filters.sigmas_in_voxels(sigma, _spatial_spacing(image)) + extra
+    # a sigma beyond twice its axis is capped (the blur is then that axis's mean): say so
+    sigmas = filters.effective_sigmas(sigmas, image.data.shape)
     out = image.with_data(_restore(filters.gaussian_blur(image.data, sigmas), image))
     out.metadata["sigma_voxels"] = [round(s, 6) for s in sigmas[: image.spatial_ndim]]
     return out
@@ -263,10 +267,15 @@ def resize(image: Image, params: dict[str, Any]) -> Image:
         if keep_aspect:
             width, height = filters.fit_inside(old_shape[0], old_shape[1], width, height)
         new_shape = (width, height, old_shape[2])
-    voxels = int(np.prod(new_shape)) * int(np.prod(image.data.shape[3:], dtype=np.int64))
+    voxels = math.prod(new_shape) * math.prod(image.data.shape[3:])  # exact: no int64 overflow
     if voxels > MAX_OUTPUT_VOXELS:
         raise ParamsError(
             f"The resized volume would have {voxels} voxels; at most {MAX_OUTPUT_VOXELS} are allowed"
+        )
+    if max(new_shape) > limits.MAX_VOLUME_SIDE:
+        raise ParamsError(
+            f"The resized volume would be {' x '.join(map(str, new_shape))} voxels; at most "
+            f"{limits.MAX_VOLUME_SIDE} are allowed along each axis"
         )
     affine = geometry.resampled_affine(image.affine, old_shape, new_shape)
     data = _restore(filters.resample_linear(image.data, new_shape), image)
@@ -326,7 +335,8 @@ _register(
         title="Gaussian blur",
         description="Gaussian smoothing. 2D images: sigma in pixels, each colour channel separately. "
         "Volumes: a true 3D blur with sigma in millimetres, converted to voxels per axis from the voxel "
-        "spacing; 4D data is blurred in space only.",
+        "spacing; 4D data is blurred in space only. A sigma wider than twice an axis is capped there (the "
+        "blur is then the mean along that axis); metadata sigma_voxels gives the sigmas used.",
         accepts=ALL_INPUTS,
         params_schema=_schema(
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -300,6 +301,25 @@ def test_nifti_outputs_keep_affine_and_codes(inputs: dict[str, Path], tmp_path: 
         assert int(out.header["qform_code"]) == int(source.header["qform_code"])
         assert int(out.header["sform_code"]) == int(source.header["sform_code"])
         assert out.get_data_dtype() == np.float32
+
+
+def test_blur_of_tiny_voxels_is_capped_and_quick(tmp_path: Path) -> None:
+    # 1e-6 mm voxels make sigma 2 mm two million voxels: capped at twice each axis, the blur is the mean
+    values = np.random.default_rng(3).normal(100.0, 10.0, (64, 64, 32)).astype(np.float32)
+    path = tmp_path / "tiny.nii.gz"
+    nib.save(nib.Nifti1Image(values, np.diag([1e-6, 1e-6, 1e-6, 1.0])), path)
+    start = time.monotonic()
+    result, _ = _run("blur", {"sigma": 2.0}, path, tmp_path)
+    assert time.monotonic() - start < 3.0
+    assert result["metadata"]["sigma_voxels"] == [128.0, 128.0, 64.0]
+    assert np.allclose(_read_output(result), values.mean(), atol=1e-3)
+
+
+def test_resize_refuses_axes_longer_than_nifti_holds(inputs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"would be 1 x 1 x 500000 voxels; at most 32767 .* each axis"):
+        operations.run("resize", {"spacing": [100, 100, 0.0001]}, str(inputs["nifti_3d"]), str(tmp_path), "r")
+    with pytest.raises(ParamsError, match="at most 268435456 are allowed"):
+        operations.run("resize", {"spacing": 1e-9}, str(inputs["nifti_3d"]), str(tmp_path), "r")
 
 
 def test_4d_blur_does_not_mix_time_points(inputs: dict[str, Path], tmp_path: Path) -> None:

@@ -50,6 +50,10 @@ def apply_voi_table(values: np.ndarray, voi: VoiTable) -> np.ndarray:
 
 def auto_window(values: np.ndarray, low_pct: float = 0.0, high_pct: float = 100.0) -> tuple[float, float]:
     """(center, width) spanning the data's own range (or a percentile range)."""
+    if low_pct <= 0 and high_pct >= 100 and values.size:
+        lo, hi = float(values.min()), float(values.max())
+        if np.isfinite(lo) and np.isfinite(hi):  # no NaN or infinity: no masked copy needed
+            return (lo + hi) / 2.0, max(hi - lo, 1e-6)
     finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
     if finite.size == 0:
         return 0.0, 1.0

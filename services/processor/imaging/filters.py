@@ -5,18 +5,74 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.fft
 from scipy import ndimage
 
 # ITU-R BT.601 luma weights for R, G, B.
 BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
+# Blurred with sigma = 2n, the mirrored signal of an axis of n voxels keeps exp(-2 pi^2) < 3e-9 of
+# its slowest variation: the result is the axis mean to float32 precision, so sigma is capped there.
+MAX_SIGMA_PER_VOXEL = 2.0
+# Kernels with more taps than this are applied through the FFT, whose cost does not grow with sigma.
+MAX_DIRECT_TAPS = 64
+BLOCK_VALUES = 4 * 1024**2  # values processed at once where a full-size temporary is avoided
+
+
+def effective_sigmas(sigmas: Sequence[float], shape: Sequence[int]) -> tuple[float, ...]:
+    """Sigmas (voxels) capped at MAX_SIGMA_PER_VOXEL times their axis length: a wider Gaussian
+    gives the same result, the mean along that axis."""
+    return tuple(min(float(s), MAX_SIGMA_PER_VOXEL * n) for s, n in zip(sigmas, shape, strict=True))
+
 
 def gaussian_blur(data: np.ndarray, sigmas: Sequence[float]) -> np.ndarray:
-    """Gaussian blur with one sigma (in voxels) per axis; 0 leaves an axis alone. Returns float32."""
+    """Gaussian blur with one sigma (in voxels) per axis; 0 leaves an axis alone. Returns float32.
+
+    The same as ``ndimage.gaussian_filter`` (mode "reflect", kernel truncated at 4 sigma), with the
+    sigmas capped by ``effective_sigmas`` and long kernels applied through the FFT, so that the cost
+    stays bounded however large sigma is.
+    """
     if len(sigmas) != data.ndim:
         raise ValueError(f"need {data.ndim} sigmas, got {len(sigmas)}")
-    source = data if data.dtype == np.float32 else data.astype(np.float32)
-    return ndimage.gaussian_filter(source, sigma=list(sigmas), output=np.float32, mode="reflect")
+    out = data.astype(np.float32)  # the one full-size copy: each axis is blurred in place
+    for axis, sigma in enumerate(effective_sigmas(sigmas, data.shape)):
+        if sigma <= 0:
+            continue
+        if 2 * _radius(sigma) + 1 <= MAX_DIRECT_TAPS:
+            ndimage.gaussian_filter1d(out, sigma, axis=axis, output=out, mode="reflect")
+        else:
+            _blur_axis_fft(out, sigma, axis)
+    return out
+
+
+def _radius(sigma: float) -> int:
+    return int(4.0 * sigma + 0.5)  # ndimage's default truncation
+
+
+def _blur_axis_fft(data: np.ndarray, sigma: float, axis: int) -> None:
+    """In place, ndimage's reflect-mode Gaussian along one axis: a circular convolution of the
+    mirrored signal (period 2n) with the kernel wrapped onto that period."""
+    if data.ndim == 1:
+        _blur_axis_fft(data[np.newaxis], sigma, 1)
+        return
+    n = data.shape[axis]
+    taps = np.arange(-_radius(sigma), _radius(sigma) + 1)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    wrapped = np.bincount(taps % (2 * n), weights=kernel / kernel.sum(), minlength=2 * n)
+    gain = scipy.fft.rfft(wrapped).real.astype(np.float32)  # a symmetric kernel: a real spectrum
+    gain = gain.reshape([-1 if a == axis else 1 for a in range(data.ndim)])
+    other = max((a for a in range(data.ndim) if a != axis), key=lambda a: data.shape[a])
+    step = max(1, BLOCK_VALUES * data.shape[other] // max(data.size, 1))
+    for start in range(0, data.shape[other], step):
+        block = data[_along(data.ndim, other, slice(start, start + step))]
+        spectrum = scipy.fft.rfft(np.concatenate([block, np.flip(block, axis)], axis=axis), axis=axis)
+        spectrum *= gain
+        block[...] = scipy.fft.irfft(spectrum, n=2 * n, axis=axis)[_along(data.ndim, axis, slice(0, n))]
+
+
+def _along(ndim: int, axis: int, part: slice) -> tuple[slice, ...]:
+    """An index taking ``part`` of one axis and all of the others."""
+    return tuple(part if a == axis else slice(None) for a in range(ndim))
 
 
 def sigmas_in_voxels(sigma_mm: float, spacing: Sequence[float]) -> tuple[float, ...]:
@@ -31,8 +87,9 @@ def resample_linear(data: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     pixels stay where they were), like Pillow's and OpenCV's resize.
     """
     out = data if data.dtype == np.float32 else data.astype(np.float32)
-    for axis, n_out in enumerate(shape):
-        out = _resample_axis(out, axis, int(n_out))
+    # shrinking axes first, so that no intermediate array is larger than both input and output
+    for axis in sorted(range(len(shape)), key=lambda a: int(shape[a]) / data.shape[a]):
+        out = _resample_axis(out, axis, int(shape[axis]))
     return out
 
 
@@ -70,7 +127,10 @@ def shape_for_spacing(
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luma of the first three samples of the last axis, float32."""
-    return np.tensordot(rgb[..., :3].astype(np.float32, copy=False), BT601, axes=([-1], [0]))
+    grey = np.multiply(rgb[..., 0], BT601[0], dtype=np.float32)  # channel by channel: no float copy
+    for channel in (1, 2):  # of the whole colour image
+        grey += np.multiply(rgb[..., channel], BT601[channel], dtype=np.float32)
+    return grey
 
 
 def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -81,9 +141,12 @@ def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "b":
         return values >= 0.5
     info = np.iinfo(dtype)
-    out = np.rint(values)
-    np.clip(out, info.min, info.max, out=out)
-    return out.astype(dtype)
+    out = np.empty(values.shape, dtype)
+    source, target = np.ravel(values), out.reshape(-1)
+    for start in range(0, source.size, BLOCK_VALUES):  # in blocks: no full-size float temporary
+        part = np.rint(source[start : start + BLOCK_VALUES])
+        target[start : start + BLOCK_VALUES] = np.clip(part, info.min, info.max, out=part)
+    return out
 
 
 def integral_dtype(values: np.ndarray) -> np.dtype | None:

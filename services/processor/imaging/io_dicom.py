@@ -3,6 +3,8 @@ to real units, VOI LUT / window for display, colour, multi-frame volumes with pa
 
 from __future__ import annotations
 
+import math
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,25 +14,59 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-from . import filters, geometry
+from . import filters, geometry, limits
 from .display import auto_window
 from .errors import ImagingError
 from .image import Display, Image, VoiTable
 
-# Decoded pixels bigger than this are refused rather than risking the worker's memory.
-MAX_DECODED_BYTES = 2 * 1024**3
-
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_INFLATE_CHUNK = 1024**2
 
 
 def read_dataset(source: Any, *, stop_before_pixels: bool = False) -> Dataset:
-    """dcmread that accepts bare data sets (no preamble) and reports problems as ImagingError."""
+    """dcmread that accepts bare data sets (no preamble) and reports problems as ImagingError.
+
+    ``source`` is a path or a seekable binary file. A deflated data set is inflated whole by
+    pydicom, so its inflated size is measured first and a decompression bomb refused.
+    """
     try:
+        if isinstance(source, str | Path):
+            with open(source, "rb") as f:
+                check_deflated_size(f)
+        else:
+            check_deflated_size(source)
         return pydicom.dcmread(source, force=True, stop_before_pixels=stop_before_pixels)
-    except MemoryError:
+    except (ImagingError, MemoryError):
         raise
     except Exception as exc:  # pydicom raises many types for malformed input
         raise ImagingError(f"DICOM file could not be read: {exc}") from None
+
+
+def check_deflated_size(f: Any) -> None:
+    """For a Deflated Explicit VR Little Endian file, inflate the data set into nothing, counting
+    bytes, and refuse it once it expands too much; the file position is left where it was."""
+    start = f.tell()
+    try:
+        pydicom.filereader.read_preamble(f, True)
+        meta = pydicom.filereader.read_dataset(
+            f, is_implicit_VR=False, is_little_endian=True, stop_when=lambda tag, _vr, _n: tag.group != 2
+        )
+        deflated = meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian
+        compressed = f.read() if deflated else b""
+    except Exception:  # a malformed file meta: dcmread says what is wrong with it
+        return
+    finally:
+        f.seek(start)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = compressed
+    inflated = 0
+    while pending:
+        try:
+            inflated += len(inflater.decompress(pending, _INFLATE_CHUNK))
+        except zlib.error:
+            return  # dcmread reports the corrupt stream
+        limits.check_inflated_size("Deflated DICOM data set", inflated, len(compressed))
+        pending = inflater.unconsumed_tail
 
 
 def read_dicom(path: Path) -> Image:
@@ -59,13 +95,15 @@ def frame_count(ds: Dataset) -> int:
 
 
 def _floats(value: Any) -> list[float] | None:
+    """The numbers of a (multi-)value; None when missing, malformed or not finite."""
     if value is None or value == "":
         return None
     try:
         items = list(value) if isinstance(value, list | tuple | pydicom.multival.MultiValue) else [value]
-        return [float(v) for v in items]
+        numbers = [float(v) for v in items]
     except (TypeError, ValueError):
         return None
+    return numbers if all(math.isfinite(v) for v in numbers) else None
 
 
 def _first(value: Any) -> float | None:
@@ -131,20 +169,22 @@ def check_pixel_data(ds: Dataset) -> None:
         bits = int(ds.BitsAllocated)
     except (AttributeError, TypeError, ValueError):
         raise ImagingError("DICOM image is missing Rows, Columns or Bits Allocated") from None
+    if bits != 1 and (bits % 8 or not 8 <= bits <= 64):
+        raise ImagingError(f"DICOM Bits Allocated of {bits} is not supported")
+    if not 1 <= samples <= 4:
+        raise ImagingError(f"DICOM Samples per Pixel of {samples} is not supported")
     frames = frame_count(ds)
+    limits.check_image_size("DICOM image", rows, cols)
+    if frames > 1:
+        limits.check_volume_size("DICOM image", (cols, rows, frames), samples)
     pixels = rows * cols * frames * samples
-    if pixels * max(bits, 8) // 8 > MAX_DECODED_BYTES:
-        raise ImagingError(
-            f"DICOM image is too large to process: {rows}x{cols}x{frames} pixels "
-            f"(at most {MAX_DECODED_BYTES // 1024**2} MiB decoded)"
-        )
     ts = transfer_syntax(ds)
     if "PixelData" not in ds or (ts is not None and ts.is_compressed):
         return
     if str(ds.get("PhotometricInterpretation", "")).startswith("YBR_FULL_422"):
         pixels = rows * cols * frames * 2  # chroma shared by two pixels
     expected = (pixels + 7) // 8 if bits == 1 else pixels * bits // 8
-    found = len(ds.PixelData)
+    found = len(ds.PixelData or b"")
     if found < expected:
         raise ImagingError(f"DICOM pixel data is truncated: expected {expected} bytes, found {found}")
 
@@ -183,24 +223,50 @@ def _group_item(ds: Dataset, sequence: str, frame: int | None = None) -> Dataset
     return None
 
 
+def rescale(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """stored x slope + intercept without a float64 copy of the whole array: in int32 when all are
+    whole numbers that int32 holds, else in float32."""
+    if stored.dtype.kind in "iu" and float(slope).is_integer() and float(intercept).is_integer():
+        ends = [float(v) * slope + intercept for v in (stored.min(initial=0), stored.max(initial=0))]
+        if all(-(2**31) <= v < 2**31 for v in ends):
+            values = stored.astype(np.int32)
+            if slope != 1:
+                values *= int(slope)
+            if intercept:
+                values += int(intercept)
+            return values
+    values = stored.astype(np.float32)
+    if slope != 1:
+        values *= np.float32(slope)
+    if intercept:
+        values += np.float32(intercept)
+    return values
+
+
 def real_values(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     """Modality LUT: stored values to real units (HU for CT, Gy for RT dose, ...)."""
     enhanced = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
-    if enhanced and "RescaleSlope" not in ds and "ModalityLUTSequence" not in ds:
+    slope, intercept = _first(ds.get("RescaleSlope")), _first(ds.get("RescaleIntercept"))
+    if ds.get("ModalityLUTSequence"):
+        values = apply_modality_lut(stored, ds)
+    elif slope is not None and intercept is not None:
+        values = rescale(stored, slope, intercept)
+    elif enhanced and "RescaleSlope" not in ds:
         frames = frame_count(ds)
         stack = stored.reshape((frames, *stored.shape[-2:]))
-        out = np.empty(stack.shape, np.float64)
+        out = np.empty(stack.shape, np.float32)
         for i in range(frames):
             item = _group_item(ds, "PixelValueTransformationSequence", i)
             slope = _first(item.get("RescaleSlope")) if item is not None else None
             intercept = _first(item.get("RescaleIntercept")) if item is not None else None
-            out[i] = stack[i] * (1.0 if slope is None else slope) + (intercept or 0.0)
+            out[i] = rescale(stack[i], 1.0 if slope is None else slope, intercept or 0.0)
         values = out.reshape(stored.shape)
     else:
-        values = apply_modality_lut(stored, ds)
+        values = stored
     scaling = _first(ds.get("DoseGridScaling"))
     if scaling is not None:
-        values = values * scaling
+        values = values.astype(np.float32)
+        values *= np.float32(scaling)
     return compact(values)
 
 
@@ -284,7 +350,8 @@ def dataset_to_image(ds: Dataset) -> Image:
             metadata=meta,
         )
     order, affine, notes = frame_geometry(ds, frames)
-    values = values[order]
+    if np.any(order != np.arange(frames)):
+        values = values[order]
     # (frame, row, column[, sample]) -> NIfTI voxel order (column, row, frame[, sample])
     data = np.ascontiguousarray(np.swapaxes(values, 0, 2))
     meta.update(notes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,12 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from . import filters
+from . import filters, limits
 from .errors import ImagingError
 from .image import Display, Image
 
-MAX_VOXELS = 512 * 1024**2  # as float32 that is 2 GiB
+# Voxel data starts after the 348/540-byte header and its extensions; further than this is corrupt.
+MAX_VOX_OFFSET = 1024**3
 
 _RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
 _READ_ERRORS = (
@@ -34,7 +36,31 @@ def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
         raise ImagingError(f"NIfTI file could not be read: {exc}") from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise ImagingError("File is not a single-file NIfTI image")
+    check_header(img, path)
     return img
+
+
+def check_header(img: nib.Nifti1Image | nib.Nifti2Image, path: Path) -> None:
+    """Refuse, before any voxel is read, a header whose shape is empty, negative or too large, whose
+    voxel data lies outside the file, or whose affine is not finite."""
+    shape = img.shape
+    if not 2 <= len(shape) <= 5:
+        raise ImagingError(f"NIfTI image has {len(shape)} dimensions; 2 to 5 are supported")
+    stored = img.get_data_dtype()
+    limits.check_volume_size("NIfTI image", shape, samples=3 if stored == _RGB24 else 1)
+    offset = int(img.dataobj.offset)
+    if not 0 <= offset <= MAX_VOX_OFFSET:
+        raise ImagingError(f"NIfTI header is corrupt: its voxel data offset ({offset}) is not plausible")
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    size = path.stat().st_size
+    needed = offset + math.prod(shape) * stored.itemsize
+    if not gzipped and needed > size:
+        raise ImagingError(
+            f"NIfTI file is truncated: its header needs {needed} bytes, the file has {size}"
+        )
+    if not np.all(np.isfinite(img.affine)):
+        raise ImagingError("NIfTI header is corrupt: its voxel-to-world affine is not finite")
 
 
 def describe(img: nib.Nifti1Image | nib.Nifti2Image) -> dict[str, Any]:
@@ -70,11 +96,6 @@ def inspect_nifti(path: Path) -> dict[str, Any]:
 
 def read_nifti(path: Path) -> Image:
     img = _load(path)
-    shape = img.shape
-    if len(shape) < 2 or len(shape) > 5 or int(np.prod(shape)) > MAX_VOXELS:
-        raise ImagingError(
-            f"NIfTI image of shape {list(shape)} is not supported (at most {MAX_VOXELS} voxels)"
-        )
     meta = describe(img)
     stored = img.get_data_dtype()
     try:

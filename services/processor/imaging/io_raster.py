@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
+from . import limits
 from .errors import ImagingError
 from .image import Display, Image
 
@@ -28,6 +29,7 @@ def read_raster(path: Path, fmt: str) -> Image:
             # A decompression bomb above MAX_IMAGE_PIXELS is refused, not just warned about.
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(path) as pil:
+                limits.check_image_size(f"{name} image", pil.height, pil.width)  # before decoding
                 pil.load()  # decode everything now so that truncation is detected here
                 info = {"mode": pil.mode, "width": pil.width, "height": pil.height}
                 if fmt == "jpeg":

@@ -13,14 +13,12 @@ import numpy as np
 
 from services.common.sniff import is_dicom
 
-from . import geometry, io_dicom
+from . import geometry, io_dicom, limits
 from .errors import ImagingError
 from .image import Image
 
 MAX_MEMBERS = 5000
 MAX_TOTAL_BYTES = 2 * 1024**3
-MAX_RATIO = 200  # uncompressed / compressed, for members large enough to matter
-RATIO_FLOOR = 1024**2
 
 
 @dataclass
@@ -50,8 +48,7 @@ def _members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
             continue
         if info.flag_bits & 0x1:
             raise ImagingError(f"ZIP member {base!r} is encrypted")
-        if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            raise ImagingError(f"ZIP member {base!r} has a suspicious compression ratio (zip bomb?)")
+        limits.check_inflated_size(f"ZIP member {base!r}", info.file_size, info.compress_size)
         total += info.file_size
         chosen.append(info)
     if total > MAX_TOTAL_BYTES:
@@ -156,6 +153,7 @@ def inspect_zip(path: Path) -> dict[str, Any]:
         archive = _Archive(zf)
     groups = _series(archive.slices)
     chosen = groups[0]
+    _check_size(chosen)
     meta = dict(chosen[0].facts)
     meta.update(format="zip", slices=len(chosen), series_count=len(groups), skipped_files=archive.skipped)
     if len(groups) > 1:
@@ -177,11 +175,22 @@ def read_dicom_zip(path: Path) -> Image:
         }
         if len(groups) > 1:
             series_meta["other_series"] = [_series_summary(g) for g in groups[1:]]
+        _check_size(chosen)
         if len(chosen) == 1:
             image = io_dicom.dataset_to_image(archive.dataset(chosen[0].name))
             image.metadata.update(series_meta)
             return image
         return _stack(archive, chosen, series_meta)
+
+
+def _check_size(series: list[_Slice]) -> None:
+    """Refuse a series too large to decode, from its headers alone."""
+    facts = series[0].facts
+    rows, columns = int(facts.get("rows") or 0), int(facts.get("columns") or 0)
+    if len(series) == 1:
+        limits.check_image_size("DICOM image", rows, columns)
+    else:
+        limits.check_volume_size("DICOM series", (columns, rows, len(series)))
 
 
 def _stack(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any]) -> Image:
@@ -215,20 +224,19 @@ def _stack(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any])
         if ds.get("SamplesPerPixel", 1) != 1:
             raise ImagingError("Colour DICOM series are not supported as volumes")
         values = io_dicom.real_values(io_dicom.decode_pixels(ds), ds)
-        if volume is None:
-            volume = np.empty((cols, rows, len(ordered)), dtype=np.float32)
+        if volume is None:  # int16 (CT in HU) until a slice needs more
+            volume = np.empty((cols, rows, len(ordered)), dtype=np.int16)
             display = io_dicom.display_for(ds)
-            integral = True
-        integral = integral and values.dtype.kind in "iu"
+        if volume.dtype == np.int16 and not _fits_int16(values):
+            volume = volume.astype(np.float32)
         volume[:, :, k] = values.T  # (row, column) -> (column, row)
     assert volume is not None and display is not None
-    data = volume.astype(np.int16) if integral and _fits_int16(volume) else volume
     display = io_dicom.with_data_window(display, volume)
     meta = dict(first)
     meta.update(series_meta)
     meta.update(notes)
     return Image(
-        data=data,
+        data=volume,
         kind="volume",
         affine=affine,
         spacing=geometry.voxel_sizes(affine),
@@ -237,5 +245,8 @@ def _stack(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any])
     )
 
 
-def _fits_int16(volume: np.ndarray) -> bool:
-    return bool(volume.min() >= -32768 and volume.max() <= 32767)
+def _fits_int16(values: np.ndarray) -> bool:
+    """Whole numbers that int16 holds exactly."""
+    if values.dtype.kind not in "iu":
+        return False
+    return values.size == 0 or bool(values.min() >= -32768 and values.max() <= 32767)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ from PIL import UnidentifiedImageError
 
 from services.common import sniff as sniffing
 
-from . import io_dicom, io_nifti, io_raster, io_series
+from . import io_dicom, io_nifti, io_raster, io_series, limits
 from .errors import ImagingError
 from .image import Image
+
+log = logging.getLogger(__name__)
 
 _READERS: dict[str, Callable[[Path], Image]] = {
     sniffing.PNG: lambda p: io_raster.read_raster(p, "png"),
@@ -46,11 +49,35 @@ def detect_format(path: Path) -> str:
     )
 
 
+_FORMAT_NAMES = {
+    sniffing.PNG: "PNG",
+    sniffing.JPEG: "JPEG",
+    sniffing.DICOM: "DICOM",
+    sniffing.NIFTI: "NIfTI",
+    sniffing.ZIP: "ZIP",
+}
+
+
+def _unreadable(fmt: str, error: Exception, path: Path) -> ImagingError:
+    """A reader's unexpected exception as the file's fault: decoding a given file is deterministic.
+    Logged with its traceback, in case it is a bug in a reader after all."""
+    log.warning("unexpected %s while reading a %s file", type(error).__name__, fmt, exc_info=error)
+    reason = str(error).replace(str(path), "the file").strip() or type(error).__name__
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    return ImagingError(f"{_FORMAT_NAMES.get(fmt, fmt)} file could not be read: {reason}")
+
+
 def load(path: Path | str) -> Image:
     """Read any supported file into an Image (real units for DICOM and NIfTI)."""
     path = Path(path)
     fmt = detect_format(path)
-    image = _READERS[fmt](path)
+    try:
+        image = _READERS[fmt](path)
+    except (ImagingError, MemoryError):
+        raise
+    except Exception as exc:
+        raise _unreadable(fmt, exc, path) from exc
     image.metadata.setdefault("format", fmt)
     return image
 
@@ -59,6 +86,15 @@ def inspect(path: Path | str) -> tuple[str, dict[str, Any]]:
     """(format, JSON-serialisable facts) without decoding more than needed."""
     path = Path(path)
     fmt = detect_format(path)
+    try:
+        return fmt, jsonable(_inspect(path, fmt))
+    except (ImagingError, MemoryError):
+        raise
+    except Exception as exc:
+        raise _unreadable(fmt, exc, path) from exc
+
+
+def _inspect(path: Path, fmt: str) -> dict[str, Any]:
     if fmt in (sniffing.PNG, sniffing.JPEG):
         meta = _inspect_raster(path, fmt)
     elif fmt == sniffing.DICOM:
@@ -73,7 +109,7 @@ def inspect(path: Path | str) -> tuple[str, dict[str, Any]]:
     else:
         meta = io_series.inspect_zip(path)
         meta["kind"] = "volume" if meta.get("slices", 0) > 1 else "2d"
-    return fmt, jsonable(meta)
+    return meta
 
 
 def _inspect_raster(path: Path, fmt: str) -> dict[str, Any]:
@@ -83,6 +119,7 @@ def _inspect_raster(path: Path, fmt: str) -> dict[str, Any]:
             width, height, mode = pil.width, pil.height, pil.mode
             if width * height > (PILImage.MAX_IMAGE_PIXELS or float("inf")):
                 raise ImagingError(f"{name} image is too large to process: {width}x{height} pixels")
+            limits.check_image_size(f"{name} image", height, width)
     except UnidentifiedImageError:
         raise ImagingError(f"{name} file could not be decoded: it is not a valid {name} image") from None
     except (OSError, SyntaxError, ValueError) as exc:

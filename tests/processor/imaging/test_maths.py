@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pydicom
 import pytest
 from pydicom.pixels import apply_windowing
+from scipy import ndimage
 
 from services.processor.imaging import display, filters, geometry
 from services.processor.imaging.image import Display, VoiTable
@@ -58,6 +61,23 @@ def test_blur_leaves_channels_and_time_alone() -> None:
     assert np.allclose(out[..., 0], 255.0, atol=1e-3) and np.allclose(out[..., 1:], 0.0)
 
 
+@pytest.mark.parametrize(
+    ("shape", "sigmas"), [((40, 30), (3.0, 20.0)), ((16, 17, 6, 2), (10.0, 30.0, 1.0, 0.0))]
+)
+def test_long_kernels_go_through_the_fft_with_the_same_result(shape: tuple, sigmas: tuple) -> None:
+    assert 2 * int(4 * max(sigmas) + 0.5) + 1 > filters.MAX_DIRECT_TAPS
+    values = RNG.normal(0.0, 1000.0, size=shape).astype(np.int16)
+    expected = ndimage.gaussian_filter(values.astype(np.float32), sigma=list(sigmas), mode="reflect")
+    assert np.allclose(filters.gaussian_blur(values, sigmas), expected, rtol=0, atol=1e-2)
+
+
+def test_sigma_is_capped_at_twice_the_axis_and_then_gives_the_mean() -> None:
+    assert filters.effective_sigmas((1e6, 3.0, 0.0), (8, 50, 3)) == (16.0, 3.0, 0.0)
+    volume = RNG.normal(100.0, 20.0, size=(64, 48, 5)).astype(np.float32)
+    blurred = filters.gaussian_blur(volume, (2e4, 2e4, 0.0))  # sigma 20,000 voxels: no slower
+    assert np.allclose(blurred, volume.mean(axis=(0, 1), keepdims=True), atol=1e-3)
+
+
 # -- resampling ------------------------------------------------------------------------------------
 
 
@@ -70,6 +90,16 @@ def test_resample_linear_shapes_and_linear_ramp() -> None:
     assert np.allclose(out[0], expected, atol=1e-6)
     down = filters.resample_linear(ramp, (2, 4))
     assert np.allclose(down[0], [0.5, 2.5, 4.5, 6.5])
+
+
+def test_resample_shrinks_before_it_grows() -> None:
+    # (4, 256, 256) -> (256, 4, 4): growing axis 0 first would pass through 256**3 floats (64 MiB)
+    tracemalloc.start()
+    out = filters.resample_linear(np.ones((4, 256, 256), np.float32), (256, 4, 4))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert out.shape == (256, 4, 4) and np.allclose(out, 1.0)
+    assert peak < 4 * 1024**2
 
 
 def test_resample_keeps_trailing_axes() -> None:

@@ -1,0 +1,64 @@
+"""How large an input may be, checked from its header before any pixel is decoded.
+
+A few hundred kilobytes of compressed zeros can claim gigabytes of pixels; these limits keep one
+upload's decoded size (and with it a worker's memory) bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .errors import ImagingError
+
+MAX_IMAGE_SIDE = 8192  # 2D: rows and columns each
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+MAX_VOLUME_SHAPE = (512, 512, 1024)
+MAX_VOLUME_VOXELS = math.prod(MAX_VOLUME_SHAPE)  # voxels x frames x samples: 256 Mi
+MAX_VOLUME_SIDE = 32767  # NIfTI-1, the format of volume results, stores each dimension as int16
+
+# Compressed streams inside a file (ZIP members, deflated DICOM): beyond this many times their
+# compressed size, once larger than the floor, they are treated as decompression bombs.
+MAX_INFLATE_RATIO = 200
+INFLATE_RATIO_FLOOR = 1024**2
+
+
+def _times(sizes: Sequence[int]) -> str:
+    return " x ".join(str(int(n)) for n in sizes)
+
+
+def check_image_size(what: str, rows: int, columns: int) -> None:
+    """Refuse a 2D image without pixels or with a side longer than MAX_IMAGE_SIDE."""
+    if rows < 1 or columns < 1:
+        raise ImagingError(f"{what} has no pixels: its size is {columns} x {rows}")
+    if rows > MAX_IMAGE_SIDE or columns > MAX_IMAGE_SIDE:
+        raise ImagingError(
+            f"{what} is {columns} x {rows} pixels; at most {MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} are accepted"
+        )
+
+
+def check_volume_size(what: str, shape: Sequence[int], samples: int = 1) -> None:
+    """Refuse a volume (any number of axes) with an empty axis, an axis longer than MAX_VOLUME_SIDE or
+    more than MAX_VOLUME_VOXELS values."""
+    if any(int(n) < 1 for n in shape):
+        raise ImagingError(f"{what} has an empty or negative dimension: its shape is {_times(shape)}")
+    if any(int(n) > MAX_VOLUME_SIDE for n in shape):
+        raise ImagingError(
+            f"{what} is {_times(shape)} voxels; at most {MAX_VOLUME_SIDE} are accepted along each axis"
+        )
+    values = math.prod(int(n) for n in shape) * max(int(samples), 1)
+    if values > MAX_VOLUME_VOXELS:
+        per_voxel = f" x {samples} samples" if samples > 1 else ""
+        raise ImagingError(
+            f"{what} is {_times(shape)} voxels{per_voxel} ({values:,} values); at most "
+            f"{MAX_VOLUME_VOXELS:,} ({_times(MAX_VOLUME_SHAPE)}) are accepted"
+        )
+
+
+def check_inflated_size(what: str, inflated: int, compressed: int) -> None:
+    """Refuse a compressed stream that expands suspiciously much (a decompression bomb)."""
+    if inflated > INFLATE_RATIO_FLOOR and inflated > MAX_INFLATE_RATIO * max(compressed, 1):
+        raise ImagingError(
+            f"{what} has a suspicious compression ratio: it expands more than {MAX_INFLATE_RATIO} "
+            "times (a decompression bomb?)"
+        )
