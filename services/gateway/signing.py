@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from services.common.config import Settings
+from services.common.keys import object_key
 from services.gateway.text import ascii_digits
 
 KEY_FILE = "signing.key"
@@ -58,7 +59,7 @@ class UrlSigner:
 
     def token(self, user_id: str, job_id: str, filename: str, now: float | None = None) -> str:
         exp = int(now if now is not None else time.time()) + self.ttl
-        return f"{exp}.{self._sig(f'{user_id}/{job_id}/{filename}', exp)}"
+        return f"{exp}.{self._sig(object_key(user_id, job_id, filename), exp)}"
 
     def url(self, user_id: str, job_id: str, filename: str) -> str:
         path = "/".join(quote(p, safe="") for p in (user_id, job_id, filename))
@@ -71,5 +72,8 @@ class UrlSigner:
         exp = int(exp_text)
         if exp < (now if now is not None else time.time()):
             return False
-        expected = self._sig(f"{user_id}/{job_id}/{filename}", exp)
+        try:
+            expected = self._sig(object_key(user_id, job_id, filename), exp)
+        except ValueError:
+            return False
         return hmac.compare_digest(expected.encode(), sig.encode())

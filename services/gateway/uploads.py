@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.common.config import Settings
+from services.common.keys import job_prefix, object_key, safe_filename, unique_filename
 from services.common.sniff import MEDIA_TYPES, SNIFF_BYTES, sniff
 from services.common.storage_client import ObjectWriter
 from services.gateway.clients import Backends
@@ -31,53 +31,7 @@ from services.gateway.errors import ApiError, backend_errors
 log = logging.getLogger(__name__)
 
 MAX_FIELD_BYTES = 64 * 1024  # task_type / params
-MAX_NAME_CHARS = 128
 ACCEPTED = "PNG, JPEG, DICOM, NIfTI (.nii, .nii.gz) or a ZIP of DICOM files"
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_DOUBLE_EXT = (".nii.gz", ".tar.gz")
-
-
-def _split_ext(name: str) -> tuple[str, str]:
-    lower = name.lower()
-    for ext in _DOUBLE_EXT:
-        if lower.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)], name[-len(ext) :]
-    dot = name.rfind(".")
-    if dot <= 0:
-        return name, ""
-    return name[:dot], name[dot:]
-
-
-def _fit(stem: str, ext: str, limit: int = MAX_NAME_CHARS) -> str:
-    if len(ext) >= limit:  # a silly "extension": keep the start instead
-        return (stem + ext)[:limit]
-    return stem[: limit - len(ext)] + ext
-
-
-def safe_name(raw: str) -> str:
-    """A client file name reduced to a safe base name: never a path, only [A-Za-z0-9._-]."""
-    base = re.split(r"[/\\]", raw)[-1]
-    base = "".join(c for c in base if c != "\x00" and unicodedata.category(c) != "Cc")
-    base = _UNSAFE.sub("_", base).lstrip(".")
-    stem, ext = _split_ext(base)
-    return _fit(stem, ext) or "file"
-
-
-def unique_name(name: str, taken: set[str]) -> str:
-    """`name`, or name-1, name-2 ... (before the extension) when the job already has it.
-    Compared case-insensitively so that case-insensitive file systems cannot merge two inputs."""
-    if name.lower() not in taken:
-        return name
-    stem, ext = _split_ext(name)
-    n = 1
-    while True:
-        suffix = f"-{n}"
-        candidate = _fit(stem[: max(0, MAX_NAME_CHARS - len(ext) - len(suffix))] + suffix, ext)
-        if candidate.lower() not in taken:
-            return candidate
-        n += 1
-
 
 def _printable(raw: str) -> str:
     """A client name as it can be quoted in an error message."""
@@ -208,7 +162,8 @@ class UploadReceiver:
     ) -> None:
         self._backends = backends
         self._settings = settings
-        self.prefix = f"{user_id}/{job_id}/"
+        self._user_id, self._job_id = user_id, job_id
+        self.prefix = job_prefix(user_id, job_id)
         self._boundary = boundary
         self._on_task_type = on_task_type
         self.form = UploadForm()
@@ -308,7 +263,7 @@ class UploadReceiver:
                     413, "too_many_files", f"At most {self._settings.max_files_per_job} files per job."
                 )
             raw = options.get(b"filename", b"").decode("utf-8", "replace")
-            filename = unique_name(safe_name(raw), self._taken)
+            filename = unique_filename(safe_filename(raw), self._taken)
             self._taken.add(filename.lower())
             self._part = _Part("file", name=name, raw_filename=raw or filename, filename=filename)
         elif name in ("task_type", "params"):
@@ -361,9 +316,8 @@ class UploadReceiver:
             )
         part.format = fmt
         self.touched_storage = True
-        part.writer = self._backends.storage.writer(
-            self.prefix + part.filename, MEDIA_TYPES[fmt], self._settings.max_file_bytes
-        )
+        key = object_key(self._user_id, self._job_id, part.filename)
+        part.writer = self._backends.storage.writer(key, MEDIA_TYPES[fmt], self._settings.max_file_bytes)
         head, part.head = bytes(part.head), bytearray()
         await part.writer.write(head)
 
@@ -389,7 +343,8 @@ class UploadReceiver:
         part.writer = None
         self.form.files.append(
             StoredFile(
-                filename=part.filename, key=self.prefix + part.filename, format=part.format, size=info.size
+                filename=part.filename, key=object_key(self._user_id, self._job_id, part.filename),
+                format=part.format, size=info.size,
             )
         )
 

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.gen.radiology.v1 import tasks_pb2
+from services.common.keys import choose_output_stems, parse_key
 from services.jobs import rules
 from services.jobs.models import (
     PENDING,
@@ -223,7 +224,7 @@ class Repository:
     ) -> JobState:
         """Insert the job and its tasks (unpublished) in one transaction."""
         now = utcnow()
-        stems = rules.choose_output_stems([i.filename for i in inputs])
+        stems = choose_output_stems([i.filename for i in inputs])
         job = JobState({
             "job_id": job_id, "user_id": user_id, "status": PENDING, "progress": 0,
             "message": f"0 of {len(inputs)} {'task' if len(inputs) == 1 else 'tasks'} done",
@@ -371,7 +372,7 @@ class Repository:
             existing = {job.job_id for job in jobs}
             result.orphan_keys = [
                 o.key for e in events if e.job_id and e.job_id not in existing
-                for o in e.result.outputs if o.key.split("/")[1:2] == [e.job_id]
+                for o in e.result.outputs if _in_job_folder(o.key, e.job_id)
             ]
             changed: dict[str, TaskState] = {}
             for event in events:
@@ -402,3 +403,10 @@ class Repository:
 
 def is_terminal(status: str) -> bool:
     return status in TERMINAL
+
+
+def _in_job_folder(key: str, job_id: str) -> bool:
+    try:
+        return parse_key(key).job_id == job_id
+    except ValueError:
+        return False

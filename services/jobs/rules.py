@@ -1,4 +1,4 @@
-"""Pure rules of the jobs service: output names, idempotent event application, job derivation.
+"""Pure rules of the jobs service: idempotent event application, job derivation.
 
 No I/O here, so every rule is tested directly and applied the same way on every backend.
 """
@@ -24,8 +24,8 @@ from services.jobs.models import (
     TaskState,
 )
 
-# Longest first, so "scan.nii.gz" loses ".nii.gz" and not only ".gz".
-IMAGE_EXTENSIONS = (".nii.gz", ".dicom", ".jpeg", ".nii", ".dcm", ".png", ".jpg", ".zip", ".ima", ".gz")
+# How far a processor's clock may be from ours before its timestamps are not believed.
+MAX_CLOCK_SKEW_SECONDS = 24 * 3600.0
 
 _EVENT_STATUS = {
     common_pb2.STATUS_RUNNING: RUNNING,
@@ -33,43 +33,6 @@ _EVENT_STATUS = {
     common_pb2.STATUS_FAILED: FAILED,
     common_pb2.STATUS_CANCELLED: CANCELLED,
 }
-
-
-def strip_image_extension(filename: str) -> str:
-    lower = filename.lower()
-    for ext in IMAGE_EXTENSIONS:
-        if lower.endswith(ext) and len(filename) > len(ext):
-            return filename[: -len(ext)]
-    return filename
-
-
-def output_names(stem: str) -> tuple[str, ...]:
-    """Every name a task with this stem may write (see docs/design.md, Object keys)."""
-    return (
-        f"{stem}_processed.png", f"{stem}_processed.jpg", f"{stem}_processed.nii.gz",
-        f"{stem}_preview.png", f"{stem}_input.png", f"{stem}_input.nii.gz",
-    )
-
-
-def choose_output_stems(filenames: Sequence[str]) -> list[str]:
-    """One stem per input: the name without its image extension, suffixed "_2", "_3", ... until no
-    output of it equals an input name or another task's output. Compared case-insensitively,
-    because a local storage folder may live on a case-insensitive file system."""
-    taken = {name.casefold() for name in filenames}
-    stems: list[str] = []
-    for name in filenames:
-        base = strip_image_extension(name).strip(".") or "output"
-        stem, n = base, 1
-        while any(out.casefold() in taken for out in output_names(stem)):
-            n += 1
-            stem = f"{base}_{n}"
-        taken.update(out.casefold() for out in output_names(stem))
-        stems.append(stem)
-    return stems
-
-
-# How far a processor's clock may be from ours before its timestamps are not believed.
-MAX_CLOCK_SKEW_SECONDS = 24 * 3600.0
 
 
 def _event_time(event: tasks_pb2.TaskEvent, now: datetime) -> datetime:

@@ -14,6 +14,7 @@ from services.common import messaging
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 from services.common.identity import is_valid_user_id
+from services.common.keys import FILENAME_RULE, is_valid_filename, object_key
 from services.common.protobuf import NOT_JSON, from_struct
 from services.common.status import TERMINAL, status_name
 from services.common.storage_client import StorageClient
@@ -34,8 +35,6 @@ from services.jobs.watch import Rank, WatchHub, job_rank
 log = logging.getLogger(__name__)
 
 TASK_TYPE_RE = re.compile(r"[a-z0-9_]{1,64}")  # also a NATS subject token
-# An input file name is one storage key segment: no "/", "\\" or control characters, <= 200 chars.
-SAFE_NAME_RE = re.compile(r"[^/\\\x00-\x1f\x7f]{1,200}")
 # WatchJob re-reads this often even without a notice (a lost core-NATS message, a NATS outage).
 WATCH_RECHECK_SECONDS = 3.0
 JOB_NOT_FOUND = "job not found"
@@ -90,14 +89,14 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         if not request.inputs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a job needs at least one input file")
         names = [i.filename for i in request.inputs]
-        unsafe = any(not SAFE_NAME_RE.fullmatch(n) or n in (".", "..") for n in names)
-        if unsafe or len(set(names)) != len(names):
+        if not all(map(is_valid_filename, names)) or len({n.lower() for n in names}) != len(names):
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "input file names must be non-empty safe base names, unique"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"input file names must be unique (ignoring case) and each {FILENAME_RULE}",
             )
         # A job owns exactly its own folder: no reading another job's (or user's) files, and
         # DeleteJob's DeletePrefix removes every input.
-        if any(i.key != f"{user}/{job_id}/{i.filename}" for i in request.inputs):
+        if any(i.key != object_key(user, job_id, i.filename) for i in request.inputs):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "each input key must be {user_id}/{job_id}/{filename}"
             )

@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 
+from services.common.keys import is_valid_stem
 from services.processor import imaging
 from services.processor.imaging import filters, geometry, limits
 from services.processor.imaging.image import Display, Image
@@ -139,7 +140,7 @@ def run(
     DICOM or DICOM-series ZIP input also the input itself as role "input", a PNG or .nii.gz that a
     browser can show), "metadata": {...}}. Raises ImagingError for bad inputs and ParamsError for bad params.
     """
-    if not output_stem or "/" in output_stem or "\\" in output_stem or output_stem in (".", ".."):
+    if not is_valid_stem(output_stem):
         raise ValueError(f"unsafe output_stem {output_stem!r}")
     params = validate_params(task_type, params)
     report = progress or (lambda _percent, _message: None)

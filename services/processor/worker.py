@@ -34,6 +34,7 @@ from services.common import logging as log_ctx
 from services.common import messaging, tracing
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
+from services.common.keys import choose_output_stems, object_key
 from services.common.protobuf import from_struct_plain, to_struct
 from services.common.storage_client import StorageClient
 from services.processor.imaging import ImagingError
@@ -292,7 +293,7 @@ class Worker:
 
             result = await self._pool.run_operation(
                 task.task_type, from_struct_plain(task.params), str(input_path), str(out_dir),
-                task.output_stem or Path(name).stem or "output", progress,
+                task.output_stem or choose_output_stems([name])[0], progress,
             )
             self._check_cancelled(task)
             outputs = [await self._store(task, out) for out in result["outputs"]]
@@ -317,10 +318,11 @@ class Worker:
 
     async def _store(self, task: tasks_pb2.TaskMessage, out: dict) -> common_pb2.Output:
         filename = out["filename"]
-        if Path(filename).name != filename or filename in ("", ".", ".."):
-            raise RuntimeError(f"operation returned an unsafe output name {filename!r}")
         # Deterministic key: a redelivered task overwrites its earlier outputs.
-        key = f"{task.user_id}/{task.job_id}/{filename}"
+        try:
+            key = object_key(task.user_id, task.job_id, filename)
+        except ValueError as exc:
+            raise RuntimeError(f"operation returned an unsafe output: {exc}") from None
         info = await self._storage.upload(key, Path(out["path"]), out["media_type"])
         return common_pb2.Output(
             filename=filename, key=key, media_type=out["media_type"], size=info.size,

@@ -157,10 +157,11 @@ def test_signing_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
 
 
 def test_signed_url_round_trip_and_expiry() -> None:
+    JOB = "0b8a4f4e-8d0b-4d6e-9a53-2f6f0d1c9e11"
     signer = UrlSigner(b"k", 60)
-    url = signer.url("al@ice", "job", "a.nii.gz")
-    assert url.startswith("/files/al%40ice/job/a.nii.gz?token=")
+    url = signer.url("al@ice", JOB, "a.nii.gz")
+    assert url.startswith(f"/files/al%40ice/{JOB}/a.nii.gz?token=")
     token = url.split("token=")[1]
-    assert signer.verify("al@ice", "job", "a.nii.gz", token)
-    assert not signer.verify("al@ice", "job", "b.nii.gz", token)
-    assert not signer.verify("al@ice", "job", "a.nii.gz", token, now=time.time() + 120)
+    assert signer.verify("al@ice", JOB, "a.nii.gz", token)
+    assert not signer.verify("al@ice", JOB, "b.nii.gz", token)
+    assert not signer.verify("al@ice", JOB, "a.nii.gz", token, now=time.time() + 120)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from services.common.gen.radiology.v1 import storage_pb2
-from services.common.identity import is_valid_user_id
+from services.common.keys import object_key
 from services.common.storage_client import ObjectReader
 from services.gateway.deps import BackendsDep, OptionalUser, SignerDep
 from services.gateway.errors import ApiError, backend_errors, error_responses, not_found
@@ -19,7 +18,6 @@ router = APIRouter(prefix="/files", tags=["files"])
 
 # Job ids and file names that the platform produces; anything else cannot exist, so it is a 404.
 # Inputs are at most 128 characters; outputs add "_processed.nii.gz" and the like to their stem.
-_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
 def _range(header: str, size: int) -> tuple[int, int] | None:
@@ -105,12 +103,13 @@ async def get_file(
         str | None, Query(description="Signed token from a URL the API returned")
     ] = None,
 ) -> Response:
-    if not (is_valid_user_id(user_id) and _SEGMENT.fullmatch(job_id) and _SEGMENT.fullmatch(filename)):
-        raise not_found()
+    try:
+        key = object_key(user_id, job_id, filename)
+    except ValueError:
+        raise not_found() from None
     allowed = caller == user_id or (token is not None and signer.verify(user_id, job_id, filename, token))
     if not allowed:
         raise not_found()
-    key = f"{user_id}/{job_id}/{filename}"
 
     # Range is defined for GET only (RFC 9110 14.2); HEAD describes the whole file.
     range_header = request.headers.get("range") if request.method == "GET" else None

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
 
+from services.common.keys import output_name
+
 from . import display, io_nifti, io_raster
 from .image import Image
 
@@ -76,10 +78,10 @@ def write_input_view(source: Image, out_dir: Path, stem: str, result: Image | No
         ):
             shown = replace(source, display=result.display)
         values, samples = display_array(shown)
-        path = out_dir / f"{stem}_input.png"
+        path = out_dir / output_name(stem, "input_png")
         io_raster.write_png(values, samples, path)
         return _entry(path, MEDIA_TYPES["png"], "input")
-    path = out_dir / f"{stem}_input.nii.gz"
+    path = out_dir / output_name(stem, "input_nifti")
     io_nifti.write_nifti(source, path)
     return _entry(path, MEDIA_TYPES["nifti"], "input")
 
@@ -88,17 +90,17 @@ def _write_result(image: Image, out_dir: Path, stem: str, output_format: str) ->
     if image.kind == "2d":
         values, samples = display_array(image)
         if output_format == "jpeg":
-            path = out_dir / f"{stem}_processed.jpg"
+            path = out_dir / output_name(stem, "processed_jpeg")
             io_raster.write_jpeg(values, samples, path)
         else:
-            path = out_dir / f"{stem}_processed.png"
+            path = out_dir / output_name(stem, "processed_png")
             io_raster.write_png(values, samples, path)
         return [_entry(path, MEDIA_TYPES[output_format], "primary")]
 
-    volume_path = out_dir / f"{stem}_processed.nii.gz"
+    volume_path = out_dir / output_name(stem, "processed_nifti")
     dtype = np.float32 if image.data.dtype.kind == "f" else None
     io_nifti.write_nifti(image, volume_path, dtype=dtype)
-    preview_path = out_dir / f"{stem}_preview.png"
+    preview_path = out_dir / output_name(stem, "preview_png")
     values, samples = preview_array(image)
     io_raster.write_png(values, samples, preview_path)
     return [
