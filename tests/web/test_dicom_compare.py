@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from .conftest import new_user, pixel_stats, sign_in
-from .test_ui import canvas_stats, submit_job, wait_job_status
+from .test_ui import before_and_after, canvas_stats, submit_job, wait_job_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -49,12 +49,7 @@ def test_dicom_2d_before_after_uses_the_input_png(page, base_url, shots):
     assert page.locator(".layer-before img").evaluate("e => e.naturalWidth") == 128
     page.screenshot(path=str(shots / "dicom-blur-before-after.png"))
 
-    viewport = page.get_by_test_id("viewer2d")
-    slider.focus()
-    page.keyboard.press("Home")  # all "after"
-    after = viewport.screenshot(path=str(shots / "dicom-after.png"))
-    page.keyboard.press("End")  # all "before"
-    before = viewport.screenshot(path=str(shots / "dicom-before.png"))
+    before, after = before_and_after(page, shots, "dicom")
     assert after != before
     sharp, blurred = pixel_stats(before), pixel_stats(after)
     assert sharp["nonblack"] > 0.2 and blurred["nonblack"] > 0.2, (sharp, blurred)

@@ -38,6 +38,17 @@ def wait_job_status(page, status: str = "SUCCESS") -> None:
     page.locator(f'.job-detail[data-status="{status}"]').wait_for(timeout=JOB_TIMEOUT)
 
 
+def before_and_after(page, shots, name: str) -> tuple[bytes, bytes]:
+    """Screenshots of the 2D viewer with the before/after slider at each end: (before, after)."""
+    viewport = page.get_by_test_id("viewer2d")
+    page.get_by_label("Before / after").focus()
+    page.keyboard.press("Home")  # all "after"
+    after = viewport.screenshot(path=str(shots / f"{name}-after.png"))
+    page.keyboard.press("End")  # all "before"
+    before = viewport.screenshot(path=str(shots / f"{name}-before.png"))
+    return before, after
+
+
 def test_png_blur_progress_and_before_after(page, base_url, sample_png, shots):
     sign_in(page, new_user("png"))
     job_id = submit_job(page, [sample_png], "blur", {"Sigma": "4"})
@@ -65,12 +76,7 @@ def test_png_blur_progress_and_before_after(page, base_url, sample_png, shots):
     viewport = page.get_by_test_id("viewer2d")
     page.screenshot(path=str(shots / "png-blur-before-after.png"))
 
-    slider = page.get_by_label("Before / after")
-    slider.focus()
-    page.keyboard.press("Home")  # all "after"
-    after = viewport.screenshot(path=str(shots / "png-after.png"))
-    page.keyboard.press("End")  # all "before"
-    before = viewport.screenshot(path=str(shots / "png-before.png"))
+    before, after = before_and_after(page, shots, "png")
     assert page.locator(".layer-before").evaluate("e => e.style.clipPath") == "inset(0px 0% 0px 0px)"
     # The blurred output and the sharp input look different: the input has more distinct edges.
     assert after != before

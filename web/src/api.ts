@@ -2,9 +2,7 @@
 // relative URLs and carries the caller's identity from identityHeaders().
 
 import { parseSSE } from "./sse";
-
-export type Status = "PENDING" | "RUNNING" | "SUCCESS" | "FAILED" | "CANCELLED";
-export const TERMINAL: ReadonlySet<string> = new Set(["SUCCESS", "FAILED", "CANCELLED"]);
+import type { Status } from "./status";
 
 export interface Output {
   filename: string;
@@ -12,7 +10,7 @@ export interface Output {
   media_type: string;
   size: number;
   sha256: string;
-  role: string; // "primary" | "preview" | ...
+  role: string; // "primary" | "preview" | "input"
 }
 
 export interface TaskResultBody {
@@ -122,6 +120,11 @@ function detailOf(body: unknown): { detail: string; code: string } | null {
   return null;
 }
 
+/** What to tell a person about any error: the API's readable line, or the error's own text. */
+export function errorText(e: unknown): string {
+  return e instanceof ApiError ? e.text : String(e);
+}
+
 export function errorFrom(status: number, text: string): ApiError {
   let parsed: { detail: string; code: string } | null = null;
   try {
@@ -170,9 +173,13 @@ export function deleteJob(id: string): Promise<unknown> {
   return request(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
 }
 
-/** URL of a job's input file; needs the identity headers (it is not signed). */
-export function inputFileUrl(job: Job, inputFile: string): string {
-  return `/files/${encodeURIComponent(job.user_id)}/${encodeURIComponent(job.job_id)}/${encodeURIComponent(inputFile)}`;
+/**
+ * URL of one of a job's files, `GET /files/{user_id}/{job_id}/{filename}`. Only for a file the API
+ * gives no URL for (a job's input): it is not signed, so fetch it with the identity headers.
+ * Outputs come with signed URLs (`url`, `output_url`); use those.
+ */
+export function fileUrl(userId: string, jobId: string, filename: string): string {
+  return `/files/${encodeURIComponent(userId)}/${encodeURIComponent(jobId)}/${encodeURIComponent(filename)}`;
 }
 
 /** Fetches a file with the identity headers; returns the Blob (for an object URL) or throws. */
@@ -182,12 +189,9 @@ export async function fetchBlob(url: string, signal?: AbortSignal): Promise<Blob
   return res.blob();
 }
 
-export interface CreatedJob {
-  job_id: string;
-  user_id: string;
-  status: Status;
+/** The answer to POST /jobs. */
+export interface CreatedJob extends Pick<Job, "job_id" | "user_id" | "status" | "created_at"> {
   task_ids: string[];
-  created_at: string;
 }
 
 export interface UploadHandle {

@@ -2,9 +2,9 @@
 // the jobs view.
 
 import "./styles.css";
-import { ApiError, identity, listOperations, uploadJob, validUserId, type Operation } from "./api";
+import { ApiError, errorText, identity, listOperations, uploadJob, validUserId, type Operation } from "./api";
 import { displayName, filesFromDrop, filesFromInput, groupForUpload, packZip } from "./files";
-import { JobsView } from "./jobs";
+import { JobsView } from "./jobList";
 import { buildParamsForm, type ParamsForm } from "./schemaForm";
 import { formatBytes, h, ProgressBar } from "./util";
 
@@ -197,7 +197,7 @@ function setupUpload(): { reset: () => void } {
       showOperation();
     } catch (e) {
       opSelect.replaceChildren(h("option", { value: "" }, "Operations unavailable"));
-      opDesc.textContent = `The operations could not be loaded: ${e instanceof ApiError ? e.text : String(e)}`;
+      opDesc.textContent = `The operations could not be loaded: ${errorText(e)}`;
     }
   }
 

@@ -1,5 +1,7 @@
 // Small DOM and formatting helpers.
 
+import { shownProgress } from "./status";
+
 type Attrs = Record<string, string | number | boolean | null | undefined | EventListener>;
 
 /** h("button", {class: "x", onclick: fn}, "text", child) */
@@ -80,18 +82,19 @@ export class ProgressBar {
 }
 
 export function statusBadge(status: string): HTMLSpanElement {
-  return h("span", { class: `badge status-${status.toLowerCase()}` }, status);
+  const el = h("span");
+  setBadge(el, status);
+  return el;
 }
 
-export function setBadge(el: HTMLElement, status: string): void {
+function setBadge(el: HTMLElement, status: string): void {
   el.className = `badge status-${status.toLowerCase()}`;
   el.textContent = status;
 }
 
-export function isVolumeName(name: string): boolean {
-  return /\.nii(\.gz)?$/i.test(name);
-}
-
-export function isImageMedia(o: { media_type: string; filename: string }): boolean {
-  return /^image\/(png|jpeg|gif|webp)$/.test(o.media_type) || /\.(png|jpe?g)$/i.test(o.filename);
+/** Shows a job's or task's state on its element (`data-status`), badge and progress bar. */
+export function showStatus(el: HTMLElement, badge: HTMLElement, bar: ProgressBar, item: { status: string; progress: number }): void {
+  el.dataset.status = item.status;
+  setBadge(badge, item.status);
+  bar.set(shownProgress(item), item.status);
 }
