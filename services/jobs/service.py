@@ -215,6 +215,6 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 found = await self.repo.get_job(user, request.job_id)
                 if found is None:  # deleted while watched
                     await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
-                msg = job_to_proto(found)
+                msg = job_to_proto(found)  # type: ignore[arg-type]
         finally:
             self.hub.unsubscribe(request.job_id, watcher)
