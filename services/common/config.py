@@ -6,7 +6,6 @@ Each service reads only the fields it needs; keeping them together means one pla
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
@@ -88,11 +87,6 @@ class Settings(BaseSettings):
     @property
     def task_concurrency(self) -> int:
         return self.concurrency or 2 * max(1, self.workers)
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()
 
 
 def listen_port(addr: str) -> int:

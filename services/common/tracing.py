@@ -23,10 +23,6 @@ def setup_tracing(service: str) -> None:
         _provider_set = True
 
 
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
-
-
 def inject(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Add traceparent/tracestate of the current context to a headers or metadata dict."""
     propagate.inject(carrier)

@@ -1,4 +1,4 @@
-"""Rows to protobuf messages."""
+"""Jobs and tasks to protobuf messages."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from google.protobuf import json_format
 from services.common.gen.radiology.v1 import common_pb2
 from services.common.protobuf import to_struct, to_timestamp
 from services.common.status import status_value
-from services.jobs.models import JobRow, JobState, TaskRow, TaskState
+from services.jobs.models import JobState, TaskState
 
 
-def task_to_proto(task: TaskRow | TaskState) -> common_pb2.Task:
+def task_to_proto(task: TaskState) -> common_pb2.Task:
     msg = common_pb2.Task(
         task_id=task.task_id, job_id=task.job_id, user_id=task.user_id,
         status=status_value(task.status), progress=task.progress, input_file=task.input_file,
@@ -22,7 +22,7 @@ def task_to_proto(task: TaskRow | TaskState) -> common_pb2.Task:
     return msg
 
 
-def job_to_proto(job: JobRow | JobState) -> common_pb2.Job:
+def job_to_proto(job: JobState) -> common_pb2.Job:
     return common_pb2.Job(
         job_id=job.job_id, user_id=job.user_id, status=status_value(job.status),
         progress=job.progress, message=job.message, task_type=job.task_type,

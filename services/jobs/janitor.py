@@ -11,13 +11,13 @@ may sweep at the same time: every step is idempotent.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from prometheus_client import Counter
 
 from services.common.storage_client import StorageClient
+from services.jobs.periodic import Periodic
 from services.jobs.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,7 @@ class Janitor:
         self.storage = storage
         self.interval = interval
         self.grace = grace
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("janitor", self.sweep, interval, at_start=False)
 
     async def sweep(self) -> list[str]:
         """One pass; returns the folders it removed."""
@@ -69,25 +68,9 @@ class Janitor:
             log.info("removed %s: no job owns it", folder, extra={"job_id": job_id})
         return removed
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.interval)
-            except TimeoutError:
-                pass
-            if self._stopping.is_set():
-                break
-            try:
-                await self.sweep()
-            except Exception as exc:  # storage or database away: the next pass tries again
-                log.warning("janitor pass failed: %s", exc)
-
     def start(self) -> None:
-        if self.interval > 0:
-            self._task = asyncio.create_task(self._run(), name="jobs-janitor")
+        if self.interval > 0:  # 0: never
+            self._loop.start()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._loop.stop()

@@ -1,11 +1,20 @@
-"""SQLAlchemy models of jobs and tasks, and the async engine factory.
+"""The jobs service's one model of a job and a task, and the tables that store them.
 
-Statuses are stored as their short names ("PENDING", "RUNNING", ...) so the tables read well in
+`JobState` and `TaskState` are plain dataclasses: the repository returns them, the rules change
+them, and everything else reads them. `jobs` and `tasks` are the SQL schema (SQLAlchemy Core
+tables, which the Alembic revisions must match); their columns are the dataclasses' fields, in the
+same order, which is checked when this module is imported. No ORM: its identity map, attribute
+events and flush cost more CPU than the SQL itself on the event hot path, which reads jobs, changes
+a few fields and writes them back.
+
+Statuses are stored as their short names (services.common.status) so the tables read well in
 psql/sqlite3; times are stored in UTC (timestamptz on PostgreSQL, naive UTC text on SQLite).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,12 +22,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     create_engine,
@@ -26,16 +37,63 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-PENDING, RUNNING, SUCCESS, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCESS", "FAILED", "CANCELLED"
-TERMINAL = frozenset({SUCCESS, FAILED, CANCELLED})
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NewInput:
+    """An input file of a job being created (already stored under its key)."""
+
+    filename: str
+    key: str
+    format: str = ""
+    size: int = 0
+
+
+@dataclass(slots=True)
+class TaskState:
+    """One task: one input file of a job, processed once."""
+
+    task_id: str
+    job_id: str
+    user_id: str
+    position: int  # order of the input within the job
+    status: str
+    progress: int
+    message: str
+    input_file: str
+    input_key: str
+    input_format: str
+    size: int
+    output_stem: str
+    error: str
+    result: dict[str, Any] | None  # TaskResult as a dict (protobuf JSON names), once SUCCESS
+    published: bool  # its TaskMessage was acknowledged by JetStream
+    published_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(slots=True)
+class JobState:
+    """One job with its tasks, by position."""
+
+    job_id: str
+    user_id: str
+    status: str
+    progress: int
+    message: str
+    task_type: str
+    params: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    tasks: list[TaskState] = field(default_factory=list)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -58,113 +116,67 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class Base(DeclarativeBase):
-    # Fixed constraint/index names so the Alembic revision and the models agree on every backend.
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+# Fixed constraint/index names so the Alembic revisions and these tables agree on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("user_id", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("progress", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("task_type", String(64), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_jobs_user_id_created_at_job_id", "user_id", "created_at", "job_id"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(36), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.job_id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("user_id", String(64), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("progress", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("input_file", String(255), nullable=False),
+    Column("input_key", Text, nullable=False),
+    Column("input_format", String(16), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("output_stem", String(255), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("result", JSON, nullable=True),
+    Column("published", Boolean, nullable=False, index=True),
+    Column("published_at", UTCDateTime, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+JOB_COLUMNS = tuple(c.key for c in jobs.c)
+TASK_COLUMNS = tuple(c.key for c in tasks.c)
 
 
-class JobRow(Base):
-    __tablename__ = "jobs"
-
-    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16), default=PENDING)
-    progress: Mapped[int] = mapped_column(Integer, default=0)
-    message: Mapped[str] = mapped_column(Text, default="")
-    task_type: Mapped[str] = mapped_column(String(64))
-    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-    # Always needed with the job (the Job message carries its tasks); one extra SELECT per query.
-    tasks: Mapped[list[TaskRow]] = relationship(
-        back_populates="job", order_by="TaskRow.position", lazy="selectin", passive_deletes=True
-    )
-
-    __table_args__ = (Index("ix_jobs_user_id_created_at_job_id", "user_id", "created_at", "job_id"),)
+def _check_fields(cls: type, columns: tuple[str, ...], extra: tuple[str, ...] = ()) -> None:
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    if names != columns + extra:
+        raise TypeError(f"{cls.__name__} fields {names} must be the table's columns {columns} + {extra}")
 
 
-class TaskRow(Base):
-    __tablename__ = "tasks"
-
-    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    job_id: Mapped[str] = mapped_column(
-        String(36), ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True
-    )
-    user_id: Mapped[str] = mapped_column(String(64), index=True)
-    position: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default=PENDING)
-    progress: Mapped[int] = mapped_column(Integer, default=0)
-    message: Mapped[str] = mapped_column(Text, default="")
-    input_file: Mapped[str] = mapped_column(String(255))
-    input_key: Mapped[str] = mapped_column(Text)
-    input_format: Mapped[str] = mapped_column(String(16), default="")
-    size: Mapped[int] = mapped_column(Integer, default=0)
-    output_stem: Mapped[str] = mapped_column(String(255))
-    error: Mapped[str] = mapped_column(Text, default="")
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    published: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
-    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-    job: Mapped[JobRow] = relationship(back_populates="tasks", lazy="raise")
-
-
-class JobState:
-    """A job row with its tasks as plain attributes (same names as JobRow), read with Core.
-
-    Building these costs about 1 us a row against about 40 us for ORM instances, and the hot paths
-    (event batches, WatchJob reads) only read them, change a few fields and write those back."""
-
-    job_id: str
-    user_id: str
-    status: str
-    progress: int
-    message: str
-    task_type: str
-    params: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    tasks: list[TaskState]
-
-    def __init__(self, values: dict[str, Any], tasks: list[TaskState]) -> None:
-        self.__dict__.update(values)
-        self.tasks = tasks
-
-
-class TaskState:
-    """A task row as plain attributes (same names as TaskRow); see JobState."""
-
-    task_id: str
-    job_id: str
-    user_id: str
-    position: int
-    status: str
-    progress: int
-    message: str
-    input_file: str
-    input_key: str
-    input_format: str
-    size: int
-    output_stem: str
-    error: str
-    result: dict[str, Any] | None
-    published: bool
-    published_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
+# The repository builds the dataclasses positionally from rows: same names, same order.
+_check_fields(JobState, JOB_COLUMNS, ("tasks",))
+_check_fields(TaskState, TASK_COLUMNS)
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:

@@ -7,10 +7,10 @@ it, and processors treat a repeat idempotently anyway.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.jobs import metrics
+from services.jobs.periodic import Periodic
 from services.jobs.publisher import TaskPublisher
 from services.jobs.repository import Repository
 
@@ -25,9 +25,7 @@ class Outbox:
     def __init__(self, repo: Repository, publisher: TaskPublisher, interval: float) -> None:
         self.repo = repo
         self.publisher = publisher
-        self.interval = interval
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("outbox", self.run_once, interval, at_start=True)
 
     async def run_once(self, min_age: float = MIN_AGE_SECONDS) -> int:
         """Publish every unpublished pending task older than `min_age`; returns how many."""
@@ -44,22 +42,8 @@ class Outbox:
             log.info("outbox published %d task(s)", total)
         return total
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("outbox pass failed; retrying in %.1fs", self.interval)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.interval)
-            except TimeoutError:
-                pass
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="jobs-outbox")
+        self._loop.start()
 
     async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._loop.stop()

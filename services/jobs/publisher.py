@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from services.common import messaging, tracing
 from services.common.gen.radiology.v1 import tasks_pb2
 from services.common.protobuf import to_struct
-from services.jobs.models import JobRow, TaskRow
+from services.jobs.models import JobState, TaskState
 from services.jobs.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_SECONDS = 2.0
 
 
-def task_message(job: JobRow, task: TaskRow) -> tasks_pb2.TaskMessage:
+def task_message(job: JobState, task: TaskState) -> tasks_pb2.TaskMessage:
     return tasks_pb2.TaskMessage(
         task_id=task.task_id,
         job_id=job.job_id,
@@ -38,7 +38,7 @@ class TaskPublisher:
         self.nc = nc
         self.js = nc.jetstream()
 
-    async def _publish_one(self, job: JobRow, task: TaskRow) -> str | None:
+    async def _publish_one(self, job: JobState, task: TaskState) -> str | None:
         headers = tracing.inject({"Nats-Msg-Id": task.task_id})
         try:
             await self.js.publish(
@@ -52,7 +52,7 @@ class TaskPublisher:
             return None
         return task.task_id
 
-    async def publish(self, pairs: Sequence[tuple[JobRow, TaskRow]]) -> list[str]:
+    async def publish(self, pairs: Sequence[tuple[JobState, TaskState]]) -> list[str]:
         """Publish every task; returns the ids JetStream acknowledged."""
         if not pairs or not self.nc.is_connected:
             # While NATS reconnects a publish would sit in the client's buffer; the outbox retries.

@@ -1,13 +1,14 @@
-"""All SQL of the jobs service.
+"""All SQL of the jobs service: SQLAlchemy Core statements on the tables of models.py, returning
+the one model of a job and a task (models.JobState, models.TaskState).
 
-Concurrency: every write that reads first locks the job row (SELECT ... FOR UPDATE on PostgreSQL,
-always in job_id order so replicas never deadlock) and then reads its tasks, so cancel and event
-batches never overwrite each other's terminal states. SQLite has no row locks and runs one jobs
-process, so its writes are serialised in-process (the one database thread, or an asyncio lock).
+Concurrency: every write that reads first locks the job rows (_LOCK_JOBS: SELECT ... FOR UPDATE on
+PostgreSQL, always in job_id order so replicas never deadlock) and then reads them with their
+tasks, so cancel and event batches never overwrite each other's terminal states. SQLite has no row
+locks and runs one jobs process, so its writes are serialised in-process (the one database thread,
+or an asyncio lock).
 
-The hot paths (event batches, GetJob/WatchJob reads) use Core statements built once and plain
-JobState/TaskState objects: the ORM's identity map, attribute events and flush cost more CPU
-than the SQL itself for these one-row-per-job reads and few-column updates.
+The statements of the hot paths (event batches, GetJob/WatchJob reads) are built once at import:
+no per-call construction or cache-key work.
 """
 
 from __future__ import annotations
@@ -15,31 +16,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.gen.radiology.v1 import tasks_pb2
-from services.common.keys import choose_output_stems, parse_key
+from services.common.keys import parse_key
+from services.common.status import PENDING
 from services.jobs import rules
 from services.jobs.models import (
-    PENDING,
-    TERMINAL,
-    JobRow,
+    JOB_COLUMNS,
+    TASK_COLUMNS,
     JobState,
-    TaskRow,
+    NewInput,
     TaskState,
+    jobs,
     make_sync_sqlite_engine,
+    tasks,
     utcnow,
 )
 
@@ -47,26 +48,20 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# Ids per IN list: well under every database's parameter limit.
+_IDS_PER_QUERY = 500
 
 
 class JobExistsError(Exception):
     """A job with this id already exists (for another user, or for this user: see .job)."""
 
-    def __init__(self, job: JobRow | JobState | None) -> None:
+    def __init__(self, job: JobState | None) -> None:
         super().__init__("job id already in use")
         self.job = job
 
 
 class InvalidCursorError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class NewInput:
-    filename: str
-    key: str
-    format: str = ""
-    size: int = 0
 
 
 @dataclass
@@ -79,61 +74,71 @@ class ApplyResult:
     orphan_keys: list[str] = field(default_factory=list)
 
 
-# --- Core statements of the hot paths (built once: no per-call construction or cache-key work) ---
+# --- statements ---
 
-_JOBS: Table = JobRow.__table__  # type: ignore[assignment]
-_TASKS: Table = TaskRow.__table__  # type: ignore[assignment]
-_JOB_COLS = tuple(c.key for c in _JOBS.c)
-_TASK_COLS = tuple(c.key for c in _TASKS.c)
-# A job and its tasks in one round trip: one row per task (task columns labelled t_<name>).
+_JOB_IDS = bindparam("job_ids", expanding=True)
+_TASK_IDS = bindparam("task_ids", expanding=True)
+# A job and its tasks in one round trip: one row per task (NULL task columns for a job without).
 _LOAD_JOBS = (
-    select(*_JOBS.c, *(c.label(f"t_{c.key}") for c in _TASKS.c))
-    .select_from(_JOBS.outerjoin(_TASKS, _TASKS.c.job_id == _JOBS.c.job_id))
-    .where(_JOBS.c.job_id.in_(bindparam("job_ids", expanding=True)))
-    .order_by(_JOBS.c.job_id, _TASKS.c.position)
+    select(*jobs.c, *(c.label(f"t_{c.key}") for c in tasks.c))
+    .select_from(jobs.outerjoin(tasks, tasks.c.job_id == jobs.c.job_id))
+    .where(jobs.c.job_id.in_(_JOB_IDS))
+    .order_by(jobs.c.job_id, tasks.c.position)
 )
 # Locks the job rows, in job_id order. A statement of its own: in READ COMMITTED, a locking
 # SELECT that had to wait re-reads only the locked rows, so tasks joined in it could be stale.
 _LOCK_JOBS = (
-    select(_JOBS.c.job_id)
-    .where(_JOBS.c.job_id.in_(bindparam("job_ids", expanding=True)))
-    .order_by(_JOBS.c.job_id)
-    .with_for_update()
+    select(jobs.c.job_id).where(jobs.c.job_id.in_(_JOB_IDS)).order_by(jobs.c.job_id).with_for_update()
 )
-_JOB_IDS_OF_TASKS = select(_TASKS.c.job_id).where(_TASKS.c.task_id.in_(bindparam("task_ids", expanding=True)))
-# What rules.apply_event / rules.derive_job may change; executemany fills the SET from these keys.
+_LOAD_TASK = select(*tasks.c).where(tasks.c.task_id == bindparam("task_id"))
+_JOB_IDS_OF_TASKS = select(tasks.c.job_id).where(tasks.c.task_id.in_(_TASK_IDS))
+_EXISTING_JOBS = select(jobs.c.user_id, jobs.c.job_id).where(jobs.c.job_id.in_(_JOB_IDS))
+_UNPUBLISHED = and_(tasks.c.published.is_(False), tasks.c.status == PENDING)
+_COUNT_UNPUBLISHED = select(func.count()).select_from(tasks).where(_UNPUBLISHED)
+_INSERT_JOB = insert(jobs)
+_INSERT_TASK = insert(tasks)
+_DELETE_JOB = delete(jobs).where(jobs.c.job_id == bindparam("job_id"), jobs.c.user_id == bindparam("user_id"))
+_MARK_PUBLISHED = (
+    update(tasks).where(tasks.c.task_id.in_(_TASK_IDS)).values(published=True, published_at=bindparam("at"))
+)
+# What the rules (apply_event, cancel_task, derive_job) may change; executemany fills the SET
+# from these keys.
 _TASK_CHANGED = (
     "status", "progress", "message", "started_at", "finished_at", "error", "result", "updated_at",
 )
 _JOB_CHANGED = ("status", "progress", "message", "updated_at")
-_INSERT_JOB = insert(_JOBS)
-_INSERT_TASK = insert(_TASKS)
-_UPDATE_TASK = update(_TASKS).where(_TASKS.c.task_id == bindparam("b_task_id"))
-_MARK_PUBLISHED = (
-    update(_TASKS)
-    .where(_TASKS.c.task_id.in_(bindparam("task_ids", expanding=True)))
-    .values(published=True, published_at=bindparam("at"))
-)
-_UPDATE_JOB = update(_JOBS).where(_JOBS.c.job_id == bindparam("b_job_id"))
+_UPDATE_TASK = update(tasks).where(tasks.c.task_id == bindparam("b_task_id"))
+_UPDATE_JOB = update(jobs).where(jobs.c.job_id == bindparam("b_job_id"))
 
 
-def _load_jobs(conn: Connection, job_ids: Sequence[str], *, lock: bool) -> list[JobState]:
+def _load_jobs(conn: Connection, job_ids: Iterable[str], *, lock: bool) -> list[JobState]:
     """The jobs (with their tasks, by position) of these ids that exist, in job_id order."""
     params = {"job_ids": sorted(set(job_ids))}
+    if not params["job_ids"]:
+        return []
     if lock:
         conn.execute(_LOCK_JOBS, params)
-    rows = conn.execute(_LOAD_JOBS, params).all()
-    jobs: list[JobState] = []
-    n = len(_JOB_COLS)
+    found: list[JobState] = []
+    n = len(JOB_COLUMNS)
     current: JobState | None = None
-    for row in rows:
+    for row in conn.execute(_LOAD_JOBS, params):
         values = tuple(row)
         if current is None or current.job_id != values[0]:
-            current = JobState(dict(zip(_JOB_COLS, values[:n], strict=True)), [])
-            jobs.append(current)
+            current = JobState(*values[:n])
+            found.append(current)
         if values[n] is not None:  # a job without tasks has one row of NULL task columns
-            current.tasks.append(TaskState(dict(zip(_TASK_COLS, values[n:], strict=True))))
-    return jobs
+            current.tasks.append(TaskState(*values[n:]))
+    return found
+
+
+def _save(conn: Connection, changed_tasks: Iterable[TaskState], changed_jobs: Iterable[JobState]) -> None:
+    """Write back what the rules changed: one executemany per table, only those columns."""
+    task_rows = [{"b_task_id": t.task_id, **{k: getattr(t, k) for k in _TASK_CHANGED}} for t in changed_tasks]
+    job_rows = [{"b_job_id": j.job_id, **{k: getattr(j, k) for k in _JOB_CHANGED}} for j in changed_jobs]
+    if task_rows:
+        conn.execute(_UPDATE_TASK, task_rows)
+    if job_rows:
+        conn.execute(_UPDATE_JOB, job_rows)
 
 
 def encode_cursor(created_at: datetime, job_id: str) -> str:
@@ -151,27 +156,24 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 class Repository:
-    """Each operation is one plain function over a sync Session, run in one of two ways:
+    """Each operation is one plain function over a sync Connection, run in one of two ways:
 
     * SQLite file: on a sync (pysqlite) engine in the one database thread, a single thread hop for
       the whole transaction; the thread also serialises the writes of this (only) jobs process.
       Through aiosqlite every cursor call would be its own hop: about 3x the CPU per operation.
-    * PostgreSQL (or in-memory SQLite): AsyncSession.run_sync on the async engine.
+    * PostgreSQL (or in-memory SQLite): AsyncConnection.run_sync on the async engine.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._sqlite_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         # SQLite has no row locks (its writes are serialised in-process); PostgreSQL locks rows.
         self._lock_rows = engine.dialect.name != "sqlite"
-        self._sync: sessionmaker[Session] | None = None
         self._sync_engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         url = engine.url
         if engine.dialect.name == "sqlite" and url.database and url.database != ":memory:":
             self._sync_engine = make_sync_sqlite_engine(url.set(drivername="sqlite+pysqlite"))
-            self._sync = sessionmaker(self._sync_engine, expire_on_commit=False)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobs-db")
 
     async def close(self) -> None:
@@ -181,35 +183,20 @@ class Repository:
         if self._sync_engine is not None:
             self._sync_engine.dispose()
 
-    def _in_sync_session(self, fn: Callable[[Session], T], write: bool) -> T:
-        assert self._sync is not None
-        with self._sync() as session:
-            if not write:
-                return fn(session)
-            with session.begin():
-                return fn(session)
+    def _in_thread(self, fn: Callable[[Connection], T], write: bool) -> T:
+        assert self._sync_engine is not None
+        with (self._sync_engine.begin() if write else self._sync_engine.connect()) as conn:
+            return fn(conn)
 
-    async def _run(self, fn: Callable[[Session], T], *, write: bool = False) -> T:
-        """Run fn(session) in one transaction (committed when `write`, else rolled back)."""
+    async def _run(self, fn: Callable[[Connection], T], *, write: bool = False) -> T:
+        """Run fn(connection) in one transaction (committed when `write`, else rolled back)."""
         if self._thread is not None:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._thread, self._in_sync_session, fn, write
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread, fn, write)
         if not write:
-            async with self.sessions() as session:
-                return await session.run_sync(fn)
-        async with self._sqlite_lock or nullcontext(), self.sessions() as session, session.begin():
-            return await session.run_sync(fn)
-
-    @staticmethod
-    def _lock_jobs(session: Session, job_ids: Sequence[str]) -> list[JobRow]:
-        stmt = (
-            select(JobRow)
-            .where(JobRow.job_id.in_(sorted(set(job_ids))))
-            .order_by(JobRow.job_id)
-            .with_for_update()
-        )
-        return list(session.scalars(stmt).all())
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(fn)
+        async with self._sqlite_lock or nullcontext(), self.engine.begin() as conn:
+            return await conn.run_sync(fn)
 
     # --- jobs ---
 
@@ -223,130 +210,129 @@ class Repository:
         inputs: Sequence[NewInput],
     ) -> JobState:
         """Insert the job and its tasks (unpublished) in one transaction."""
-        now = utcnow()
-        stems = choose_output_stems([i.filename for i in inputs])
-        job = JobState({
-            "job_id": job_id, "user_id": user_id, "status": PENDING, "progress": 0,
-            "message": f"0 of {len(inputs)} {'task' if len(inputs) == 1 else 'tasks'} done",
-            "task_type": task_type, "params": params, "created_at": now, "updated_at": now,
-        }, [
-            TaskState({
-                "task_id": str(uuid.uuid4()), "job_id": job_id, "user_id": user_id, "position": i,
-                "status": PENDING, "progress": 0, "message": "queued", "input_file": inp.filename,
-                "input_key": inp.key, "input_format": inp.format, "size": inp.size, "output_stem": stem,
-                "error": "", "result": None, "published": False, "published_at": None,
-                "started_at": None, "finished_at": None, "updated_at": now,
-            })
-            for i, (inp, stem) in enumerate(zip(inputs, stems, strict=True))
-        ])
+        job = rules.new_job(
+            job_id=job_id, user_id=user_id, task_type=task_type, params=params, inputs=inputs, now=utcnow()
+        )
 
-        def insert_rows(session: Session) -> None:
-            conn = session.connection()
-            conn.execute(_INSERT_JOB, {k: getattr(job, k) for k in _JOB_COLS})
-            conn.execute(_INSERT_TASK, [{k: getattr(t, k) for k in _TASK_COLS} for t in job.tasks])
+        def insert_rows(conn: Connection) -> None:
+            conn.execute(_INSERT_JOB, {k: getattr(job, k) for k in JOB_COLUMNS})
+            conn.execute(_INSERT_TASK, [{k: getattr(t, k) for k in TASK_COLUMNS} for t in job.tasks])
 
         try:
             await self._run(insert_rows, write=True)
         except IntegrityError:
-            found = await self._run(lambda session: _load_jobs(session.connection(), [job_id], lock=False))
+            found = await self._run(lambda conn: _load_jobs(conn, [job_id], lock=False))
             raise JobExistsError(found[0] if found else None) from None
         return job
 
     async def get_job(self, user_id: str, job_id: str) -> JobState | None:
-        jobs = await self._run(lambda session: _load_jobs(session.connection(), [job_id], lock=False))
-        return jobs[0] if jobs and jobs[0].user_id == user_id else None
+        found = await self._run(lambda conn: _load_jobs(conn, [job_id], lock=False))
+        return found[0] if found and found[0].user_id == user_id else None
 
     async def list_jobs(
         self, user_id: str, *, status: str | None = None, limit: int = DEFAULT_LIMIT, cursor: str = ""
-    ) -> tuple[list[JobRow], str]:
+    ) -> tuple[list[JobState], str]:
         """The user's jobs, newest first; returns (jobs, next_cursor or "")."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-        stmt = select(JobRow).where(JobRow.user_id == user_id)
+        stmt = select(jobs.c.job_id).where(jobs.c.user_id == user_id)
         if status:
-            stmt = stmt.where(JobRow.status == status)
+            stmt = stmt.where(jobs.c.status == status)
         if cursor:
             created, last_id = decode_cursor(cursor)
             stmt = stmt.where(
-                or_(JobRow.created_at < created, and_(JobRow.created_at == created, JobRow.job_id < last_id))
+                or_(jobs.c.created_at < created, and_(jobs.c.created_at == created, jobs.c.job_id < last_id))
             )
-        stmt = stmt.order_by(JobRow.created_at.desc(), JobRow.job_id.desc()).limit(limit + 1)
-        jobs = await self._run(lambda session: list(session.scalars(stmt).all()))
-        if len(jobs) <= limit:
-            return jobs, ""
-        jobs = jobs[:limit]
-        return jobs, encode_cursor(jobs[-1].created_at, jobs[-1].job_id)
+        stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit + 1)
 
-    async def cancel_job(self, user_id: str, job_id: str) -> tuple[JobRow | None, bool]:
+        def page(conn: Connection) -> tuple[list[JobState], bool]:
+            ids = list(conn.execute(stmt).scalars())
+            by_id = {j.job_id: j for j in _load_jobs(conn, ids[:limit], lock=False)}
+            return [by_id[i] for i in ids[:limit] if i in by_id], len(ids) > limit
+
+        found, more = await self._run(page)
+        if not more or not found:
+            return found, ""
+        return found, encode_cursor(found[-1].created_at, found[-1].job_id)
+
+    async def cancel_job(self, user_id: str, job_id: str) -> tuple[JobState | None, bool]:
         """Cancel the job's unfinished tasks; returns (job or None if not found, changed)."""
         now = utcnow()
 
-        def cancel(session: Session) -> tuple[JobRow | None, bool]:
-            jobs = self._lock_jobs(session, [job_id])
-            if not jobs or jobs[0].user_id != user_id:
+        def cancel(conn: Connection) -> tuple[JobState | None, bool]:
+            found = _load_jobs(conn, [job_id], lock=self._lock_rows)
+            if not found or found[0].user_id != user_id:
                 return None, False
-            job = jobs[0]
-            changed = False
-            for task in job.tasks:
-                changed |= rules.cancel_task(task, now)
+            job = found[0]
+            changed = [task for task in job.tasks if rules.cancel_task(task, now)]
             if changed:
-                rules.derive_job(job, job.tasks, now)
-                job.updated_at = now
-            return job, changed
+                rules.derive_job(job, now)
+                _save(conn, changed, [job])
+            return job, bool(changed)
 
         return await self._run(cancel, write=True)
 
     async def delete_job(self, user_id: str, job_id: str) -> bool:
-        stmt = delete(JobRow).where(JobRow.job_id == job_id, JobRow.user_id == user_id)
-        result = await self._run(lambda session: session.execute(stmt), write=True)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    # --- tasks ---
-
-    async def get_task(self, user_id: str, task_id: str) -> TaskRow | None:
-        task = await self._run(lambda session: session.get(TaskRow, task_id))
-        return task if task is not None and task.user_id == user_id else None
-
-    async def unpublished_tasks(
-        self, *, older_than: float = 1.0, limit: int = 500
-    ) -> list[tuple[JobRow, TaskRow]]:
-        """Pending tasks never marked published, created more than `older_than` seconds ago."""
-        cutoff = utcnow() - timedelta(seconds=older_than)
-        stmt = (
-            select(TaskRow, JobRow)
-            .join(JobRow, TaskRow.job_id == JobRow.job_id)
-            .where(TaskRow.published.is_(False), TaskRow.status == PENDING, JobRow.created_at <= cutoff)
-            .order_by(JobRow.created_at, TaskRow.position)
-            .limit(limit)
-        )
-        rows = await self._run(lambda session: session.execute(stmt).all())
-        return [(job, task) for task, job in rows]
+        params = {"job_id": job_id, "user_id": user_id}
+        deleted = await self._run(lambda conn: conn.execute(_DELETE_JOB, params).rowcount, write=True)
+        return bool(deleted)
 
     async def existing_jobs(self, job_ids: Sequence[str]) -> set[tuple[str, str]]:
         """(user_id, job_id) of those of job_ids that exist."""
         ids = sorted(set(job_ids))
-        found: set[tuple[str, str]] = set()
-        for start in range(0, len(ids), 500):  # well under every database's parameter limit
-            stmt = select(JobRow.user_id, JobRow.job_id).where(JobRow.job_id.in_(ids[start : start + 500]))
-            rows = await self._run(lambda session, stmt=stmt: session.execute(stmt).all())
-            found.update((user_id, job_id) for user_id, job_id in rows)
-        return found
+        if not ids:
+            return set()
 
-    async def ping(self) -> None:
-        """A trivial query: raises while the database cannot be reached."""
-        await self._run(lambda session: session.execute(select(1)))
+        def find(conn: Connection) -> set[tuple[str, str]]:
+            found: set[tuple[str, str]] = set()
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                rows = conn.execute(_EXISTING_JOBS, {"job_ids": ids[start : start + _IDS_PER_QUERY]})
+                found.update((user_id, job_id) for user_id, job_id in rows)
+            return found
+
+        return await self._run(find)
+
+    # --- tasks ---
+
+    async def get_task(self, user_id: str, task_id: str) -> TaskState | None:
+        row = await self._run(lambda conn: conn.execute(_LOAD_TASK, {"task_id": task_id}).first())
+        task = TaskState(*row) if row is not None else None
+        return task if task is not None and task.user_id == user_id else None
+
+    async def unpublished_tasks(
+        self, *, older_than: float = 1.0, limit: int = _IDS_PER_QUERY
+    ) -> list[tuple[JobState, TaskState]]:
+        """Pending tasks never marked published, of jobs created more than `older_than` seconds
+        ago, oldest job first; each with its job."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        stmt = (
+            select(tasks.c.task_id, tasks.c.job_id)
+            .join(jobs, tasks.c.job_id == jobs.c.job_id)
+            .where(_UNPUBLISHED, jobs.c.created_at <= cutoff)
+            .order_by(jobs.c.created_at, jobs.c.job_id, tasks.c.position)
+            .limit(limit)
+        )
+
+        def load(conn: Connection) -> list[tuple[JobState, TaskState]]:
+            rows = conn.execute(stmt).all()
+            by_job = {j.job_id: j for j in _load_jobs(conn, (job_id for _, job_id in rows), lock=False)}
+            by_task = {t.task_id: (j, t) for j in by_job.values() for t in j.tasks}
+            return [by_task[task_id] for task_id, _ in rows if task_id in by_task]
+
+        return await self._run(load)
 
     async def count_unpublished(self) -> int:
-        stmt = select(func.count()).select_from(TaskRow).where(
-            TaskRow.published.is_(False), TaskRow.status == PENDING
-        )
-        return int(await self._run(lambda session: session.scalar(stmt)) or 0)
+        return int(await self._run(lambda conn: conn.execute(_COUNT_UNPUBLISHED).scalar()) or 0)
 
     async def mark_published(self, task_ids: Sequence[str]) -> None:
         if not task_ids:
             return
         params = {"task_ids": list(task_ids), "at": utcnow()}
-        await self._run(lambda session: session.connection().execute(_MARK_PUBLISHED, params), write=True)
+        await self._run(lambda conn: conn.execute(_MARK_PUBLISHED, params), write=True)
+
+    async def ping(self) -> None:
+        """A trivial query: raises while the database cannot be reached."""
+        await self._run(lambda conn: conn.execute(select(1)))
 
     # --- events ---
 
@@ -361,48 +347,35 @@ class Repository:
         named = {e.job_id for e in events if e.task_id and e.job_id}
         unnamed = list({e.task_id for e in events if e.task_id and not e.job_id})
 
-        def apply(session: Session) -> ApplyResult:
+        def apply(conn: Connection) -> ApplyResult:
             result = ApplyResult()
-            conn = session.connection()
             job_ids = set(named)
             if unnamed:
                 job_ids.update(conn.execute(_JOB_IDS_OF_TASKS, {"task_ids": unnamed}).scalars())
-            jobs = _load_jobs(conn, list(job_ids), lock=self._lock_rows) if job_ids else []
-            tasks = {t.task_id: t for job in jobs for t in job.tasks}
-            existing = {job.job_id for job in jobs}
+            found = _load_jobs(conn, job_ids, lock=self._lock_rows)
+            by_id = {t.task_id: t for job in found for t in job.tasks}
+            existing = {job.job_id for job in found}
             result.orphan_keys = [
                 o.key for e in events if e.job_id and e.job_id not in existing
                 for o in e.result.outputs if _in_job_folder(o.key, e.job_id)
             ]
             changed: dict[str, TaskState] = {}
             for event in events:
-                task = tasks.get(event.task_id)
+                task = by_id.get(event.task_id)
                 if task is not None and rules.apply_event(task, event, now):
                     result.applied += 1
                     result.job_ids.add(task.job_id)
                     changed[task.task_id] = task
             if not changed:
                 return result
-            for job in jobs:
+            for job in found:
                 if job.job_id in result.job_ids:
-                    rules.derive_job(job, job.tasks, now)
-                    job.updated_at = now
+                    rules.derive_job(job, now)
                     result.jobs.append(job)
-            # One executemany per table: only the columns the rules may have changed.
-            conn.execute(_UPDATE_TASK, [
-                {"b_task_id": t.task_id, **{k: getattr(t, k) for k in _TASK_CHANGED}}
-                for t in changed.values()
-            ])
-            conn.execute(_UPDATE_JOB, [
-                {"b_job_id": j.job_id, **{k: getattr(j, k) for k in _JOB_CHANGED}} for j in result.jobs
-            ])
+            _save(conn, changed.values(), result.jobs)
             return result
 
         return await self._run(apply, write=True)
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL
 
 
 def _in_job_folder(key: str, job_id: str) -> bool:

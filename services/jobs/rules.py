@@ -1,38 +1,62 @@
-"""Pure rules of the jobs service: idempotent event application, job derivation.
+"""Pure rules of the jobs service: a new job, idempotent event application, cancellation, job
+derivation.
 
 No I/O here, so every rule is tested directly and applied the same way on every backend.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf import json_format
 
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
-from services.jobs.models import (
+from services.common.keys import choose_output_stems
+from services.common.status import (
     CANCELLED,
     FAILED,
     PENDING,
     RUNNING,
     SUCCESS,
     TERMINAL,
-    JobRow,
-    JobState,
-    TaskRow,
-    TaskState,
+    TERMINAL_NAMES,
+    status_name,
 )
+from services.jobs.models import JobState, NewInput, TaskState
 
 # How far a processor's clock may be from ours before its timestamps are not believed.
 MAX_CLOCK_SKEW_SECONDS = 24 * 3600.0
 
-_EVENT_STATUS = {
-    common_pb2.STATUS_RUNNING: RUNNING,
-    common_pb2.STATUS_SUCCESS: SUCCESS,
-    common_pb2.STATUS_FAILED: FAILED,
-    common_pb2.STATUS_CANCELLED: CANCELLED,
-}
+
+def new_job(
+    *,
+    job_id: str,
+    user_id: str,
+    task_type: str,
+    params: dict[str, Any],
+    inputs: Sequence[NewInput],
+    now: datetime,
+) -> JobState:
+    """A new job: one PENDING, unpublished task per input, each with an output stem of its own."""
+    stems = choose_output_stems([i.filename for i in inputs])
+    tasks = [
+        TaskState(
+            task_id=str(uuid.uuid4()), job_id=job_id, user_id=user_id, position=position,
+            status=PENDING, progress=0, message="queued", input_file=inp.filename, input_key=inp.key,
+            input_format=inp.format, size=inp.size, output_stem=stem, error="", result=None,
+            published=False, published_at=None, started_at=None, finished_at=None, updated_at=now,
+        )
+        for position, (inp, stem) in enumerate(zip(inputs, stems, strict=True))
+    ]
+    job = JobState(
+        job_id=job_id, user_id=user_id, status=PENDING, progress=0, message="", task_type=task_type,
+        params=params, created_at=now, updated_at=now, tasks=tasks,
+    )
+    derive_job(job, now)  # its message
+    return job
 
 
 def _event_time(event: tasks_pb2.TaskEvent, now: datetime) -> datetime:
@@ -43,16 +67,19 @@ def _event_time(event: tasks_pb2.TaskEvent, now: datetime) -> datetime:
     return now
 
 
-def apply_event(task: TaskRow | TaskState, event: tasks_pb2.TaskEvent, now: datetime) -> bool:
+def apply_event(task: TaskState, event: tasks_pb2.TaskEvent, now: datetime) -> bool:
     """Apply one event to a task; True when it changed something.
 
     Idempotent: a terminal task never changes; a RUNNING event changes a task only when it moves it
     out of PENDING or raises its progress; progress never goes down."""
-    status = _EVENT_STATUS.get(event.status)
-    if status is None or task.status in TERMINAL:
+    # An event reports RUNNING or a terminal state; a terminal task never changes again.
+    if not (event.status == common_pb2.STATUS_RUNNING or event.status in TERMINAL):
+        return False
+    if task.status in TERMINAL_NAMES:
         return False
     if event.job_id and event.job_id != task.job_id:
         return False
+    status = status_name(event.status)
     progress = max(task.progress, min(100, max(0, event.progress)))
     at = _event_time(event, now)
 
@@ -83,8 +110,8 @@ def apply_event(task: TaskRow | TaskState, event: tasks_pb2.TaskEvent, now: date
     return True
 
 
-def cancel_task(task: TaskRow | TaskState, now: datetime) -> bool:
-    if task.status in TERMINAL:
+def cancel_task(task: TaskState, now: datetime) -> bool:
+    if task.status in TERMINAL_NAMES:
         return False
     task.status = CANCELLED
     # Finished like a failed task: 100, so that the job's progress is the mean of what its tasks show.
@@ -99,15 +126,17 @@ def _plural(n: int) -> str:
     return "task" if n == 1 else "tasks"
 
 
-def derive_job(job: JobRow | JobState, tasks: Sequence[TaskRow] | Sequence[TaskState], now: datetime) -> bool:
-    """Recompute status, progress and message from the tasks; True when the job changed.
+def derive_job(job: JobState, now: datetime) -> bool:
+    """The job's tasks changed at `now`: recompute its status, progress and message from them and
+    set updated_at; True when status, progress or message changed.
 
     docs/design.md "Job status derivation": no task started -> PENDING; any task not terminal ->
     RUNNING; all terminal -> FAILED if any failed, else CANCELLED if any cancelled, else SUCCESS.
     Progress is the mean (terminal tasks count 100), never lowered."""
+    tasks = job.tasks
     n = len(tasks)
     statuses = [t.status for t in tasks]
-    done = sum(s in TERMINAL for s in statuses)
+    done = sum(s in TERMINAL_NAMES for s in statuses)
     if n == 0:
         status = job.status
     elif all(s == PENDING for s in statuses):
@@ -121,7 +150,7 @@ def derive_job(job: JobRow | JobState, tasks: Sequence[TaskRow] | Sequence[TaskS
     else:
         status = SUCCESS
 
-    mean = sum(100 if t.status in TERMINAL else t.progress for t in tasks) // n if n else 0
+    mean = sum(100 if t.status in TERMINAL_NAMES else t.progress for t in tasks) // n if n else 0
     progress = max(job.progress, mean)
 
     failed = next((t for t in tasks if t.status == FAILED), None)
@@ -134,7 +163,6 @@ def derive_job(job: JobRow | JobState, tasks: Sequence[TaskRow] | Sequence[TaskS
         message = f"{done} of {n} {_plural(n)} done"
 
     changed = (status, progress, message) != (job.status, job.progress, job.message)
-    if changed:
-        job.status, job.progress, job.message = status, progress, message
-        job.updated_at = now
+    job.status, job.progress, job.message = status, progress, message
+    job.updated_at = now
     return changed

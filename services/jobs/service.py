@@ -14,20 +14,19 @@ from services.common import messaging
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 from services.common.identity import is_valid_user_id
-from services.common.keys import FILENAME_RULE, is_valid_filename, object_key
+from services.common.keys import FILENAME_RULE, is_valid_filename, job_prefix, object_key
 from services.common.protobuf import NOT_JSON, from_struct
 from services.common.status import TERMINAL, status_name
 from services.common.storage_client import StorageClient
 from services.jobs import metrics
 from services.jobs.convert import job_to_proto, task_to_proto
-from services.jobs.models import JobRow, JobState
+from services.jobs.models import JobState, NewInput
 from services.jobs.publisher import PublishedMarker, TaskPublisher
 from services.jobs.repository import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     InvalidCursorError,
     JobExistsError,
-    NewInput,
     Repository,
 )
 from services.jobs.watch import Rank, WatchHub, job_rank
@@ -68,7 +67,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             )
         return user_id
 
-    async def _job(self, user_id: str, job_id: str, context: grpc.aio.ServicerContext) -> JobRow | JobState:
+    async def _job(self, user_id: str, job_id: str, context: grpc.aio.ServicerContext) -> JobState:
         job = await self.repo.get_job(user_id, job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
@@ -150,7 +149,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         return task_to_proto(task)
 
     async def _cancel(self, user: str, job_id: str, context: grpc.aio.ServicerContext, *,
-                      purge: bool = False) -> JobRow | JobState:
+                      purge: bool = False) -> JobState:
         job, changed = await self.repo.cancel_job(user, job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
@@ -176,7 +175,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         user = await self._user(request.user_id, context)
         # Purged even when it was cancelled before: a redelivery left in the queue must not run.
         job = await self._cancel(user, request.job_id, context, purge=True)
-        prefix = f"{user}/{job.job_id}/"
+        prefix = job_prefix(user, job.job_id)
         try:
             deleted = await self.storage.delete_prefix(prefix)
         except grpc.aio.AioRpcError as exc:

@@ -22,10 +22,9 @@ from nats.aio.subscription import Subscription
 
 from services.common import messaging
 from services.common.gen.radiology.v1 import common_pb2
+from services.common.status import TERMINAL
 
 log = logging.getLogger(__name__)
-
-_TERMINAL = (common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED, common_pb2.STATUS_CANCELLED)
 
 Rank = tuple[int, int, int, int]
 
@@ -39,7 +38,7 @@ def job_rank(job: common_pb2.Job) -> Rank:
         progress += task.progress
         if task.status != common_pb2.STATUS_PENDING:
             started += 1
-            if task.status in _TERMINAL:
+            if task.status in TERMINAL:
                 terminal += 1
     return terminal, started, progress, job.progress
 

@@ -1,4 +1,4 @@
-"""The Alembic revisions build the schema from nothing, and agree with the models."""
+"""The Alembic revisions build the schema from nothing, and agree with the tables of models.py."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.jobs.migrate import alembic_config, upgrade
-from services.jobs.models import Base
+from services.jobs.models import metadata
 
 
 def _diff(conn: Connection) -> list:
     ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-    return compare_metadata(ctx, Base.metadata)
+    return compare_metadata(ctx, metadata)
 
 
 async def test_upgrade_from_empty_matches_models(engine: AsyncEngine) -> None:

@@ -10,15 +10,16 @@ import pytest
 from sqlalchemy import update
 
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
-from services.jobs.models import JobRow, TaskRow
-from services.jobs.repository import InvalidCursorError, JobExistsError, NewInput, Repository
+from services.jobs import models
+from services.jobs.models import JobState, NewInput, TaskState
+from services.jobs.repository import InvalidCursorError, JobExistsError, Repository
 
 
 def inputs(user: str, job_id: str, *names: str) -> list[NewInput]:
     return [NewInput(n, f"{user}/{job_id}/{n}", "png", 10) for n in names]
 
 
-async def create(repo: Repository, user: str, *names: str, job_id: str | None = None) -> JobRow:
+async def create(repo: Repository, user: str, *names: str, job_id: str | None = None) -> JobState:
     job_id = job_id or str(uuid.uuid4())
     return await repo.create_job(
         job_id=job_id, user_id=user, task_type="blur", params={"sigma": 2.0},
@@ -26,7 +27,7 @@ async def create(repo: Repository, user: str, *names: str, job_id: str | None = 
     )
 
 
-def ev(task: TaskRow, status: int, progress: int, message: str = "", **kw) -> tasks_pb2.TaskEvent:
+def ev(task: TaskState, status: int, progress: int, message: str = "", **kw) -> tasks_pb2.TaskEvent:
     return tasks_pb2.TaskEvent(task_id=task.task_id, job_id=task.job_id, status=status, progress=progress,
                                message=message, **kw)
 
@@ -34,7 +35,7 @@ def ev(task: TaskRow, status: int, progress: int, message: str = "", **kw) -> ta
 RUNNING, SUCCESS, FAILED = common_pb2.STATUS_RUNNING, common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED
 
 
-def result_for(task: TaskRow) -> common_pb2.TaskResult:
+def result_for(task: TaskState) -> common_pb2.TaskResult:
     return common_pb2.TaskResult(
         input_file=task.input_file, output_file=f"{task.output_stem}_processed.png", task_type="blur",
         outputs=[common_pb2.Output(filename=f"{task.output_stem}_processed.png", size=123, role="primary")],
@@ -81,9 +82,10 @@ async def test_list_newest_first_with_cursor_and_status(repo: Repository) -> Non
     base = datetime(2025, 1, 1, tzinfo=UTC)
     # Controlled times; jobs 3 and 4 share one, so the job_id tie-break is exercised at a page edge.
     times = [base + timedelta(seconds=s) for s in (0, 1, 2, 3, 3, 5, 6)]
-    async with repo.sessions() as s, s.begin():
+    async with repo.engine.begin() as conn:
         for job, t in zip(jobs, times, strict=True):
-            await s.execute(update(JobRow).where(JobRow.job_id == job.job_id).values(created_at=t))
+            stmt = update(models.jobs).where(models.jobs.c.job_id == job.job_id).values(created_at=t)
+            await conn.execute(stmt)
     expected = [j.job_id for j, _ in sorted(zip(jobs, times, strict=True),
                                              key=lambda p: (p[1], p[0].job_id), reverse=True)]
 

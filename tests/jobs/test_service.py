@@ -17,7 +17,7 @@ from sqlalchemy import update
 from services.common import messaging
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, storage_pb2, tasks_pb2
 from services.common.protobuf import to_struct
-from services.jobs.models import TaskRow
+from services.jobs import models
 
 from .harness import Running, StorageServer, start_jobs
 
@@ -339,8 +339,10 @@ async def test_outbox_publishes_after_nats_comes_back(
 
         # A crash after the publish but before marking: the outbox publishes again and JetStream's
         # duplicate window keeps exactly one message per task.
-        async with r.app.repo.sessions() as s, s.begin():
-            await s.execute(update(TaskRow).where(TaskRow.job_id == job.job_id).values(published=False))
+        async with r.app.repo.engine.begin() as conn:
+            await conn.execute(
+                update(models.tasks).where(models.tasks.c.job_id == job.job_id).values(published=False)
+            )
         assert await r.app.outbox.run_once(min_age=0) == 2
         assert len(await stream_tasks(r, job.job_id)) == 2
 

@@ -8,10 +8,10 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from services.jobs.models import Base
+from services.jobs.models import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:
