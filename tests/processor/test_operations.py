@@ -38,7 +38,8 @@ def test_catalogue_lists_the_seed_operations_with_defaults() -> None:
     assert {"blur", "resize", "grayscale"} <= set(entries)
     for entry in entries.values():
         assert entry["title"] and entry["description"] and entry["outputs"]
-        assert set(entry["accepts"]) == {"2d", "3d", "dicom", "nifti"}
+        # every operation so far takes every input: both kinds, then every file format
+        assert entry["accepts"] == ["2d", "3d", "png", "jpeg", "dicom", "nifti", "dicom_series"]
         schema = entry["params_schema"]
         assert schema["additionalProperties"] is False
         assert all("default" in prop for prop in schema["properties"].values())

@@ -209,9 +209,9 @@ async def test_task_of_cancelled_job_is_acked_without_work(harness: Harness) -> 
         await harness.nc.publish(messaging.JOB_CANCELLED_SUBJECT, job_id.encode())
         await harness.nc.flush()
         await asyncio.sleep(0.025)
-        if job_id in worker._cancelled:
+        if job_id in worker.cancelled:
             break
-    assert job_id in worker._cancelled
+    assert job_id in worker.cancelled
     skipped = await harness.publish_task(png_bytes(), job_id=job_id)
     other = await harness.publish_task(png_bytes())
 
