@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator
 
@@ -18,6 +17,7 @@ from services.common.keys import FILENAME_RULE, is_valid_filename, job_prefix, o
 from services.common.protobuf import NOT_JSON, from_struct
 from services.common.status import TERMINAL, status_name
 from services.common.storage_client import StorageClient
+from services.common.task_types import is_valid_task_type
 from services.jobs import metrics
 from services.jobs.convert import job_to_proto, task_to_proto
 from services.jobs.models import JobState, NewInput
@@ -33,7 +33,6 @@ from services.jobs.watch import Rank, WatchHub, job_rank
 
 log = logging.getLogger(__name__)
 
-TASK_TYPE_RE = re.compile(r"[a-z0-9_]{1,64}")  # also a NATS subject token
 # WatchJob re-reads this often even without a notice (a lost core-NATS message, a NATS outage).
 WATCH_RECHECK_SECONDS = 3.0
 JOB_NOT_FOUND = "job not found"
@@ -83,7 +82,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             job_id = str(uuid.UUID(job_id))
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id must be a UUID")
-        if not TASK_TYPE_RE.fullmatch(request.task_type):
+        if not is_valid_task_type(request.task_type):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_type must be an operation name")
         if not request.inputs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a job needs at least one input file")

@@ -21,6 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from services.processor.pids import alive
+
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, str], Awaitable[None]]
@@ -45,21 +47,9 @@ def _init_worker(queue: Any, service_pid: int) -> None:
 def _exit_with_service(service_pid: int) -> None:
     """A worker blocks on its task queue for ever once the service is SIGKILLed or OOM-killed, so
     it watches the service process and leaves with it (no orphans holding memory)."""
-    while _alive(service_pid):
+    while alive(service_pid):
         time.sleep(1.0)
     os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):  # PermissionError: the pid now belongs to another user
-        return False
-    try:  # a killed process nobody has reaped yet still answers kill(pid, 0)
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return True
 
 
 def _warm() -> int:

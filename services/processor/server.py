@@ -14,8 +14,9 @@ from services.common.grpc_server import create_server, run_server
 from services.common.logging import setup_logging
 from services.common.storage_client import StorageClient
 from services.processor.pool import ProcessPool
+from services.processor.scratch import process_tmp_dir
 from services.processor.service import SERVICE_NAME, ProcessorService
-from services.processor.worker import Worker, process_tmp_dir, subscribe
+from services.processor.worker import Worker, subscribe
 
 
 async def main() -> None:

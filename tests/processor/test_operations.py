@@ -1,4 +1,5 @@
-"""The operations registry: catalogue, params validation, and run() on every input kind."""
+"""The operations registry: catalogue, registration rules, params validation, accepted inputs, and
+run() on every input kind."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import multiprocessing
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -14,10 +16,12 @@ import pytest
 from PIL import Image as PILImage
 from scipy import ndimage
 
+from services.common.task_types import is_valid_task_type
 from services.processor import imaging, operations
 from services.processor.imaging import outputs
-from services.processor.operations import ParamsError
+from services.processor.operations import ParamsError, registry
 from tests.processor.imaging.helpers import NIBABEL_DATA, ct_slice, dicom_file, high_frequency_energy
+from tests.processor.narrow_ops import register_narrow_ops
 
 # -- catalogue and params --------------------------------------------------------------------------
 
@@ -38,7 +42,8 @@ def test_catalogue_lists_the_seed_operations_with_defaults() -> None:
     assert {"blur", "resize", "grayscale"} <= set(entries)
     for entry in entries.values():
         assert entry["title"] and entry["description"] and entry["outputs"]
-        assert set(entry["accepts"]) == {"2d", "3d", "dicom", "nifti"}
+        # every operation so far takes every input: both kinds, then every file format
+        assert entry["accepts"] == ["2d", "3d", "png", "jpeg", "dicom", "nifti", "dicom_series"]
         schema = entry["params_schema"]
         assert schema["additionalProperties"] is False
         assert all("default" in prop for prop in schema["properties"].values())
@@ -560,3 +565,98 @@ def test_presets_are_titled_and_valid() -> None:
         assert presets and all(isinstance(p["x-title"], str) and p["x-title"] for p in presets)
         for preset in presets:
             operations.validate_params(name, operations.preset_params(preset))
+
+
+# -- the registry's rules --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registrations in the test stay in the test."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_VALIDATORS", dict(registry._VALIDATORS))
+
+
+def test_every_operation_name_is_a_task_type_the_jobs_service_accepts() -> None:
+    assert [e["name"] for e in operations.catalogue()] == ["blur", "resize", "grayscale", "threshold"]
+    assert all(is_valid_task_type(e["name"]) for e in operations.catalogue())
+
+
+@pytest.mark.parametrize("name", ["Blur", "edge-detect", "blur.3d", "blur*", "", "x" * 65, "blur 2"])
+def test_a_name_the_jobs_service_refuses_does_not_register(name: str, own_registry: None) -> None:
+    blur = operations.get("blur")
+    with pytest.raises(ValueError, match="is not a task type: 1-64 characters of a-z 0-9 _"):
+        operations.register(replace(blur, name=name))
+    assert name not in [e["name"] for e in operations.catalogue()]
+
+
+def test_registration_refuses_what_would_break_later(own_registry: None) -> None:
+    blur = operations.get("blur")
+    with pytest.raises(ValueError, match="registered twice"):
+        operations.register(blur)
+    with pytest.raises(ValueError, match="kinds must be some of 2d, 3d"):
+        operations.register(replace(blur, name="b1", kinds=("volume",)))
+    with pytest.raises(ValueError, match="formats must be some of png, jpeg, dicom, nifti, dicom_series"):
+        operations.register(replace(blur, name="b2", formats=("zip",)))
+    with pytest.raises(ValueError, match="formats must be some of"):
+        operations.register(replace(blur, name="b3", formats=()))
+    bad_preset = {**blur.params_schema, "examples": [{"x-title": "Too much", "sigma": 500}]}
+    with pytest.raises(ValueError, match="preset its schema refuses: sigma must be at most 50"):
+        operations.register(replace(blur, name="b4", params_schema=bad_preset))
+    assert [e["name"] for e in operations.catalogue()] == ["blur", "resize", "grayscale", "threshold"]
+
+
+def test_catalogue_shows_kinds_then_formats_in_a_fixed_order(own_registry: None) -> None:
+    register_narrow_ops()
+    accepts = {e["name"]: e["accepts"] for e in operations.catalogue()}
+    assert accepts["volume_blur"] == ["3d", "png", "jpeg", "dicom", "nifti", "dicom_series"]
+    assert accepts["dicom_blur"] == ["2d", "3d", "dicom", "dicom_series"]  # listed in any order
+
+
+ONLY_DICOM = "it accepts DICOM or DICOM series (ZIP)"
+
+
+@pytest.mark.parametrize(
+    ("task_type", "kind", "message"),
+    [
+        ("volume_blur", "png_grey", "volume_blur does not accept a 2D image; it needs a 3D volume"),
+        ("volume_blur", "dicom_ct", "volume_blur does not accept a 2D image; it needs a 3D volume"),
+        ("dicom_blur", "png_rgb", f"dicom_blur does not accept PNG files; {ONLY_DICOM}"),
+        ("dicom_blur", "jpeg", f"dicom_blur does not accept JPEG files; {ONLY_DICOM}"),
+        ("dicom_blur", "nifti_3d", f"dicom_blur does not accept NIfTI files; {ONLY_DICOM}"),
+    ],
+)
+def test_an_input_the_operation_does_not_accept_is_refused(
+    task_type: str, kind: str, message: str, inputs: dict[str, Path], tmp_path: Path, own_registry: None
+) -> None:
+    register_narrow_ops()
+    with pytest.raises(operations.InputNotAccepted) as caught:
+        operations.run(task_type, {}, str(inputs[kind]), str(tmp_path), "scan")
+    assert str(caught.value) == message
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_refused_format_is_refused_before_decoding(tmp_path: Path, own_registry: None) -> None:
+    register_narrow_ops()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # would fail to decode
+    with pytest.raises(operations.InputNotAccepted, match="does not accept PNG files"):
+        operations.run("dicom_blur", {}, str(broken), str(tmp_path), "scan")
+
+
+@pytest.mark.parametrize(
+    ("task_type", "kind"),
+    [
+        ("volume_blur", "nifti_3d"),
+        ("volume_blur", "dicom_series_zip"),
+        ("volume_blur", "dicom_multiframe"),
+        ("dicom_blur", "dicom_ct"),
+        ("dicom_blur", "dicom_series_zip"),
+    ],
+)
+def test_an_accepted_input_runs(
+    task_type: str, kind: str, inputs: dict[str, Path], tmp_path: Path, own_registry: None
+) -> None:
+    register_narrow_ops()
+    result, _ = _run(task_type, {"sigma": 0.5}, inputs[kind], tmp_path)
+    assert result["metadata"]["operation"] == task_type

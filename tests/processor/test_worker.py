@@ -22,9 +22,11 @@ from services.common.gen.radiology.v1 import common_pb2
 from services.common.protobuf import from_struct
 from services.processor import operations
 from services.processor.imaging import ImagingError
-from tests.conftest import ROOT, free_port
+from services.processor.pool import ProcessPool
+from tests.conftest import ROOT, NatsServer, free_port
 
 from .conftest import CORRUPT_PNG, SLOW, FakeStorage, Harness, png_bytes, slow_png
+from .narrow_ops import register_narrow_ops
 
 RUNNING, SUCCESS, FAILED = common_pb2.STATUS_RUNNING, common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -209,9 +211,9 @@ async def test_task_of_cancelled_job_is_acked_without_work(harness: Harness) -> 
         await harness.nc.publish(messaging.JOB_CANCELLED_SUBJECT, job_id.encode())
         await harness.nc.flush()
         await asyncio.sleep(0.025)
-        if job_id in worker._cancelled:
+        if job_id in worker.cancelled:
             break
-    assert job_id in worker._cancelled
+    assert job_id in worker.cancelled
     skipped = await harness.publish_task(png_bytes(), job_id=job_id)
     other = await harness.publish_task(png_bytes())
 
@@ -250,6 +252,36 @@ async def test_drain_hands_unfinished_work_to_another_replica(harness: Harness) 
     assert final.status == SUCCESS and time.monotonic() - started < 25
     await _settled(harness)
     assert sorted(set(harness.storage.puts)) == [o.key for o in final.result.outputs]
+
+
+async def test_an_input_the_operation_does_not_accept_fails_once_with_a_clear_message(
+    nats_srv: NatsServer, storage: FakeStorage, tmp_path: Path
+) -> None:
+    # A pool of one process, which registers the narrow test operations, so the real worker runs
+    # them as it runs any operation.
+    pool = ProcessPool(1)
+    await pool.start()
+    h = Harness(nats_srv, storage, pool, tmp_path / "data")
+    try:
+        await pool._submit(register_narrow_ops)
+        await h.open()
+        await h.worker(workers=1)
+        wrong_kind = await h.publish_task(png_bytes(), task_type="volume_blur")
+        wrong_format = await h.publish_task(png_bytes(), task_type="dicom_blur")
+        for task, error in (
+            (wrong_kind, "volume_blur does not accept a 2D image; it needs a 3D volume"),
+            (wrong_format, "dicom_blur does not accept PNG files; it accepts DICOM or DICOM series (ZIP)"),
+        ):
+            final = await h.wait_terminal(task.task_id)
+            assert (final.status, final.error, final.message) == (FAILED, error, error)
+            # refused before the operation ran: nothing decoded, nothing stored, no retry
+            assert _steps(h.events_of(task.task_id)) == [(RUNNING, 10, "fetched"), (FAILED, 100, error)]
+            assert not [k for k in storage.puts if task.job_id in k]
+        await _settled(h)
+        assert (await h.consumer()).num_redelivered == 0
+    finally:
+        await h.close()
+        await asyncio.to_thread(pool.shutdown)
 
 
 # --- the real server process ----------------------------------------------------------------------

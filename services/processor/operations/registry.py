@@ -1,0 +1,169 @@
+"""The registry of operations: what each one is called, accepts, takes and does.
+
+Every operation module calls ``register(Operation(...))`` once at import. Registration checks what
+can be checked before any task runs: the name against the jobs service's task-type rule, the
+params schema and its presets, and the accepted inputs against the vocabulary below.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from services.common import sniff
+from services.common.task_types import TASK_TYPE_RULE, is_valid_task_type
+from services.processor.imaging.image import Image
+from services.processor.operations.schema import preset_params, readable_error
+
+# What an input is (from decoding) and what file it came in (from its first bytes). The catalogue
+# shows both in one `accepts` list: kinds first, then formats.
+KINDS = ("2d", "3d")
+FORMATS = ("png", "jpeg", "dicom", "nifti", "dicom_series")
+
+_KIND_WORDS = {"2d": "2D image", "3d": "3D volume"}
+_FORMAT_WORDS = {
+    "png": "PNG",
+    "jpeg": "JPEG",
+    "dicom": "DICOM",
+    "nifti": "NIfTI",
+    "dicom_series": "DICOM series (ZIP)",
+}
+# imaging's format names (services.common.sniff) in the catalogue's words
+_FORMAT_OF_FILE = {
+    sniff.PNG: "png",
+    sniff.JPEG: "jpeg",
+    sniff.DICOM: "dicom",
+    sniff.NIFTI: "nifti",
+    sniff.ZIP: "dicom_series",
+}
+
+
+class OperationError(ValueError):
+    """A task the operation refuses, whatever the attempt; ``str(error)`` is written for users."""
+
+
+class ParamsError(OperationError):
+    """Params that do not fit the operation."""
+
+
+class InputNotAccepted(OperationError):
+    """An input of a kind or format the operation does not take."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    title: str
+    description: str
+    params_schema: dict[str, Any]
+    outputs: str
+    apply: Callable[[Image, dict[str, Any]], Image]
+    kinds: tuple[str, ...] = KINDS  # some of KINDS
+    formats: tuple[str, ...] = FORMATS  # some of FORMATS
+    check: Callable[[dict[str, Any]], None] | None = None  # rules a schema says badly
+
+    @property
+    def accepts(self) -> list[str]:
+        """The catalogue's `accepts`: input kinds, then file formats, in the vocabulary's order."""
+        return [*_ordered(self.kinds, KINDS), *_ordered(self.formats, FORMATS)]
+
+    def check_format(self, file_format: str) -> None:
+        """``file_format`` as imaging names it ("png", ..., "zip")."""
+        fmt = _FORMAT_OF_FILE.get(file_format, file_format)
+        if fmt not in self.formats:
+            raise InputNotAccepted(
+                f"{self.name} does not accept {_FORMAT_WORDS.get(fmt, fmt)} files; it accepts "
+                f"{_words(_ordered(self.formats, FORMATS), _FORMAT_WORDS)}"
+            )
+
+    def check_kind(self, image: Image) -> None:
+        kind = "2d" if image.kind == "2d" else "3d"
+        if kind not in self.kinds:
+            raise InputNotAccepted(
+                f"{self.name} does not accept a {_KIND_WORDS[kind]}; it needs a "
+                f"{_words(_ordered(self.kinds, KINDS), _KIND_WORDS)}"
+            )
+
+
+def _ordered(given: tuple[str, ...], vocabulary: tuple[str, ...]) -> list[str]:
+    return [name for name in vocabulary if name in given]
+
+
+def _words(names: list[str], words: dict[str, str]) -> str:
+    said = [words[n] for n in names]
+    return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} or {said[-1]}"
+
+
+_REGISTRY: dict[str, Operation] = {}
+_VALIDATORS: dict[str, jsonschema.protocols.Validator] = {}
+
+
+def register(op: Operation) -> Operation:
+    """Add an operation; ValueError (at import, so never in a running service) when it breaks a
+    rule."""
+    if not is_valid_task_type(op.name):
+        raise ValueError(f"operation name {op.name!r} is not a task type: {TASK_TYPE_RULE}")
+    if op.name in _REGISTRY:
+        raise ValueError(f"operation {op.name!r} is registered twice")
+    for given, vocabulary, what in ((op.kinds, KINDS, "kinds"), (op.formats, FORMATS, "formats")):
+        if not given or not set(given) <= set(vocabulary):
+            raise ValueError(f"operation {op.name!r}: {what} must be some of {', '.join(vocabulary)}")
+    jsonschema.Draft202012Validator.check_schema(op.params_schema)
+    validator = jsonschema.Draft202012Validator(op.params_schema)
+    for preset in op.params_schema.get("examples", []):
+        try:
+            _validated(op, validator, preset_params(preset))
+        except ParamsError as exc:
+            raise ValueError(f"operation {op.name!r} has a preset its schema refuses: {exc}") from None
+    _REGISTRY[op.name] = op
+    _VALIDATORS[op.name] = validator
+    return op
+
+
+def get(task_type: str) -> Operation:
+    """The operation; ParamsError naming the known ones when there is none."""
+    op = _REGISTRY.get(task_type)
+    if op is None:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ParamsError(f"Unknown task_type {task_type!r}; available operations: {known}")
+    return op
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """Every operation, in registration order, for GET /operations and ListOperations."""
+    return [
+        {
+            "name": op.name,
+            "title": op.title,
+            "description": op.description,
+            "accepts": op.accepts,
+            "params_schema": copy.deepcopy(op.params_schema),
+            "outputs": op.outputs,
+        }
+        for op in _REGISTRY.values()
+    ]
+
+
+def validate_params(task_type: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The params with defaults filled in; ParamsError for an unknown operation or bad params."""
+    op = get(task_type)
+    return _validated(op, _VALIDATORS[task_type], {} if params is None else params)
+
+
+def _validated(op: Operation, validator: jsonschema.protocols.Validator, params: Any) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise ParamsError("params must be a JSON object")
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ParamsError(readable_error(errors[0], op.name, op.params_schema))
+    filled = copy.deepcopy(params)
+    for name, prop in op.params_schema["properties"].items():
+        if name not in filled and "default" in prop:
+            filled[name] = copy.deepcopy(prop["default"])
+    if op.check is not None:
+        op.check(filled)
+    return filled

@@ -1,0 +1,120 @@
+"""One task from input to result: fetch the input, run the operation, store the outputs.
+
+Events: RUNNING 10 "fetched" -> (in the pool) 40 "decoded", 70 "processed" -> SUCCESS 100 "stored"
+with the TaskResult. Output keys are deterministic, so a redelivered task overwrites its earlier
+outputs. Whether and when to retry is the consumer's business (worker.py): this module raises
+TaskFailed for what no retry can fix and lets transient errors through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
+from services.common.keys import choose_output_stems, object_key
+from services.common.protobuf import from_struct_plain, to_struct
+from services.common.storage_client import StorageClient
+from services.processor.cancellation import CancelledJobs
+from services.processor.events import TaskEvents
+from services.processor.imaging import ImagingError
+from services.processor.operations import OperationError
+from services.processor.pool import ProcessPool
+
+RUNNING, SUCCESS = common_pb2.STATUS_RUNNING, common_pb2.STATUS_SUCCESS
+
+# Scratch folders with less than this in them are removed on the event loop (see run).
+SMALL_SCRATCH_BYTES = 4 * 1024 * 1024
+
+
+class TaskFailed(Exception):
+    """A deterministic failure (the input, the params, a file gone): ``str(error)`` is written for
+    users and is the task's error."""
+
+
+class TaskPipeline:
+    def __init__(self, *, storage: StorageClient, pool: ProcessPool, events: TaskEvents,
+                 cancelled: CancelledJobs, tmp_root: Path) -> None:
+        self._storage = storage
+        self._pool = pool
+        self._events = events
+        self._cancelled = cancelled
+        self._tmp_root = tmp_root
+
+    async def run(self, task: tasks_pb2.TaskMessage) -> None:
+        """Process the task up to its SUCCESS event. Raises TaskFailed, JobCancelled (a step after
+        the cancel notice), or a transient error (storage, NATS, a dead pool process)."""
+        try:
+            await self._run(task)
+        except (ImagingError, OperationError) as exc:
+            # A library's message may name our temp file; users know the file by its own name.
+            words = re.sub(re.escape(str(self._tmp_root)) + r"[^\s'\"]*", task.input_file, str(exc))
+            raise TaskFailed(words) from None
+
+    async def _run(self, task: tasks_pb2.TaskMessage) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="task-", dir=self._tmp_root))
+        # Progress events go out at once but their JetStream acks are not waited for one by one
+        # (a round trip each, holding the task back); SUCCESS waits for all of them first, so it
+        # is still the last event, and a failed progress publish fails the attempt.
+        progress_sent: list[asyncio.Task[None]] = []
+        scratch_bytes: int | None = None  # known once every file in tmp is accounted for
+        try:
+            out_dir = tmp / "out"
+            out_dir.mkdir()
+            input_path = await self._fetch_input(task, tmp)
+            progress_sent.append(self._events.publish_soon(task, RUNNING, 10, "fetched"))
+            self._cancelled.check(task.job_id)
+
+            async def progress(pct: int, step: str) -> None:
+                progress_sent.append(self._events.publish_soon(task, RUNNING, pct, step))
+
+            stem = task.output_stem or choose_output_stems([Path(task.input_file).name])[0]
+            result = await self._pool.run_operation(
+                task.task_type, from_struct_plain(task.params), str(input_path), str(out_dir), stem,
+                progress,
+            )
+            self._cancelled.check(task.job_id)
+            outputs = [await self._store(task, out) for out in result["outputs"]]
+            if not outputs:
+                raise RuntimeError(f"operation {task.task_type} produced no output")
+            scratch_bytes = input_path.stat().st_size + sum(o.size for o in outputs)
+            outputs.sort(key=lambda o: o.role != "primary")  # the primary output first
+            task_result = common_pb2.TaskResult(
+                input_file=task.input_file, output_file=outputs[0].filename, task_type=task.task_type,
+                outputs=outputs, metadata=to_struct(result.get("metadata")),
+            )
+            await asyncio.gather(*progress_sent)
+            await self._events.publish(task, SUCCESS, 100, "stored", result=task_result)
+        finally:
+            if progress_sent:  # settled before a FAILED event or a nak; errors already counted
+                await asyncio.gather(*progress_sent, return_exceptions=True)
+            if scratch_bytes is not None and scratch_bytes < SMALL_SCRATCH_BYTES:
+                # A few small files: removing them here costs less CPU than a thread hop.
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
+
+    async def _fetch_input(self, task: tasks_pb2.TaskMessage, tmp: Path) -> Path:
+        try:
+            return await self._storage.download_input(task.input_key, tmp)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise TaskFailed(f"input file {task.input_file} is no longer stored") from None
+            raise
+
+    async def _store(self, task: tasks_pb2.TaskMessage, out: dict) -> common_pb2.Output:
+        filename = out["filename"]
+        try:
+            key = object_key(task.user_id, task.job_id, filename)
+        except ValueError as exc:
+            raise RuntimeError(f"operation returned an unsafe output: {exc}") from None
+        info = await self._storage.upload(key, Path(out["path"]), out["media_type"])
+        return common_pb2.Output(
+            filename=filename, key=key, media_type=out["media_type"], size=info.size,
+            sha256=info.sha256, role=out.get("role") or "primary",
+        )
