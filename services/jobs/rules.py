@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from google.protobuf import json_format
 
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
+from services.jobs import event_checks
 from services.jobs.models import (
     CANCELLED,
     FAILED,
@@ -52,6 +53,8 @@ def apply_event(task: TaskRow | TaskState, event: tasks_pb2.TaskEvent, now: date
     if status is None or task.status in TERMINAL:
         return False
     if event.job_id and event.job_id != task.job_id:
+        return False
+    if not event_checks.accept(task, event):  # untrusted content: outputs, texts
         return False
     progress = max(task.progress, min(100, max(0, event.progress)))
     at = _event_time(event, now)
