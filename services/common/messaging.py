@@ -28,6 +28,8 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
+from services.common.config import get_settings
+
 log = logging.getLogger(__name__)
 
 TASKS_STREAM = "RADIOLOGY_TASKS"
@@ -60,16 +62,27 @@ def inbox_prefix(name: str) -> str:
     return f"_INBOX_{name}"
 
 
-async def connect(url: str, name: str, *, user: str = "", password: str = "", creds_file: str = "") -> NATS:
-    """Connect, retrying for ever in the background after the first success. Credentials come from
-    settings (nats_user / nats_password, or nats_creds_file); services/common/nats_auth.py lists
-    what each service's user may do."""
+async def connect(url: str, name: str, *, user: str | None = None, password: str | None = None,
+                  creds_file: str | None = None) -> NATS:
+    """Connect, retrying for ever in the background after the first success.
+
+    The service's own NATS user authenticates: `creds_file` (a NATS .creds file) or `user` and
+    `password`; each one not given comes from RADIOLOGY_NATS_CREDS_FILE, _NATS_USER, _NATS_PASSWORD.
+    All empty: no authentication. Replies arrive on the service's own inbox prefix, the only inbox
+    its NATS user may subscribe to (services/common/nats_auth.py)."""
+    settings = get_settings()
+    creds_file = settings.nats_creds_file if creds_file is None else creds_file
+    user = settings.nats_user if user is None else user
+    password = settings.nats_password if password is None else password
+    auth: dict[str, str] = {}
+    if creds_file:
+        auth["user_credentials"] = creds_file
+    elif user:
+        auth.update(user=user, password=password)
     return await nats.connect(
         url,
         name=name,
-        user=user or None,
-        password=password or None,
-        user_credentials=creds_file or None,
+        **auth,
         inbox_prefix=inbox_prefix(name),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -74,10 +74,7 @@ class JobsApp:
 async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> JobsApp:
     engine = engine or make_engine(settings.database_url)
     await upgrade(engine)
-    nc = await messaging.connect(
-        settings.nats_url, "jobs", user=settings.nats_user, password=settings.nats_password,
-        creds_file=settings.nats_creds_file,
-    )
+    nc = await messaging.connect(settings.nats_url, "jobs")
     await messaging.ensure_streams(nc.jetstream())
     repo = Repository(engine)
     hub = WatchHub(nc)

@@ -23,10 +23,7 @@ async def main() -> None:
     setup_logging("processor", settings.log_level)
     tracing.setup_tracing("processor")
 
-    nc = await messaging.connect(
-        settings.nats_url, "processor", user=settings.nats_user, password=settings.nats_password,
-        creds_file=settings.nats_creds_file,
-    )
+    nc = await messaging.connect(settings.nats_url, name="processor")
     js = nc.jetstream()
     await messaging.wait_for_streams(js)  # the jobs service creates them
     sub = await subscribe(js, settings)
