@@ -4,7 +4,9 @@ its own process, waiting for each to be healthy. Used by `make run` and by the e
     python -m tools.launcher            # serves http://127.0.0.1:8000 until Ctrl-C
 
 Ports and folders come from RADIOLOGY_* variables (see README); data lives under RADIOLOGY_DATA_DIR
-(default var/), so a restart keeps every job and file.
+(default var/), so a restart keeps every job and file. NATS runs with authorization: each service
+that uses it gets its own user and generated password (var/nats-auth/, kept across restarts) with
+only the subjects services/common/nats_auth.py grants it; a client without credentials is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common import nats_auth
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("storage", "jobs", "processor", "gateway")  # start order; stop in reverse
@@ -110,6 +114,7 @@ class Platform:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.base_url = f"http://127.0.0.1:{self.ports.http}"
         self.nats_url = f"nats://127.0.0.1:{self.ports.nats}"
+        self.nats_auth_dir = self.data_dir / "nats-auth"
 
     # --- environment -----------------------------------------------------------------------
     def env_for(self, name: str) -> dict[str, str]:
@@ -126,6 +131,9 @@ class Platform:
             PYTHONUNBUFFERED="1",
         )
         env["RADIOLOGY_METRICS_PORT"] = str(self.ports.metrics.get(name, 0))
+        if name in nats_auth.SERVICES:  # only the services that use NATS get credentials for it
+            env["RADIOLOGY_NATS_USER"] = name
+            env["RADIOLOGY_NATS_PASSWORD"] = nats_auth.ensure_credentials(self.nats_auth_dir)[name]
         env.update(self.extra_env)
         return env
 
@@ -154,10 +162,12 @@ class Platform:
         out = self._output("nats")
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        config, _ = nats_auth.write_server_config(
+            self.nats_auth_dir, host="127.0.0.1", port=self.ports.nats, store_dir=self.data_dir / "nats"
+        )
         # Its plain-text log goes to a file, so the terminal shows only the services' JSON lines.
         self.procs["nats"] = subprocess.Popen(
-            [nats_binary(), "-a", "127.0.0.1", "-p", str(self.ports.nats), "-js",
-             "-sd", str(self.data_dir / "nats"), "-l", str(logs / "nats-server.log")],
+            [nats_binary(), "-c", str(config), "-l", str(logs / "nats-server.log")],
             stdout=out, stderr=out, start_new_session=True,
         )
         self._wait(lambda: not port_is_free(self.ports.nats), "nats", 20)

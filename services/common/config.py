@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     # Port for this process's Prometheus /metrics (gRPC services); 0 disables it.
     metrics_port: int = 0
     nats_url: str = "nats://127.0.0.1:4222"
+    # NATS credentials of this service (each service that uses NATS has its own user and subject
+    # permissions, services/common/nats_auth.py; empty means connect without authentication).
+    nats_user: str = ""  # user name, sent with nats_password
+    nats_password: str = ""  # password of nats_user
+    nats_creds_file: str = ""  # path of a .creds file (JWT + NKey seed); used instead of user/password
     # Deadline for internal gRPC calls.
     rpc_timeout_seconds: float = 10.0
     # Seconds a service waits for in-flight work on SIGTERM.
@@ -65,9 +70,23 @@ class Settings(BaseSettings):
     # --- gateway ---
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    # How the gateway learns who calls: "header" (X-User-ID) is the only mode so far; another value
-    # stops the gateway at start rather than silently meaning something else.
-    auth: Literal["header"] = "header"
+    # How the gateway learns who calls: "header" (X-User-ID, trusted as sent) or "jwt" (a verified
+    # Authorization: Bearer token; X-User-ID ignored). Another value stops the gateway at start.
+    auth: Literal["header", "jwt"] = "header"
+    # jwt mode: exactly one key source. HS256 with a shared secret (at least 32 bytes), or the
+    # public key(s) of an identity provider: a PEM file, or its JWKS URL (keys chosen by `kid`).
+    jwt_secret: str = ""
+    jwt_public_key: str = ""  # path of a PEM file (RSA or EC public key)
+    jwt_jwks_url: str = ""
+    # Accepted algorithms; empty: HS256 for a secret, the PEM key's own (RS256, ES256, ...), or
+    # RS256,ES256 for a JWKS. "none" and algorithms that do not fit the key source are refused.
+    jwt_algorithms: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = []
+    jwt_audience: str = ""  # checked when set
+    jwt_issuer: str = ""  # checked when set
+    jwt_user_claim: str = "sub"
+    jwt_leeway_seconds: float = 30.0  # clock skew allowed on exp / nbf / iat
+    jwt_jwks_cache_seconds: float = 300.0  # JWKS kept this long; an unknown kid refetches sooner
+    jwt_jwks_min_refetch_seconds: float = 10.0  # at most one JWKS fetch this often
     cors_origins: Annotated[list[str], NoDecode, BeforeValidator(_split_csv)] = ["http://localhost:3000"]
     signing_secret: str = ""  # HMAC key for file URLs; default: generated once under data_dir
     url_ttl_seconds: int = 3600

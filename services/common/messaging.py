@@ -12,6 +12,7 @@ Core subjects (no persistence, fan-out)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
@@ -25,7 +26,9 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
+
+from services.common.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +57,34 @@ def event_subject(task_id: str) -> str:
     return f"{EVENTS_SUBJECT}.{task_id}"
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect, retrying for ever in the background after the first success."""
+def inbox_prefix(name: str) -> str:
+    """A service's own reply subjects: its NATS user may subscribe to these and no one else's."""
+    return f"_INBOX_{name}"
+
+
+async def connect_service(settings: Settings, name: str) -> NATS:
+    """A service's connection, as its own NATS user (RADIOLOGY_NATS_CREDS_FILE, or _NATS_USER and
+    _NATS_PASSWORD; all empty: no authentication)."""
+    return await connect(settings.nats_url, name, user=settings.nats_user,
+                         password=settings.nats_password, creds_file=settings.nats_creds_file)
+
+
+async def connect(url: str, name: str, *, user: str = "", password: str = "", creds_file: str = "") -> NATS:
+    """Connect, retrying for ever in the background after the first success.
+
+    `creds_file` (a NATS .creds file) or `user` and `password` authenticate. Replies arrive on the
+    service's own inbox prefix, the only inbox its NATS user may subscribe to
+    (services/common/nats_auth.py)."""
+    auth: dict[str, str] = {}
+    if creds_file:
+        auth["user_credentials"] = creds_file
+    elif user:
+        auth.update(user=user, password=password)
     return await nats.connect(
         url,
         name=name,
+        **auth,
+        inbox_prefix=inbox_prefix(name),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
@@ -82,6 +108,25 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
+
+
+async def wait_for_streams(js: JetStreamContext, poll_seconds: float = 1.0) -> None:
+    """Until both streams exist. Processors wait for the jobs service to create them: their NATS user
+    may read a stream's info but not create or change a stream."""
+    waited = 0
+    while True:
+        missing = []
+        for name in (TASKS_STREAM, EVENTS_STREAM):
+            try:
+                await js.stream_info(name)
+            except NotFoundError:
+                missing.append(name)
+        if not missing:
+            return
+        if waited % 10 == 0:
+            log.info("waiting for the jobs service to create stream %s", " and ".join(missing))
+        waited += 1
+        await asyncio.sleep(poll_seconds)
 
 
 def consumer_config(durable: str, subject: str, *, ack_wait: float, max_deliver: int,

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.config import Settings
-from services.gateway import apidocs, errors
+from services.gateway import apidocs, auth, errors
 from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
 from services.gateway.metrics import RequestContextMiddleware
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.signer = UrlSigner.from_settings(settings)
+    # jwt mode: built now, so that a configuration that cannot verify tokens stops the start.
+    app.state.jwt = auth.JwtVerifier.from_settings(settings) if settings.auth == "jwt" else None
 
     errors.install(app)
     # Added innermost first: CatchAll < CORS < request context (outermost, so it sees every response).
@@ -72,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["Location", "Content-Range", "ETag", "X-Request-ID", "Retry-After"],
+        expose_headers=[
+            "Location", "Content-Range", "ETag", "X-Request-ID", "Retry-After", "WWW-Authenticate",
+        ],
     )
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(HeadAsGetMiddleware)

@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 
 from services.common.config import Settings
 from services.common.identity import is_valid_user_id
+from services.gateway import auth
 from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
 from services.gateway.errors import ApiError
@@ -57,17 +58,45 @@ def _from_header(request: Request) -> str | None:
 async def optional_user(
     request: Request,
     # Declared for the API docs; read from request.headers to see repeats and empty values.
-    x_user_id: Annotated[str | None, Header(alias="X-User-ID", description="Caller's user id")] = None,
+    x_user_id: Annotated[
+        str | None, Header(alias="X-User-ID", description="Caller's user id (auth mode `header` only)")
+    ] = None,
 ) -> str | None:
-    """The caller's user id when the request carries one (validated), else None."""
+    """The caller's user id when the request carries one (validated), else None. In jwt mode only a
+    verified Bearer token counts (401 for one that does not verify); X-User-ID is ignored."""
+    verifier: auth.JwtVerifier | None = request.app.state.jwt
+    if verifier is not None:
+        return await verifier.user(request)
     return _from_header(request)
 
 
-async def current_user(user: Annotated[str | None, Depends(optional_user)]) -> str:
+async def current_user(request: Request, user: Annotated[str | None, Depends(optional_user)]) -> str:
     if user is None:
+        if request.app.state.jwt is not None:
+            raise auth.missing_token()
         raise ApiError(401, "missing_identity", "Identify yourself with the X-User-ID header.")
     return user
 
 
+class FileCaller:
+    """Who asks for a file: `user`, or None with the token `error` kept aside, because a valid
+    signed URL serves the file even when a stale Bearer token comes along with it (jwt mode)."""
+
+    def __init__(self, user: str | None, error: ApiError | None = None) -> None:
+        self.user = user
+        self.error = error
+
+
+async def file_caller(request: Request, x_user_id: Annotated[str | None, Header(
+        alias="X-User-ID", description="Caller's user id (auth mode `header` only)")] = None) -> FileCaller:
+    if request.app.state.jwt is None:
+        return FileCaller(_from_header(request))
+    try:
+        return FileCaller(await request.app.state.jwt.user(request))
+    except ApiError as exc:
+        return FileCaller(None, exc)
+
+
 CurrentUser = Annotated[str, Depends(current_user)]
 OptionalUser = Annotated[str | None, Depends(optional_user)]
+FileCallerDep = Annotated[FileCaller, Depends(file_caller)]

@@ -74,7 +74,7 @@ class JobsApp:
 async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> JobsApp:
     engine = engine or make_engine(settings.database_url)
     await upgrade(engine)
-    nc = await messaging.connect(settings.nats_url, "jobs")
+    nc = await messaging.connect_service(settings, "jobs")
     await messaging.ensure_streams(nc.jetstream())
     repo = Repository(engine)
     hub = WatchHub(nc)

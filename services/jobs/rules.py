@@ -25,6 +25,7 @@ from services.common.status import (
     TERMINAL_NAMES,
     status_name,
 )
+from services.jobs import event_checks
 from services.jobs.models import JobState, NewInput, TaskState
 
 # How far a processor's clock may be from ours before its timestamps are not believed.
@@ -78,6 +79,8 @@ def apply_event(task: TaskState, event: tasks_pb2.TaskEvent, now: datetime) -> b
     if task.status in TERMINAL_NAMES:
         return False
     if event.job_id and event.job_id != task.job_id:
+        return False
+    if not event_checks.accept(task, event):  # untrusted content: outputs, texts
         return False
     status = status_name(event.status)
     progress = max(task.progress, min(100, max(0, event.progress)))

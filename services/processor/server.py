@@ -24,9 +24,9 @@ async def main() -> None:
     setup_logging("processor", settings.log_level)
     tracing.setup_tracing("processor")
 
-    nc = await messaging.connect(settings.nats_url, name="processor")
+    nc = await messaging.connect_service(settings, "processor")
     js = nc.jetstream()
-    await messaging.ensure_streams(js)
+    await messaging.wait_for_streams(js)  # the jobs service creates them
     sub = await subscribe(js, settings)
 
     storage_channel = grpc_client.channel(settings.storage_addr)

@@ -72,7 +72,7 @@ async def test_missing_identity_is_401_everywhere(client: httpx.AsyncClient) -> 
 
 def test_an_unknown_auth_mode_stops_the_gateway_at_start(make_settings: Callable[..., Settings]) -> None:
     with pytest.raises(ValidationError, match="auth"):
-        make_settings(auth="jwt")
+        make_settings(auth="basic")
 
 
 async def test_job_json_pending_then_success_with_signed_urls(

@@ -38,7 +38,10 @@ RUNNING, SUCCESS, FAILED = common_pb2.STATUS_RUNNING, common_pb2.STATUS_SUCCESS,
 def result_for(task: TaskState) -> common_pb2.TaskResult:
     return common_pb2.TaskResult(
         input_file=task.input_file, output_file=f"{task.output_stem}_processed.png", task_type="blur",
-        outputs=[common_pb2.Output(filename=f"{task.output_stem}_processed.png", size=123, role="primary")],
+        outputs=[common_pb2.Output(
+            filename=f"{task.output_stem}_processed.png", size=123, role="primary", media_type="image/png",
+            key=f"{task.user_id}/{task.job_id}/{task.output_stem}_processed.png",
+        )],
     )
 
 

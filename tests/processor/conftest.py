@@ -204,7 +204,7 @@ class Harness:
         self, drain_grace: float | None = None, queue_depth_interval: float = 5.0, **overrides: object
     ) -> Worker:
         settings = self.settings(**overrides)
-        nc = await messaging.connect(settings.nats_url, "processor-test")
+        nc = await messaging.connect_service(settings, "processor-test")
         sub = await subscribe(nc.jetstream(), settings)
         channel = grpc.aio.insecure_channel(settings.storage_addr)
         storage = StorageClient(channel, settings.rpc_timeout_seconds)

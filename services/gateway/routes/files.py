@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from services.common.gen.radiology.v1 import storage_pb2
 from services.common.keys import object_key
 from services.common.storage_client import ObjectReader
-from services.gateway.deps import BackendsDep, OptionalUser, SignerDep
+from services.gateway.deps import BackendsDep, FileCallerDep, SignerDep
 from services.gateway.errors import ApiError, backend_errors, error_responses, not_found
 from services.gateway.text import ascii_digits
 
@@ -96,7 +96,7 @@ async def get_file(
     user_id: str,
     job_id: str,
     filename: str,
-    caller: OptionalUser,
+    caller: FileCallerDep,
     backends: BackendsDep,
     signer: SignerDep,
     token: Annotated[
@@ -107,9 +107,10 @@ async def get_file(
         key = object_key(user_id, job_id, filename)
     except ValueError:
         raise not_found() from None
-    allowed = caller == user_id or (token is not None and signer.verify(user_id, job_id, filename, token))
+    signed = token is not None and signer.verify(user_id, job_id, filename, token)
+    allowed = caller.user == user_id or signed
     if not allowed:
-        raise not_found()
+        raise caller.error or not_found()
 
     # Range is defined for GET only (RFC 9110 14.2); HEAD describes the whole file.
     range_header = request.headers.get("range") if request.method == "GET" else None

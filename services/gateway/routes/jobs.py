@@ -23,6 +23,7 @@ from services.common.status import STATUS_NAMES, TERMINAL, status_name, status_v
 from services.gateway.clients import UNREACHABLE, BackendError
 from services.gateway.deps import BackendsDep, CatalogueDep, CurrentUser, SettingsDep, SignerDep
 from services.gateway.errors import ApiError, backend_errors, error_responses, not_found
+from services.gateway.framing import BodyStream
 from services.gateway.serializers import job_json
 from services.gateway.text import ascii_digits
 from services.gateway.uploads import UploadReceiver
@@ -173,7 +174,9 @@ async def create_job(
     )
     created = False
     try:
-        form = await receiver.receive(request.stream())
+        stream = BodyStream(request)
+        form = await receiver.receive(stream)
+        await stream.finish(settings.upload_idle_timeout_seconds)  # nothing left unread (framing.py)
         if not form.files:
             raise ApiError(400, "no_files", "Attach at least one file in the 'files' field.")
         task_type = form.task_type or DEFAULT_TASK_TYPE
