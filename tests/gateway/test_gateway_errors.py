@@ -20,18 +20,12 @@ S = grpc.StatusCode
 
 # The rule, written out independently of the gateway's table.
 HTTP_STATUS = {
-    S.NOT_FOUND: (404, "not_found"),
-    S.PERMISSION_DENIED: (404, "not_found"),
+    **dict.fromkeys([S.NOT_FOUND, S.PERMISSION_DENIED], (404, "not_found")),
     S.INVALID_ARGUMENT: (422, "invalid_parameters"),
     S.RESOURCE_EXHAUSTED: (413, "too_large"),
-    S.ALREADY_EXISTS: (409, "conflict"),
-    S.FAILED_PRECONDITION: (409, "conflict"),
-    S.UNAVAILABLE: (503, "service_unavailable"),
-    S.DEADLINE_EXCEEDED: (503, "service_unavailable"),
-    S.INTERNAL: (502, "backend_error"),
-    S.UNKNOWN: (502, "backend_error"),
-    S.OUT_OF_RANGE: (502, "backend_error"),
-    S.DATA_LOSS: (502, "backend_error"),
+    **dict.fromkeys([S.ALREADY_EXISTS, S.FAILED_PRECONDITION], (409, "conflict")),
+    **dict.fromkeys([S.UNAVAILABLE, S.DEADLINE_EXCEEDED], (503, "service_unavailable")),
+    **dict.fromkeys([S.INTERNAL, S.UNKNOWN, S.OUT_OF_RANGE, S.DATA_LOSS], (502, "backend_error")),
 }
 # Where a call's answer means something more precise: same status, its own code.
 PRECISE = {
