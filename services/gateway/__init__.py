@@ -1,1 +1,1 @@
-"""HTTP gateway: the public REST API (CONTRACT section 3) in front of the gRPC services."""
+"""HTTP gateway: the public REST API (README.md, "Using the API"; /docs) in front of the gRPC services."""

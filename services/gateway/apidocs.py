@@ -11,6 +11,8 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
+from services.gateway.errors import ANY_PATH, error_responses
+
 # Under the web UI's directory, served by its static route: /vendor/swagger-ui/<file>.
 SWAGGER_DIR = "vendor/swagger-ui"
 SWAGGER_JS = "swagger-ui-bundle.js"
@@ -42,6 +44,20 @@ def without_default_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def with_any_path_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Errors that any path can answer (a method it does not have) under components/responses,
+    named by their code: they belong to no one operation."""
+    responses = schema.setdefault("components", {}).setdefault("responses", {})
+    for error in ANY_PATH:
+        doc = error_responses(error)[error.status]
+        responses[error.code] = {
+            "description": doc["description"],
+            "headers": doc.get("headers", {}),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return schema
+
+
 def install(app: FastAPI, web_dir: Path | None) -> None:
     """The cleaned-up OpenAPI document and GET /docs (create the app with docs_url=None); web_dir is
     the directory that the app serves at / (None when it serves none)."""
@@ -49,7 +65,7 @@ def install(app: FastAPI, web_dir: Path | None) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = without_default_validation_errors(generate())
+            app.openapi_schema = with_any_path_errors(without_default_validation_errors(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

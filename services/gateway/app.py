@@ -10,30 +10,30 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from services.common.config import Settings
 from services.gateway import apidocs, auth, errors
+from services.gateway.asgi import HttpMiddleware
 from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
+from services.gateway.errors import ANY_OPERATION, error_responses
 from services.gateway.metrics import RequestContextMiddleware
 from services.gateway.routes import files, health, jobs, operations, tasks
 from services.gateway.signing import UrlSigner
+from services.gateway.submit import Submissions
 
 _NO_UI = """<!doctype html><html><head><meta charset="utf-8"><title>Radiology platform</title></head>
 <body><h1>Radiology platform</h1><p>The web UI is not built. Run <code>make run</code> to build it,
 or use the API: <a href="/docs">/docs</a>.</p></body></html>"""
 
 
-class HeadAsGetMiddleware:
+class HeadAsGetMiddleware(HttpMiddleware):
     """Answer HEAD wherever GET is answered. The server (uvicorn) still sees the original HEAD
     request and sends no body; /files has its own HEAD handler (no storage read)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "HEAD" and not scope["path"].startswith("/files/"):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD" and not scope["path"].startswith("/files/"):
             scope = dict(scope, method="GET")
         await self.app(scope, receive, send)
 
@@ -46,10 +46,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One long-lived channel per peer for the life of the process: no per-request set-up.
         backends = Backends(settings)
         app.state.backends = backends
-        app.state.catalogue = Catalogue(backends)
+        app.state.catalogue = Catalogue(backends.processor)
+        app.state.submissions = Submissions(backends, app.state.catalogue, settings)
         try:
             yield
         finally:
+            await app.state.submissions.close()
             await backends.close()
 
     app = FastAPI(
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Upload medical images, process them asynchronously, follow and download results.",
         version="1.0",
         lifespan=lifespan,
+        responses=error_responses(*ANY_OPERATION),
         # Swagger UI from local assets (apidocs); ReDoc would load its script from a CDN.
         docs_url=None,
         redoc_url=None,

@@ -29,7 +29,7 @@ from starlette.requests import Request
 
 from services.common.config import Settings
 from services.common.identity import is_valid_user_id
-from services.gateway.errors import ApiError
+from services.gateway.errors import INVALID_TOKEN, MISSING_IDENTITY, SERVICE_UNAVAILABLE, ApiError
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ class AuthConfigError(Exception):
 def missing_token() -> ApiError:
     """No credentials at all (RFC 6750 3.1: the challenge carries no error code)."""
     return ApiError(
-        401,
-        "missing_identity",
+        MISSING_IDENTITY,
         "Send an access token in the Authorization header: 'Authorization: Bearer <token>'.",
         {"WWW-Authenticate": f'Bearer realm="{REALM}"'},
     )
@@ -66,8 +65,7 @@ def missing_token() -> ApiError:
 def invalid_token(detail: str) -> ApiError:
     description = detail.replace("\\", "").replace('"', "'")
     return ApiError(
-        401,
-        "invalid_token",
+        INVALID_TOKEN,
         detail,
         {"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token", '
                              f'error_description="{description}"'},
@@ -76,8 +74,7 @@ def invalid_token(detail: str) -> ApiError:
 
 def _provider_unavailable() -> ApiError:
     return ApiError(
-        503,
-        "service_unavailable",
+        SERVICE_UNAVAILABLE,
         "The identity provider's signing keys cannot be fetched right now; please retry shortly.",
         {"Retry-After": "5"},
     )

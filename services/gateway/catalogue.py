@@ -11,8 +11,9 @@ import time
 from typing import Any
 
 from services.common.gen.radiology.v1 import processor_pb2
-from services.common.protobuf import from_struct, from_struct_plain, to_struct
-from services.gateway.clients import UNREACHABLE, BackendError, Backends
+from services.common.protobuf import from_struct_plain
+from services.gateway.clients import ProcessorClient
+from services.gateway.errors import SERVICE_UNAVAILABLE, UNKNOWN_TASK_TYPE, ApiError
 
 CACHE_SECONDS = 5.0
 MAX_REMEMBERED = 256  # validated (operation, params) pairs
@@ -31,8 +32,8 @@ def operation_json(op: processor_pb2.Operation) -> dict[str, Any]:
 
 
 class Catalogue:
-    def __init__(self, backends: Backends, ttl: float | None = None) -> None:
-        self._backends = backends
+    def __init__(self, processor: ProcessorClient, ttl: float | None = None) -> None:
+        self._processor = processor
         self._ttl = CACHE_SECONDS if ttl is None else ttl
         self._ops: list[dict[str, Any]] | None = None
         self._at = 0.0
@@ -43,40 +44,36 @@ class Catalogue:
         async with self._lock:
             if self._ops is None or time.monotonic() - self._at > self._ttl:
                 try:
-                    resp = await self._backends.call(
-                        "processor", "ListOperations", processor_pb2.ListOperationsRequest()
-                    )
-                except BackendError as exc:
-                    if self._ops is None or exc.code not in UNREACHABLE:
+                    ops = await self._processor.list_operations()
+                except ApiError as exc:
+                    if self._ops is None or exc.error is not SERVICE_UNAVAILABLE:
                         raise
                     return self._ops  # stale but known: processors are restarting
-                self._ops = [operation_json(op) for op in resp.operations]
+                self._ops = [operation_json(op) for op in ops]
                 self._at = time.monotonic()
             return self._ops
 
     async def validate(self, task_type: str, params: dict[str, Any] | None) -> dict[str, Any]:
-        """ProcessorService.ValidateParams (raises BackendError), remembered as long as the catalogue:
-        the same operation and params validate the same way, and most jobs repeat them. While no
-        processor answers, a pair validated earlier (at any age) is still accepted."""
+        """The params checked by ProcessorService.ValidateParams (ApiError invalid_params when refused),
+        remembered as long as the catalogue: the same operation and params validate the same way,
+        and most jobs repeat them. While no processor answers, a pair validated earlier (at any age)
+        is still accepted."""
         key = (task_type, json.dumps(params or {}, sort_keys=True))
         hit = self._validated.get(key)
         if hit is not None and time.monotonic() - hit[0] <= self._ttl:
             return copy.deepcopy(hit[1])
         try:
-            resp = await self._backends.call(
-                "processor",
-                "ValidateParams",
-                processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params)),
-            )
-        except BackendError as exc:
-            if hit is None or exc.code not in UNREACHABLE:
+            validated = await self._processor.validate_params(task_type, params)
+        except ApiError as exc:
+            if hit is None or exc.error is not SERVICE_UNAVAILABLE:
                 raise
             return copy.deepcopy(hit[1])  # checked before; the job waits in the queue for a processor
-        validated = from_struct(resp.params)
         if len(self._validated) >= MAX_REMEMBERED:
             self._validated.clear()
         self._validated[key] = (time.monotonic(), validated)
         return copy.deepcopy(validated)
 
-    async def has(self, name: str) -> bool:
-        return any(op["name"] == name for op in await self.operations())
+    async def require(self, task_type: str) -> None:
+        """ApiError unknown_task_type unless the catalogue has an operation of that name."""
+        if not any(op["name"] == task_type for op in await self.operations()):
+            raise ApiError(UNKNOWN_TASK_TYPE, f"Unknown task_type '{task_type[:64]}'; see GET /operations.")

@@ -11,8 +11,9 @@ from services.common.identity import is_valid_user_id
 from services.gateway import auth
 from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
-from services.gateway.errors import ApiError
+from services.gateway.errors import INVALID_TOKEN, INVALID_USER_ID, MISSING_IDENTITY, ApiError
 from services.gateway.signing import UrlSigner
+from services.gateway.submit import Submissions
 
 
 # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per
@@ -33,10 +34,15 @@ async def get_catalogue(request: Request) -> Catalogue:
     return request.app.state.catalogue
 
 
+async def get_submissions(request: Request) -> Submissions:
+    return request.app.state.submissions
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BackendsDep = Annotated[Backends, Depends(get_backends)]
 SignerDep = Annotated[UrlSigner, Depends(get_signer)]
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
+SubmissionsDep = Annotated[Submissions, Depends(get_submissions)]
 
 
 def _from_header(request: Request) -> str | None:
@@ -44,12 +50,11 @@ def _from_header(request: Request) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise ApiError(400, "invalid_user_id", "Send the X-User-ID header once.")
+        raise ApiError(INVALID_USER_ID, "Send the X-User-ID header once.")
     value = values[0]
     if not is_valid_user_id(value):
         raise ApiError(
-            400,
-            "invalid_user_id",
+            INVALID_USER_ID,
             "X-User-ID must be 1-64 characters of A-Z a-z 0-9 . _ @ - (and not '.' or '..').",
         )
     return value
@@ -74,7 +79,7 @@ async def current_user(request: Request, user: Annotated[str | None, Depends(opt
     if user is None:
         if request.app.state.jwt is not None:
             raise auth.missing_token()
-        raise ApiError(401, "missing_identity", "Identify yourself with the X-User-ID header.")
+        raise ApiError(MISSING_IDENTITY)
     return user
 
 
@@ -100,3 +105,6 @@ async def file_caller(request: Request, x_user_id: Annotated[str | None, Header(
 CurrentUser = Annotated[str, Depends(current_user)]
 OptionalUser = Annotated[str | None, Depends(optional_user)]
 FileCallerDep = Annotated[FileCaller, Depends(file_caller)]
+# What the two can answer, for the routes' documentation.
+IDENTITY_ERRORS = (INVALID_USER_ID, MISSING_IDENTITY, INVALID_TOKEN)
+OPTIONAL_IDENTITY_ERRORS = (INVALID_USER_ID, INVALID_TOKEN)

@@ -1,10 +1,17 @@
-"""One error shape for the whole API: {"detail": "<human message>", "code": "<stable_snake_case>"}."""
+"""Every error the gateway sends, in one place: the codes, what a backing service's gRPC status
+means to an HTTP client, the one exception (ApiError) and the handlers that answer with it.
+
+Every error body is {"detail": "<human message>", "code": "<stable_snake_case>"}. A code has one
+HTTP status; ApiError is built from a registered code only, so the OpenAPI document (built from the
+same registry by `error_responses`) lists exactly the codes that are sent.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -15,23 +22,205 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from services.gateway.clients import UNREACHABLE, BackendError
+from services.gateway.asgi import HttpMiddleware, ResponseStart
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ErrorCode:
+    status: int
+    code: str
+    doc: str  # when it is sent, for the OpenAPI document
+    detail: str = ""  # the message when the raiser gives none
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every such error
+    header_docs: Mapping[str, str] = field(default_factory=dict)  # documented; values set per error
+
+
+CODES: dict[str, ErrorCode] = {}
+
+
+def _register(status: int, code: str, doc: str, detail: str = "", **extra: Mapping[str, str]) -> ErrorCode:
+    if code in CODES:
+        raise ValueError(f"error code {code!r} registered twice")
+    CODES[code] = ErrorCode(status, code, doc, detail, **extra)
+    return CODES[code]
+
+
+# A new code is one more line here; the routes that can send it list it in `error_responses`.
+INVALID_USER_ID = _register(400, "invalid_user_id", "a malformed X-User-ID header")
+EXPECTED_MULTIPART = _register(400, "expected_multipart", "the body is not multipart/form-data")
+MALFORMED_MULTIPART = _register(
+    400, "malformed_multipart", "the multipart/form-data body is malformed",
+    "The multipart/form-data body is malformed.",
+)
+DUPLICATE_FIELD = _register(400, "duplicate_field", "`task_type` or `params` sent more than once")
+NO_FILES = _register(
+    400, "no_files", "no file in the `files` field", "Attach at least one file in the 'files' field."
+)
+INCOMPLETE_BODY = _register(
+    400, "incomplete_body", "the body ended before its Content-Length (or went on past the form)"
+)
+CLIENT_DISCONNECTED = _register(
+    400, "client_disconnected", "the client closed the connection mid-upload (only logs and metrics see it)",
+    "The client closed the connection.",
+)
+MISSING_IDENTITY = _register(
+    401, "missing_identity", "no X-User-ID header (auth mode header) or no Bearer token (auth mode jwt)",
+    "Identify yourself with the X-User-ID header.",
+    header_docs={"WWW-Authenticate": "jwt mode: `Bearer realm=...`"},
+)
+INVALID_TOKEN = _register(
+    401, "invalid_token",
+    "auth mode jwt: the Bearer token is malformed, expired, not yet valid, badly signed, or for another "
+    "audience or issuer; the detail says which",
+    header_docs={"WWW-Authenticate": '`Bearer realm=..., error="invalid_token", error_description=...`'},
+)
+# One body for every kind of missing resource: another user's job must look exactly like none at all.
+NOT_FOUND = _register(
+    404, "not_found", "not found, or not the caller's: the two are indistinguishable", "Not found"
+)
+METHOD_NOT_ALLOWED = _register(
+    405, "method_not_allowed", "the path does not answer this method", "Method Not Allowed",
+    header_docs={"Allow": "The methods the path answers"},
+)
+UPLOAD_STALLED = _register(408, "upload_stalled", "the client stopped sending the upload")
+CONFLICT = _register(
+    409, "conflict", "a backing service found the request in conflict with what it holds (a job id taken)",
+    "The request conflicts with the current state.",
+)
+FILE_TOO_LARGE = _register(413, "file_too_large", "a file is over the size limit per file")
+JOB_TOO_LARGE = _register(413, "job_too_large", "the files are over the size limit per job")
+TOO_MANY_FILES = _register(413, "too_many_files", "more files than the limit per job")
+FIELD_TOO_LARGE = _register(413, "field_too_large", "`task_type` or `params` is over 64 KiB")
+TOO_LARGE = _register(
+    413, "too_large", "a backing service refused the request as too large", "The request is too large."
+)
+UNSUPPORTED_FILE = _register(
+    415, "unsupported_file",
+    "a file is not PNG, JPEG, DICOM, NIfTI or a ZIP of DICOM, decided from its content; the detail names it",
+)
+RANGE_NOT_SATISFIABLE = _register(
+    416, "range_not_satisfiable", "the Range starts beyond the end of the file",
+    header_docs={"Content-Range": "`bytes */<size>`"},
+)
+INVALID_PARAMETERS = _register(
+    422, "invalid_parameters", "a parameter of the request is not valid; the detail says which",
+    "Invalid parameters.",
+)
+INVALID_PARAMS = _register(
+    422, "invalid_params", "`params` is not a JSON object or fails the operation's schema",
+    "params do not match the operation.",
+)
+UNKNOWN_TASK_TYPE = _register(422, "unknown_task_type", "`task_type` is not an operation of GET /operations")
+INTERNAL_ERROR = _register(
+    500, "internal_error", "a fault of the gateway's own, logged with its details",
+    "Something went wrong on our side; it has been logged.",
+)
+BACKEND_ERROR = _register(502, "backend_error", "a backing service failed in an unexpected way (logged)")
+SERVICE_UNAVAILABLE = _register(
+    503, "service_unavailable", "a backing service is not reachable; retry after Retry-After seconds",
+    headers={"Retry-After": "1"}, header_docs={"Retry-After": "Seconds to wait before retrying"},
+)
+NOT_READY = _register(503, "not_ready", "a backing service is not serving; the detail names it")
+
+
 class ApiError(Exception):
-    """Raised anywhere in the gateway to answer with a given status, code and message."""
+    """The one exception the gateway answers with: a registered code, a message for the client and,
+    where the code calls for them, header values (Content-Range of a 416)."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers
+    def __init__(self, error: ErrorCode, detail: str = "", headers: Mapping[str, str] | None = None) -> None:
+        if CODES.get(error.code) is not error:
+            raise ValueError(f"unregistered error code {error.code!r}")
+        self.error = error
+        self.detail = detail or error.detail or HTTPStatus(error.status).phrase
+        self.headers = {**error.headers, **(headers or {})}
+        super().__init__(f"{error.code}: {self.detail}")
 
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"detail": self.detail, "code": self.code}, status_code=self.status,
+                            headers=self.headers or None)
+
+
+# --- what a backing service's gRPC status means to an HTTP client ---------------------------------
+
+@dataclass(frozen=True)
+class Meaning:
+    error: ErrorCode
+    # None: the service's own message (services write them for users). May use {service}, {subject}.
+    detail: str | None = None
+
+
+_UNREACHABLE = Meaning(
+    SERVICE_UNAVAILABLE, "The {service} service is not reachable right now; please retry shortly."
+)
+_MISSING = Meaning(NOT_FOUND, NOT_FOUND.detail)
+_CONFLICT = Meaning(CONFLICT)
+_FAILED = Meaning(BACKEND_ERROR, "The {service} service could not handle the request.")
+
+# One HTTP status per gRPC status, whichever service and call answered it.
+FROM_GRPC: dict[grpc.StatusCode, Meaning] = {
+    grpc.StatusCode.UNAVAILABLE: _UNREACHABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: _UNREACHABLE,  # down or stuck: worth a retry
+    grpc.StatusCode.NOT_FOUND: _MISSING,
+    grpc.StatusCode.PERMISSION_DENIED: _MISSING,
+    grpc.StatusCode.INVALID_ARGUMENT: Meaning(INVALID_PARAMETERS),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Meaning(TOO_LARGE),
+    grpc.StatusCode.ALREADY_EXISTS: _CONFLICT,
+    grpc.StatusCode.FAILED_PRECONDITION: _CONFLICT,
+}
+
+# Where one call's answer says more, its own code and words: (service, method, gRPC status).
+FROM_RPC: dict[tuple[str, str, grpc.StatusCode], Meaning] = {
+    ("processor", "ValidateParams", grpc.StatusCode.INVALID_ARGUMENT): Meaning(INVALID_PARAMS),
+    # The gateway checks limit and status itself: what is left is a cursor it did not issue.
+    ("jobs", "ListJobs", grpc.StatusCode.INVALID_ARGUMENT): Meaning(
+        INVALID_PARAMETERS,
+        "cursor is not valid: pass the next_cursor of a previous page, or none for the first page.",
+    ),
+    ("storage", "Put", grpc.StatusCode.RESOURCE_EXHAUSTED): Meaning(
+        FILE_TOO_LARGE, "{subject} is larger than storage accepts."
+    ),
+}
+
+for (_service, _method, _grpc_code), _meaning in FROM_RPC.items():
+    _status = FROM_GRPC[_grpc_code].error.status
+    if _meaning.error.status != _status:
+        raise ValueError(f"{_service}.{_method}: {_grpc_code.name} must stay HTTP {_status}")
+
+
+def from_grpc(
+    service: str, method: str, code: grpc.StatusCode, details: str, subject: str = "The file"
+) -> ApiError:
+    """The ApiError that gRPC status `code` of `service`.`method` means; `subject` names what the
+    call was about where a message says so (a file of an upload)."""
+    meaning = FROM_RPC.get((service, method, code)) or FROM_GRPC.get(code) or _FAILED
+    if meaning is _FAILED:
+        log.error("%s service failed in %s: %s %s", service, method, code.name, details)
+    template = details if meaning.detail is None else meaning.detail.format(service=service, subject=subject)
+    return ApiError(meaning.error, template)
+
+
+@contextmanager
+def rpc_errors(service: str, method: str, subject: str = "The file") -> Iterator[None]:
+    """A failed call of `service`.`method` inside the block becomes the ApiError it means."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise from_grpc(service, method, exc.code(), exc.details() or "", subject) from None
+
+
+# --- the OpenAPI document -------------------------------------------------------------------------
 
 class Error(BaseModel):
     """The body of every error response: a human message and a stable code."""
@@ -42,105 +231,30 @@ class Error(BaseModel):
     code: str = Field(description="Stable snake_case code to branch on, e.g. `not_found`, `file_too_large`.")
 
 
-# What each status means in this API, for the OpenAPI document; routes may say more.
-_STATUS_DOCS = {
-    400: "Bad request: a malformed X-User-ID header (`invalid_user_id`).",
-    401: "No identity: send the X-User-ID header (`missing_identity`).",
-    404: "Not found, or not the caller's (`not_found`): the two are indistinguishable.",
-    408: "The upload stalled (`upload_stalled`).",
-    413: "Too large (`too_large`).",
-    415: "Unsupported file (`unsupported_file`).",
-    416: "The Range cannot be satisfied (`range_not_satisfiable`); Content-Range gives the size.",
-    422: "Invalid parameters (`invalid_parameters`).",
-    503: "A backing service is not reachable (`service_unavailable`); retry after Retry-After seconds.",
-}
-_STATUS_HEADERS = {
-    416: {"Content-Range": {"description": "`bytes */<size>`", "schema": {"type": "string"}}},
-    503: {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}},
-}
-
-
-def error_responses(*statuses: int, **described: str) -> dict[int | str, dict[str, Any]]:
-    """`responses=` of a route: each status it can answer with, as an Error. Keyword arguments
-    `e413="..."` replace the generic description of that status with the route's own."""
+def error_responses(*errors: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route: each status it can answer with, as an Error, naming its codes."""
+    by_status: dict[int, list[ErrorCode]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error)
     docs: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
-        doc: dict[str, Any] = {
-            "model": Error,
-            "description": described.pop(f"e{status}", None) or _STATUS_DOCS[status],
-        }
-        if status in _STATUS_HEADERS:
-            doc["headers"] = _STATUS_HEADERS[status]
+    for status, group in sorted(by_status.items()):
+        lines = [HTTPStatus(status).phrase, ""] + [f"- `{e.code}`: {e.doc}" for e in group]
+        doc: dict[str, Any] = {"model": Error, "description": "\n".join(lines)}
+        headers = {name: text for e in group for name, text in e.header_docs.items()}
+        if headers:
+            doc["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                              for name, text in headers.items()}
         docs[status] = doc
-    if described:
-        raise TypeError(f"descriptions of statuses not listed: {sorted(described)}")
     return docs
 
 
-def error_response(
-    status: int, code: str, detail: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
+# Sent by the framework on any path: documented once, under components/responses.
+ANY_PATH = (METHOD_NOT_ALLOWED,)
+# Any operation can fail in the gateway itself.
+ANY_OPERATION = (INTERNAL_ERROR,)
 
 
-# One body for every kind of missing resource: another user's job must look exactly like none at all.
-NOT_FOUND_DETAIL = "Not found"
-
-
-def not_found() -> ApiError:
-    return ApiError(404, "not_found", NOT_FOUND_DETAIL)
-
-
-# What a backend answers for an id it does not have, or one so malformed that it cannot exist.
-MISSING = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
-
-
-@contextmanager
-def backend_errors(service: str, *, missing_is_404: bool = False) -> Iterator[None]:
-    """gRPC failures of `service` inside the block become BackendError (mapped by the handler below);
-    with missing_is_404, a MISSING answer is the plain 404 of anything the caller cannot see."""
-    try:
-        yield
-    except (grpc.aio.AioRpcError, BackendError) as exc:
-        error = BackendError.wrap(service, exc) if isinstance(exc, grpc.aio.AioRpcError) else exc
-        if missing_is_404 and error.code in MISSING:
-            raise not_found() from None
-        raise error from None
-
-
-def backend_error_response(service: str, code: grpc.StatusCode, details: str) -> JSONResponse:
-    if code in UNREACHABLE:
-        return error_response(
-            503,
-            "service_unavailable",
-            f"The {service} service is not reachable right now; please retry shortly.",
-            {"Retry-After": "1"},
-        )
-    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
-        return error_response(404, "not_found", NOT_FOUND_DETAIL)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return error_response(400, "invalid_request", details or "The request was not valid.")
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return error_response(413, "too_large", details or "The request is too large.")
-    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
-        return error_response(409, "conflict", details or "The request conflicts with the current state.")
-    log.error("%s service failed: %s %s", service, code.name, details)
-    return error_response(502, "backend_error", f"The {service} service could not handle the request.")
-
-
-_CODES = {
-    400: "bad_request",
-    401: "missing_identity",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "too_large",
-    415: "unsupported_media_type",
-    416: "range_not_satisfiable",
-    429: "rate_limited",
-}
-
+# --- answering ------------------------------------------------------------------------------------
 
 def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
@@ -150,76 +264,42 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "Invalid parameters: " + "; ".join(parts)
 
 
-def internal_error_response() -> JSONResponse:
-    return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+# What the framework itself raises: unknown paths (the router, the static UI) and wrong methods.
+_FRAMEWORK: dict[int, ErrorCode] = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}
+
+
+def _as_api_error(request: Request, exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return ApiError(INVALID_PARAMETERS, _validation_detail(exc))
+    if isinstance(exc, ClientDisconnect):
+        # Not an error of ours, and nobody reads this answer (the upload's files are removed).
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return ApiError(CLIENT_DISCONNECTED)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code in _FRAMEWORK:
+        return ApiError(_FRAMEWORK[exc.status_code], headers=exc.headers)
+    raise exc  # to the catch-all below
 
 
 def install(app: FastAPI) -> None:
-    async def api_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        return _as_api_error(request, exc).response()
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 404:
-            return error_response(404, "not_found", NOT_FOUND_DETAIL)
-        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        code = _CODES.get(exc.status_code, HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_"))
-        return error_response(exc.status_code, code, detail, dict(exc.headers or {}))
-
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(422, "invalid_parameters", _validation_detail(exc))
-
-    async def backend_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, BackendError)
-        return backend_error_response(exc.service, exc.code, exc.details)
-
-    async def rpc_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, grpc.aio.AioRpcError)
-        return backend_error_response("backing", exc.code(), exc.details() or "")
-
-    async def client_gone(request: Request, _: Exception) -> JSONResponse:
-        # Not an error of ours: the client closed the connection mid-request (the upload's files are
-        # removed by the route). Nobody reads this answer.
-        log.info("client disconnected during %s %s", request.method, request.url.path)
-        return error_response(400, "client_disconnected", "The client closed the connection.")
-
-    async def unhandled(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc)
-        return internal_error_response()
-
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(BackendError, backend_error)
-    app.add_exception_handler(grpc.aio.AioRpcError, rpc_error)
-    app.add_exception_handler(ClientDisconnect, client_gone)
-    app.add_exception_handler(Exception, unhandled)
+    for exc_type in (ApiError, RequestValidationError, ClientDisconnect, StarletteHTTPException):
+        app.add_exception_handler(exc_type, answer)
 
 
-class CatchAllMiddleware:
-    """Innermost safety net: an unexpected exception becomes a generic 500 JSON (logged with its
-    traceback, never sent), while the outer middleware still adds CORS, request id and metrics."""
+class CatchAllMiddleware(HttpMiddleware):
+    """The one safety net, innermost: an unexpected exception becomes a generic 500 JSON (logged
+    with its traceback, never sent), while the outer middleware still adds CORS, request id and
+    metrics."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = ResponseStart(send)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, start.send)
         except Exception:
             log.exception("unhandled error")
-            if not started:
-                await internal_error_response()(scope, receive, send)
+            if start.status is None:
+                await ApiError(INTERNAL_ERROR).response()(scope, receive, send)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
-from services.gateway.errors import ApiError
+from services.gateway.errors import INCOMPLETE_BODY, ApiError
 from services.gateway.text import ascii_digits
 
 # Bytes allowed after the closing boundary (RFC 2046 calls them the epilogue; meant to be ignored).
@@ -43,8 +43,7 @@ class BodyStream:
     def _ended_early(self) -> ApiError:
         announced = f"{self.declared} bytes were announced" if self.declared is not None else "more followed"
         return ApiError(
-            400,
-            "incomplete_body",
+            INCOMPLETE_BODY,
             f"The request body ended before its Content-Length: the form ended after {self.received} "
             f"bytes but {announced}.",
         )

@@ -11,10 +11,11 @@ from opentelemetry import context as otel_context
 from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Mount
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from services.common import logging as log_ctx
 from services.common import tracing
+from services.gateway.asgi import HttpMiddleware, ResponseStart
 
 access_log = logging.getLogger("services.gateway.access")
 
@@ -40,14 +41,8 @@ def route_label(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
-class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class RequestContextMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         incoming = headers.get("x-request-id", "")
         rid = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
@@ -55,21 +50,20 @@ class RequestContextMiddleware:
         job_token = log_ctx.job_id.set(None)
         task_token = log_ctx.task_id.set(None)
         otel_token = otel_context.attach(tracing.extract(headers))
-        status = 500
         start = time.perf_counter()
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
+        async def with_request_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status = message["status"]
                 MutableHeaders(scope=message).append("X-Request-ID", rid)
             await send(message)
 
+        response = ResponseStart(with_request_id)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, response.send)
         finally:
             elapsed = time.perf_counter() - start
             route, method = route_label(scope), scope["method"]
+            status = response.status or 500
             REQUESTS.labels(route, method, str(status)).inc()
             LATENCY.labels(route, method).observe(elapsed)
             access_log.info("%s %s %d %.1fms", method, scope["path"], status, elapsed * 1000)

@@ -1,4 +1,4 @@
-"""Job and task messages as the JSON of CONTRACT section 3."""
+"""Job and task messages as the JSON the REST API returns (README.md, "Using the API")."""
 
 from __future__ import annotations
 

@@ -13,25 +13,37 @@ import json
 import logging
 import math
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.common.config import Settings
 from services.common.keys import job_prefix, object_key, safe_filename, unique_filename
 from services.common.sniff import MEDIA_TYPES, SNIFF_BYTES, sniff
-from services.common.storage_client import ObjectWriter
-from services.gateway.clients import Backends
-from services.gateway.errors import ApiError, backend_errors
+from services.common.storage_client import ObjectWriter, StorageClient
+from services.gateway.errors import (
+    DUPLICATE_FIELD,
+    FIELD_TOO_LARGE,
+    FILE_TOO_LARGE,
+    INVALID_PARAMS,
+    JOB_TOO_LARGE,
+    MALFORMED_MULTIPART,
+    TOO_MANY_FILES,
+    UNSUPPORTED_FILE,
+    UPLOAD_STALLED,
+    ApiError,
+    rpc_errors,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_FIELD_BYTES = 64 * 1024  # task_type / params
 ACCEPTED = "PNG, JPEG, DICOM, NIfTI (.nii, .nii.gz) or a ZIP of DICOM files"
+
 
 def _printable(raw: str) -> str:
     """A client name as it can be quoted in an error message."""
@@ -57,6 +69,13 @@ class _Part:
     size: int = 0
     writer: ObjectWriter | None = None
     format: str = ""
+
+
+@contextmanager
+def _put_errors(part: _Part) -> Iterator[None]:
+    """Storage errors while storing `part`, as what they mean to the client, naming the file."""
+    with rpc_errors("storage", "Put", subject=f"'{_printable(part.raw_filename)}'"):
+        yield
 
 
 @dataclass
@@ -92,7 +111,7 @@ class Preamble:
         start = 0 if self._held.startswith(self._delimiter) else self._held.find(b"\r\n" + self._delimiter)
         if start < 0:
             if len(self._held) > self.LIMIT:
-                raise ApiError(400, "malformed_multipart",
+                raise ApiError(MALFORMED_MULTIPART,
                                f"No multipart boundary in the first {self.LIMIT // 1024} KiB of the body.")
             return b""
         self._found = True
@@ -107,9 +126,9 @@ def parse_params(text: str) -> dict[str, Any]:
         params = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except (ValueError, RecursionError) as exc:
         detail = exc if isinstance(exc, ValueError) else "nested too deeply"
-        raise ApiError(422, "invalid_params", f"params is not valid JSON: {detail}") from None
+        raise ApiError(INVALID_PARAMS, f"params is not valid JSON: {detail}") from None
     if not isinstance(params, dict):
-        raise ApiError(422, "invalid_params", 'params must be a JSON object, e.g. {"sigma": 2}.')
+        raise ApiError(INVALID_PARAMS, 'params must be a JSON object, e.g. {"sigma": 2}.')
     _check_values(params, 1)
     return params
 
@@ -123,9 +142,9 @@ def _parse_int(digits: str) -> int:
 
 def _check_values(value: Any, depth: int) -> None:
     if depth > MAX_PARAMS_DEPTH:
-        raise ApiError(422, "invalid_params", f"params is nested more than {MAX_PARAMS_DEPTH} levels deep.")
+        raise ApiError(INVALID_PARAMS, f"params is nested more than {MAX_PARAMS_DEPTH} levels deep.")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ApiError(422, "invalid_params", "params contains a number too large to represent.")
+        raise ApiError(INVALID_PARAMS, "params contains a number too large to represent.")
     children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     for child in children:
         _check_values(child, depth + 1)
@@ -142,32 +161,33 @@ async def _idle_timeout(body: AsyncIterator[bytes], seconds: float) -> AsyncIter
             return
         except TimeoutError:
             raise ApiError(
-                408, "upload_stalled", f"The upload sent nothing for {seconds:g} seconds and was dropped."
+                UPLOAD_STALLED, f"The upload sent nothing for {seconds:g} seconds and was dropped."
             ) from None
         yield chunk
 
 
 class UploadReceiver:
-    """Receives one POST /jobs body for `user_id`/`job_id`. Call `receive`, and `discard` on any failure."""
+    """Receives one POST /jobs body for `user_id`/`job_id` into storage. Call `receive`, and on any
+    failure `abort` (then remove `prefix` if `touched_storage`)."""
 
     def __init__(
         self,
         *,
-        backends: Backends,
+        storage: StorageClient,
         settings: Settings,
         user_id: str,
         job_id: str,
         boundary: bytes,
-        on_task_type: Any = None,
+        on_task_type: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._backends = backends
+        self._storage = storage
         self._settings = settings
         self._user_id, self._job_id = user_id, job_id
         self.prefix = job_prefix(user_id, job_id)
         self._boundary = boundary
         self._on_task_type = on_task_type
         self.form = UploadForm()
-        self.touched_storage = False  # a Put was started: discard must clean the prefix
+        self.touched_storage = False  # a Put was started: a failed upload must remove the prefix
         self._taken: set[str] = set()
         self._job_bytes = 0
         self._files_seen = 0
@@ -222,7 +242,7 @@ class UploadReceiver:
         )
 
     async def receive(self, body: AsyncIterator[bytes]) -> UploadForm:
-        malformed = ApiError(400, "malformed_multipart", "The multipart/form-data body is malformed.")
+        malformed = ApiError(MALFORMED_MULTIPART)
         try:
             parser = self._parser()
         except FormParserError:
@@ -237,18 +257,17 @@ class UploadReceiver:
             except FormParserError:
                 raise malformed from None
             events, self._events = self._events, []
-            with backend_errors("storage"):
-                for kind, value in events:
-                    if kind == "part":
-                        await self._begin(value)
-                    elif kind == "data":
-                        await self._data(value)
-                    else:
-                        await self._end()
+            for kind, value in events:
+                if kind == "part":
+                    await self._begin(value)
+                elif kind == "data":
+                    await self._data(value)
+                else:
+                    await self._end()
             if self._finished:
                 break
         if not self._finished:
-            raise ApiError(400, "malformed_multipart", "The multipart/form-data body ended early.")
+            raise ApiError(MALFORMED_MULTIPART, "The multipart/form-data body ended early.")
         return self.form
 
     async def _begin(self, headers: dict[bytes, bytes]) -> None:
@@ -259,16 +278,14 @@ class UploadReceiver:
         elif name == "files":
             self._files_seen += 1
             if self._files_seen > self._settings.max_files_per_job:
-                raise ApiError(
-                    413, "too_many_files", f"At most {self._settings.max_files_per_job} files per job."
-                )
+                raise ApiError(TOO_MANY_FILES, f"At most {self._settings.max_files_per_job} files per job.")
             raw = options.get(b"filename", b"").decode("utf-8", "replace")
             filename = unique_filename(safe_filename(raw), self._taken)
             self._taken.add(filename.lower())
             self._part = _Part("file", name=name, raw_filename=raw or filename, filename=filename)
         elif name in ("task_type", "params"):
             if name in self._fields_seen:
-                raise ApiError(400, "duplicate_field", f"The form field '{name}' was sent more than once.")
+                raise ApiError(DUPLICATE_FIELD, f"The form field '{name}' was sent more than once.")
             self._fields_seen.add(name)
             self._part = _Part("field", name=name)
         else:
@@ -281,45 +298,43 @@ class UploadReceiver:
         if part.kind == "field":
             part.head += data
             if len(part.head) > MAX_FIELD_BYTES:
-                raise ApiError(413, "field_too_large", f"The form field '{part.name}' is too long.")
+                raise ApiError(FIELD_TOO_LARGE, f"The form field '{part.name}' is too long.")
             return
         part.size += len(data)
         self._job_bytes += len(data)
         if part.size > self._settings.max_file_bytes:
             raise ApiError(
-                413,
-                "file_too_large",
+                FILE_TOO_LARGE,
                 f"'{_printable(part.raw_filename)}' is larger than the limit of "
                 f"{self._settings.max_file_bytes} bytes per file.",
             )
         if self._job_bytes > self._settings.max_job_bytes:
             raise ApiError(
-                413,
-                "job_too_large",
-                f"The files exceed the limit of {self._settings.max_job_bytes} bytes per job.",
+                JOB_TOO_LARGE, f"The files exceed the limit of {self._settings.max_job_bytes} bytes per job."
             )
         if part.writer is None:
             part.head += data
             if len(part.head) >= SNIFF_BYTES:
                 await self._start_file(part)
         else:
-            await part.writer.write(data)
+            with _put_errors(part):
+                await part.writer.write(data)
 
     async def _start_file(self, part: _Part) -> None:
         fmt = sniff(bytes(part.head[:SNIFF_BYTES]))
         if fmt is None:
             what = "is empty" if not part.head else "is not a supported image"
             raise ApiError(
-                415,
-                "unsupported_file",
+                UNSUPPORTED_FILE,
                 f"'{_printable(part.raw_filename)}' {what}: accepted are {ACCEPTED} (decided from content).",
             )
         part.format = fmt
         self.touched_storage = True
         key = object_key(self._user_id, self._job_id, part.filename)
-        part.writer = self._backends.storage.writer(key, MEDIA_TYPES[fmt], self._settings.max_file_bytes)
+        part.writer = self._storage.writer(key, MEDIA_TYPES[fmt], self._settings.max_file_bytes)
         head, part.head = bytes(part.head), bytearray()
-        await part.writer.write(head)
+        with _put_errors(part):
+            await part.writer.write(head)
 
     async def _end(self) -> None:
         part, self._part = self._part, None
@@ -331,15 +346,8 @@ class UploadReceiver:
         if part.writer is None:
             await self._start_file(part)
         assert part.writer is not None
-        writer = part.writer
-        try:
-            info = await writer.close()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise ApiError(
-                    413, "file_too_large", f"'{_printable(part.raw_filename)}' is too large."
-                ) from None
-            raise
+        with _put_errors(part):
+            info = await part.writer.close()
         part.writer = None
         self.form.files.append(
             StoredFile(
@@ -352,7 +360,7 @@ class UploadReceiver:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise ApiError(422, "invalid_params", f"The form field '{name}' is not UTF-8 text.") from None
+            raise ApiError(INVALID_PARAMS, f"The form field '{name}' is not UTF-8 text.") from None
         if name == "task_type":
             self.form.task_type = text.strip() or None
             if self.form.task_type and self._on_task_type:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import jsonschema
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 
@@ -23,10 +24,11 @@ from services.common.gen.radiology.v1 import (
     storage_pb2,
     storage_pb2_grpc,
 )
-from services.common.protobuf import from_struct, to_struct
+from services.common.keys import job_prefix, object_key
+from services.common.protobuf import from_struct_plain, to_struct
+from services.common.status import TERMINAL
 from tests.conftest import free_port
-
-TERMINAL = {common_pb2.STATUS_SUCCESS, common_pb2.STATUS_FAILED, common_pb2.STATUS_CANCELLED}
+from tests.gateway import catalogue_fixture
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -48,6 +50,22 @@ class StoredObject:
         return self.sha256[:32]
 
 
+class Failures:
+    """Lets a test make the next calls of one method fail with a given status: `fail["GetJob"] =
+    grpc.StatusCode.INTERNAL`. Each method calls `check` first."""
+
+    def __init__(self) -> None:
+        self.fail: dict[str, grpc.StatusCode] = {}
+
+    def reset(self) -> None:
+        self.fail.clear()
+
+    async def check(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        code = self.fail.get(method)
+        if code is not None:
+            await context.abort(code, f"{method} failed as the test asked ({code.name})")
+
+
 def _bad_key(key: str) -> bool:
     return (
         not key
@@ -58,8 +76,9 @@ def _bad_key(key: str) -> bool:
     )
 
 
-class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
+class FakeStorage(Failures, storage_pb2_grpc.StorageServiceServicer):
     def __init__(self) -> None:
+        super().__init__()
         self.objects: dict[str, StoredObject] = {}
         self.keep_data = True  # False: count and hash only (the memory test streams hundreds of MiB)
         self.puts_started = 0
@@ -69,6 +88,7 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
         self.fail_delete_prefix = 0  # >0: that many DeletePrefix calls answer UNAVAILABLE
 
     def reset(self) -> None:
+        super().reset()
         self.objects.clear()
         self.keep_data = True
         self.puts_started = 0
@@ -88,6 +108,7 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
         )
 
     async def Put(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> storage_pb2.ObjectInfo:
+        await self.check("Put", context)
         self.puts_started += 1
         if self.stall_puts:
             await asyncio.sleep(3600)
@@ -118,6 +139,7 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
         return self.info(header.key)
 
     async def Get(self, request: storage_pb2.GetRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self.check("Get", context)
         if request.key not in self.objects:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such object")
         obj = self.objects[request.key]
@@ -131,11 +153,13 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
             self.active_gets -= 1
 
     async def Stat(self, request: storage_pb2.StatRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self.check("Stat", context)
         if request.key not in self.objects:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such object")
         return self.info(request.key)
 
     async def Delete(self, request: storage_pb2.DeleteRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self.check("Delete", context)
         return storage_pb2.DeleteResponse(deleted=int(self.objects.pop(request.key, None) is not None))
 
     def delete_prefix(self, prefix: str) -> int:
@@ -147,6 +171,7 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
     async def DeletePrefix(
         self, request: storage_pb2.DeletePrefixRequest, context: grpc.aio.ServicerContext
     ) -> Any:
+        await self.check("DeletePrefix", context)
         if not request.prefix.endswith("/") or _bad_key(request.prefix + "x"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prefix must end with '/'")
         if self.fail_delete_prefix > 0:
@@ -155,8 +180,9 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
         return storage_pb2.DeleteResponse(deleted=self.delete_prefix(request.prefix))
 
 
-class FakeJobs(jobs_pb2_grpc.JobServiceServicer):
+class FakeJobs(Failures, jobs_pb2_grpc.JobServiceServicer):
     def __init__(self, storage: FakeStorage) -> None:
+        super().__init__()
         self.storage = storage
         self.jobs: dict[str, common_pb2.Job] = {}
         self.created: list[jobs_pb2.CreateJobRequest] = []
@@ -164,14 +190,19 @@ class FakeJobs(jobs_pb2_grpc.JobServiceServicer):
         self.active_watches = 0
 
     def reset(self) -> None:
+        super().reset()
         self.jobs.clear()
         self.created.clear()
 
-    def _job(self, user_id: str, job_id: str) -> common_pb2.Job | None:
-        job = self.jobs.get(job_id)
-        return job if job is not None and job.user_id == user_id else None
+    async def _job(self, request: Any, context: grpc.aio.ServicerContext) -> common_pb2.Job:
+        """The caller's job, or NOT_FOUND (also for another user's)."""
+        job = self.jobs.get(request.job_id)
+        if job is None or job.user_id != request.user_id:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        return job
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self.check("CreateJob", context)
         if not request.inputs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a job needs at least one input")
         self.created.append(request)
@@ -202,12 +233,12 @@ class FakeJobs(jobs_pb2_grpc.JobServiceServicer):
         return job
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> Any:
-        job = self._job(request.user_id, request.job_id)
-        if job is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        await self.check("GetJob", context)
+        job = await self._job(request, context)
         return job
 
     async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self.check("ListJobs", context)
         mine = [j for j in reversed(list(self.jobs.values())) if j.user_id == request.user_id]
         if request.status:
             mine = [j for j in mine if j.status == request.status]
@@ -221,6 +252,7 @@ class FakeJobs(jobs_pb2_grpc.JobServiceServicer):
         return jobs_pb2.ListJobsResponse(jobs=page, next_cursor=nxt)
 
     async def GetTask(self, request: jobs_pb2.GetTaskRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self.check("GetTask", context)
         for job in self.jobs.values():
             for task in job.tasks:
                 if task.task_id == request.task_id and job.user_id == request.user_id:
@@ -228,9 +260,8 @@ class FakeJobs(jobs_pb2_grpc.JobServiceServicer):
         await context.abort(grpc.StatusCode.NOT_FOUND, f"task {request.task_id} not found")
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext) -> Any:
-        job = self._job(request.user_id, request.job_id)
-        if job is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        await self.check("CancelJob", context)
+        job = await self._job(request, context)
         if job.status not in TERMINAL:
             for t in job.tasks:
                 if t.status not in TERMINAL:
@@ -240,17 +271,15 @@ class FakeJobs(jobs_pb2_grpc.JobServiceServicer):
         return job
 
     async def DeleteJob(self, request: jobs_pb2.DeleteJobRequest, context: grpc.aio.ServicerContext) -> Any:
-        job = self._job(request.user_id, request.job_id)
-        if job is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        await self.check("DeleteJob", context)
+        await self._job(request, context)
         del self.jobs[request.job_id]
-        n = self.storage.delete_prefix(f"{request.user_id}/{request.job_id}/")
+        n = self.storage.delete_prefix(job_prefix(request.user_id, request.job_id))
         return jobs_pb2.DeleteJobResponse(objects_deleted=n)
 
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext) -> Any:
-        job = self._job(request.user_id, request.job_id)
-        if job is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job_id} not found")
+        await self.check("WatchJob", context)
+        job = await self._job(request, context)
         self.active_watches += 1
         try:
             last = job.SerializeToString()
@@ -285,69 +314,44 @@ class FakeJobs(jobs_pb2_grpc.JobServiceServicer):
         await self.notify()
 
 
+# The real catalogue, from a fixture generated from the processor (tests/gateway/catalogue_fixture.py).
 OPERATIONS = [
     processor_pb2.Operation(
-        name="blur",
-        title="Gaussian blur",
-        description="Gaussian blur, in 3D for volumes",
-        accepts=["2d", "3d", "dicom", "nifti"],
-        outputs="PNG for 2D; .nii.gz plus PNG preview for volumes",
-        params_schema=to_struct(
-            {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"sigma": {"type": "number", "minimum": 0, "default": 1.0}},
-            }
-        ),
-    ),
-    processor_pb2.Operation(
-        name="resize",
-        title="Resize",
-        description="Resample",
-        accepts=["2d", "3d"],
-        outputs="PNG",
-        params_schema=to_struct(
-            {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "width": {"type": "integer", "minimum": 1, "maximum": 8192, "default": 512},
-                    "height": {"type": "integer", "minimum": 1, "maximum": 8192, "default": 512},
-                    "shape": {
-                        "anyOf": [
-                            {"type": "null"},
-                            {
-                                "type": "array",
-                                "items": {"type": "integer", "minimum": 1, "maximum": 4096},
-                                "minItems": 3,
-                                "maxItems": 3,
-                            },
-                        ],
-                        "default": None,
-                    },
-                },
-            }
-        ),
-    ),
+        name=op["name"], title=op["title"], description=op["description"], accepts=op["accepts"],
+        params_schema=to_struct(op["params_schema"]), outputs=op["outputs"],
+    )
+    for op in catalogue_fixture.load()
 ]
+_VALIDATORS = {
+    op["name"]: (jsonschema.Draft202012Validator(op["params_schema"]), op["params_schema"])
+    for op in catalogue_fixture.load()
+}
 
 
-class FakeProcessor(processor_pb2_grpc.ProcessorServiceServicer):
+class FakeProcessor(Failures, processor_pb2_grpc.ProcessorServiceServicer):
+    """Serves the real catalogue; validates params against its schemas and fills in defaults (the
+    real service also runs each operation's own extra checks)."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.list_calls = 0
         self.validate_calls = 0
         self.last_metadata: dict[str, Any] = {}
         self.validated: list[tuple[str, dict[str, Any]]] = []
+        self.refusals: list[str] = []  # the messages of refused params, as sent
         self.down = False  # True: every call answers UNAVAILABLE, as while processors restart
 
     def reset(self) -> None:
+        super().reset()
         self.list_calls = 0
         self.validate_calls = 0
         self.validated.clear()
+        self.refusals.clear()
         self.down = False
 
     async def ListOperations(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.list_calls += 1
+        await self.check("ListOperations", context)
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no processor")
         self.last_metadata = dict(context.invocation_metadata() or ())
@@ -355,30 +359,25 @@ class FakeProcessor(processor_pb2_grpc.ProcessorServiceServicer):
 
     async def ValidateParams(self, request: processor_pb2.ValidateParamsRequest, context: Any) -> Any:
         self.validate_calls += 1
+        await self.check("ValidateParams", context)
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no processor")
-        ops = {op.name: from_struct(op.params_schema) for op in OPERATIONS}
-        if request.task_type not in ops:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown operation '{request.task_type}'")
-        params = from_struct(request.params)
-        props = ops[request.task_type]["properties"]
-        out = {}
-        for name, value in params.items():
-            if name not in props:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"unknown parameter '{name}' for {request.task_type}"
-                )
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or value < props[name].get("minimum", 0)
-            ):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be a number >= 0")
-            out[name] = value
-        for name, prop in props.items():
-            out.setdefault(name, prop["default"])
-        self.validated.append((request.task_type, out))
-        return processor_pb2.ValidateParamsResponse(params=to_struct(out))
+        if request.task_type not in _VALIDATORS:
+            await self.refuse(context, f"unknown operation '{request.task_type}'")
+        validator, schema = _VALIDATORS[request.task_type]
+        params = from_struct_plain(request.params)
+        for error in validator.iter_errors(params):
+            where = ".".join(str(p) for p in error.absolute_path) or "params"
+            await self.refuse(context, f"{where}: {error.message}")
+        for name, prop in schema["properties"].items():
+            if "default" in prop:
+                params.setdefault(name, prop["default"])
+        self.validated.append((request.task_type, params))
+        return processor_pb2.ValidateParamsResponse(params=to_struct(params))
+
+    async def refuse(self, context: grpc.aio.ServicerContext, message: str) -> None:
+        self.refusals.append(message)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass
@@ -436,7 +435,7 @@ def result_for(job: common_pb2.Job, task: common_pb2.Task) -> common_pb2.TaskRes
         outputs=[
             common_pb2.Output(
                 filename=out,
-                key=f"{job.user_id}/{job.job_id}/{out}",
+                key=object_key(job.user_id, job.job_id, out),
                 media_type="image/png",
                 size=3,
                 sha256="ab" * 32,

@@ -11,10 +11,23 @@ import uvicorn
 
 from services.common.config import Settings
 from services.gateway.app import create_app
+from services.gateway.errors import CODES
 from tests.conftest import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"\x01" * 500
+
+
+async def check_error_body(response: httpx.Response) -> None:
+    """Every error the gateway sends is {"detail", "code"} with a registered code, under that
+    code's status (the OpenAPI document lists the registry)."""
+    if response.status_code < 400 or response.request.method == "HEAD":
+        return
+    await response.aread()
+    body = response.json()
+    assert set(body) == {"detail", "code"} and body["detail"], body
+    assert body["code"] in CODES, f"{body['code']!r} is not a registered error code"
+    assert CODES[body["code"]].status == response.status_code, (response.status_code, body)
 
 
 @asynccontextmanager
@@ -22,7 +35,9 @@ async def gateway_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", event_hooks={"response": [check_error_body]}
+        ) as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
 

@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from services.common.config import Settings
+from services.gateway import errors
 from services.gateway.apidocs import SWAGGER_CSS, SWAGGER_DIR, SWAGGER_JS
-from services.gateway.errors import Error
+from services.gateway.errors import CODES, ApiError, Error, ErrorCode
 from tests.gateway.helpers import gateway_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,18 +43,21 @@ async def test_openapi_documents_the_real_error_shape(client: httpx.AsyncClient)
     assert "HTTPValidationError" not in text and "ValidationError" not in spec["components"]["schemas"]
 
     paths = spec["paths"]
+    every = {500}  # a fault of the gateway itself, anywhere
+    service = {502, 503}  # a backing service failed or is not reachable
+    one_job = {400, 401, 404} | service | every
     expected = {
-        ("/jobs", "post"): {400, 401, 408, 413, 415, 422, 503},
-        ("/jobs", "get"): {400, 401, 422, 503},
-        ("/jobs/{job_id}", "get"): {400, 401, 404, 503},
-        ("/jobs/{job_id}", "delete"): {400, 401, 404, 503},
-        ("/jobs/{job_id}/events", "get"): {400, 401, 404, 503},
-        ("/jobs/{job_id}/cancel", "post"): {400, 401, 404, 503},
-        ("/tasks/{task_id}", "get"): {400, 401, 404, 503},
-        ("/files/{user_id}/{job_id}/{filename}", "get"): {400, 404, 416, 503},
-        ("/operations", "get"): {503},
-        ("/readyz", "get"): {503},
-        ("/healthz", "get"): set(),
+        ("/jobs", "post"): {400, 401, 408, 409, 413, 415, 422} | service | every,
+        ("/jobs", "get"): {400, 401, 422} | service | every,
+        ("/jobs/{job_id}", "get"): one_job,
+        ("/jobs/{job_id}", "delete"): one_job,
+        ("/jobs/{job_id}/events", "get"): one_job,
+        ("/jobs/{job_id}/cancel", "post"): one_job,
+        ("/tasks/{task_id}", "get"): one_job,
+        ("/files/{user_id}/{job_id}/{filename}", "get"): {400, 401, 404, 416} | service | every,
+        ("/operations", "get"): service | every,
+        ("/readyz", "get"): {503} | every,
+        ("/healthz", "get"): every,
     }
     documented = {(p, m) for p, item in paths.items() for m in item}
     assert documented == set(expected)
@@ -69,6 +73,7 @@ async def test_openapi_documents_the_real_error_shape(client: httpx.AsyncClient)
     assert "file_too_large" in upload["413"]["description"]
     assert "unknown_task_type" in upload["422"]["description"]
     assert "Retry-After" in upload["503"]["headers"]
+    assert "Allow" in spec["components"]["responses"]["method_not_allowed"]["headers"]
     files = paths["/files/{user_id}/{job_id}/{filename}"]["get"]["responses"]
     assert "Content-Range" in files["416"]["headers"] and {"206", "304"} <= set(files)
     assert "text/event-stream" in paths["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
@@ -86,6 +91,47 @@ async def test_error_bodies_match_the_documented_schema(client: httpx.AsyncClien
     for resp in responses:
         assert set(resp.json()) == {"detail", "code"}
         Error.model_validate(resp.json())
+
+
+_CODE_LINE = re.compile(r"^- `([a-z_]+)`: ", re.M)
+
+
+def _documented_codes(spec: dict[str, Any]) -> set[tuple[int, str]]:
+    """(status, code) of every error the document describes, in operations and components."""
+    found = set()
+    responses = [
+        (status, response)
+        for item in spec["paths"].values()
+        for operation in item.values()
+        for status, response in operation["responses"].items()
+        if status[0] in "45"
+    ]
+    for name, response in spec["components"].get("responses", {}).items():
+        responses.append((str(CODES[name].status), response))
+    for status, response in responses:
+        codes = _CODE_LINE.findall(response["description"])
+        assert codes, (status, response["description"])
+        found |= {(int(status), code) for code in codes}
+    return found
+
+
+async def test_every_code_the_gateway_sends_is_documented_with_its_status(client: httpx.AsyncClient) -> None:
+    """The registry is what the gateway can send (ApiError takes only registered codes, and every
+    error response of this suite is checked against it by the test client): the document names
+    each code under its own status, and names nothing else."""
+    spec = (await client.get("/openapi.json")).json()
+    registered = {(e.status, e.code) for e in CODES.values()}
+    assert _documented_codes(spec) == registered
+    assert {
+        (413, "file_too_large"), (415, "unsupported_file"), (409, "conflict"), (502, "backend_error")
+    } <= registered
+
+
+def test_an_error_is_built_from_a_registered_code_only() -> None:
+    with pytest.raises(ValueError, match="unregistered"):
+        ApiError(ErrorCode(413, "too_large_file", "a typo of a code"))
+    error = ApiError(errors.SERVICE_UNAVAILABLE)
+    assert (error.status, error.code, error.headers) == (503, "service_unavailable", {"Retry-After": "1"})
 
 
 def _refs(html: str) -> list[str]:

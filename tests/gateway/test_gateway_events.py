@@ -11,16 +11,18 @@ import pytest
 
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2
-from services.gateway.routes import jobs as jobs_routes
+from services.gateway import sse
 from tests.gateway.fakes import Fakes, result_for
-from tests.gateway.helpers import PNG, live_gateway, multipart
+from tests.gateway.helpers import PNG, check_error_body, live_gateway, multipart
 
 ALICE = {"X-User-ID": "alice"}
 
 
 @pytest.fixture
 async def live(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    async with live_gateway(make_settings()) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+    async with live_gateway(make_settings()) as url, httpx.AsyncClient(
+        base_url=url, timeout=10, event_hooks={"response": [check_error_body]}
+    ) as client:
         yield client
 
 
@@ -93,7 +95,7 @@ async def test_terminal_job_sends_one_event_and_closes(live: httpx.AsyncClient, 
 async def test_keepalive_and_disconnect_cancels_watch(
     live: httpx.AsyncClient, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs_routes, "KEEPALIVE_SECONDS", 0.2)
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.2)
     job_id = await create(live)
     async with live.stream("GET", f"/jobs/{job_id}/events", headers=ALICE) as resp:
         kinds = []

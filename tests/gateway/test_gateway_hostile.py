@@ -12,7 +12,7 @@ import pytest
 from services.common.config import Settings
 from services.gateway import catalogue
 from tests.gateway.fakes import Fakes
-from tests.gateway.helpers import PNG, gateway_client, live_gateway, multipart, upload
+from tests.gateway.helpers import PNG, check_error_body, gateway_client, live_gateway, multipart, upload
 
 ALICE = {"X-User-ID": "alice"}
 
@@ -67,7 +67,9 @@ async def test_head_and_methods_on_api_routes(make_settings: Callable[..., Setti
     web = tmp_path / "web"
     web.mkdir()
     (web / "index.html").write_text("<!doctype html><title>ui</title>")
-    async with live_gateway(make_settings(web_dir=str(web))) as url, httpx.AsyncClient(base_url=url) as c:
+    async with live_gateway(make_settings(web_dir=str(web))) as url, httpx.AsyncClient(
+        base_url=url, event_hooks={"response": [check_error_body]}
+    ) as c:
         assert (await c.head("/healthz")).status_code == 200
         assert (await c.get("/")).text.startswith("<!doctype html>")
         put = await c.put("/jobs", headers=ALICE)
@@ -96,7 +98,7 @@ async def test_a_stalled_upload_is_dropped_and_cleaned_up(
 
 
 async def test_identity_header_edge_cases(client: httpx.AsyncClient) -> None:
-    # An empty id is an invalid one (contract: 1-64 characters), not a missing one.
+    # An empty id is an invalid one (README: 1-64 characters), not a missing one.
     empty = await client.get("/jobs", headers={"X-User-ID": ""})
     assert empty.status_code == 400 and empty.json()["code"] == "invalid_user_id"
     twice = await client.get("/jobs", headers=[("X-User-ID", "alice"), ("X-User-ID", "bob")])

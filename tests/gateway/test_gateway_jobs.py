@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2
 from services.gateway.signing import UrlSigner
+from tests.gateway import catalogue_fixture
 from tests.gateway.fakes import Fakes, result_for
 from tests.gateway.helpers import PNG, upload
 
@@ -84,7 +85,7 @@ async def test_job_json_pending_then_success_with_signed_urls(
     assert resp.status_code == 200
     body = resp.json()
     assert body["status"] == "PENDING" and body["progress"] == 0
-    assert body["task_type"] == "blur" and body["params"] == {"sigma": 1}
+    assert body["task_type"] == "blur" and body["params"] == catalogue_fixture.defaults("blur")
     assert [t["task_id"] for t in body["task_results"]] == created["task_ids"]
     first = body["task_results"][0]
     assert first == {

@@ -11,6 +11,7 @@ import httpx
 
 from services.common.config import Settings
 from tests.conftest import free_port
+from tests.gateway import catalogue_fixture
 from tests.gateway.fakes import Fakes
 from tests.gateway.helpers import PNG, gateway_client, upload
 
@@ -75,12 +76,8 @@ async def test_a_stuck_storage_is_a_503_not_a_hang(
 async def test_operations_catalogue_is_cached(client: httpx.AsyncClient, fakes: Fakes) -> None:
     resp = await client.get("/operations", headers={"X-Request-ID": "req-42"})
     assert resp.status_code == 200
-    ops = resp.json()["operations"]
-    assert [o["name"] for o in ops] == ["blur", "resize"]
-    blur = ops[0]
-    assert set(blur) == {"name", "title", "description", "accepts", "params_schema", "outputs"}
-    assert blur["accepts"] == ["2d", "3d", "dicom", "nifti"]
-    assert blur["params_schema"]["properties"]["sigma"]["default"] == 1.0
+    # The processor's catalogue, unchanged, in its order.
+    assert resp.json() == {"operations": catalogue_fixture.load()}
     assert fakes.processor.last_metadata["x-request-id"] == "req-42"  # request id travels over gRPC
     await client.get("/operations")
     assert fakes.processor.list_calls == 1
@@ -92,7 +89,7 @@ async def test_operations_show_whole_numbers_as_integers(client: httpx.AsyncClie
     assert not re.search(r"\d\.0\b", resp.text), resp.text
     resize = {o["name"]: o for o in resp.json()["operations"]}["resize"]["params_schema"]
     width = resize["properties"]["width"]
-    assert width == {"type": "integer", "minimum": 1, "maximum": 8192, "default": 512}
+    assert width["type"] == "integer"
     assert all(type(width[k]) is int for k in ("minimum", "maximum", "default"))
     shape = resize["properties"]["shape"]["anyOf"][1]
     assert type(shape["maxItems"]) is int and type(shape["items"]["maximum"]) is int

@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from services.common.config import Settings
+from services.common.protobuf import from_struct
+from tests.gateway import catalogue_fixture
 from tests.gateway.fakes import Fakes
 from tests.gateway.helpers import JPEG, PNG, gateway_client, multipart, upload
 
@@ -68,7 +70,7 @@ async def test_upload_several_files_returns_202_and_stores_them(
         ("photo.jpg", prefix + "photo.jpg", "jpeg", len(JPEG)),
         ("ct", prefix + "ct", "dicom", len(DICOM)),
     ]
-    assert dict(created.params) == {"sigma": 2.5}
+    assert from_struct(created.params) == {**catalogue_fixture.defaults("blur"), "sigma": 2.5}
 
 
 async def test_defaults_to_blur_with_validated_default_params(
@@ -78,7 +80,7 @@ async def test_defaults_to_blur_with_validated_default_params(
     assert resp.status_code == 202
     (created,) = fakes.jobs.created
     assert created.task_type == "blur"
-    assert dict(created.params) == {"sigma": 1.0}
+    assert from_struct(created.params) == catalogue_fixture.defaults("blur")
 
 
 async def test_hostile_file_name_is_reduced_to_a_safe_base_name(
@@ -138,7 +140,7 @@ async def test_params_failing_the_schema_is_422_with_service_message(
 ) -> None:
     resp = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"sigma": -3}')])
     body = assert_error(resp, 422, "invalid_params")
-    assert body["detail"] == "sigma must be a number >= 0"
+    assert body["detail"] == fakes.processor.refusals[-1] and "sigma" in body["detail"]
     resp = await upload(client, [("files", "a.png", PNG), ("params", None, b'{"radius": 3}')])
     assert "radius" in assert_error(resp, 422, "invalid_params")["detail"]
     assert fakes.storage.objects == {} and fakes.jobs.created == []

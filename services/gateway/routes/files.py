@@ -10,14 +10,19 @@ from fastapi.responses import StreamingResponse
 from services.common.gen.radiology.v1 import storage_pb2
 from services.common.keys import object_key
 from services.common.storage_client import ObjectReader
-from services.gateway.deps import BackendsDep, FileCallerDep, SignerDep
-from services.gateway.errors import ApiError, backend_errors, error_responses, not_found
+from services.gateway.deps import OPTIONAL_IDENTITY_ERRORS, BackendsDep, FileCallerDep, SignerDep
+from services.gateway.errors import (
+    BACKEND_ERROR,
+    NOT_FOUND,
+    RANGE_NOT_SATISFIABLE,
+    SERVICE_UNAVAILABLE,
+    ApiError,
+    error_responses,
+    rpc_errors,
+)
 from services.gateway.text import ascii_digits
 
 router = APIRouter(prefix="/files", tags=["files"])
-
-# Job ids and file names that the platform produces; anything else cannot exist, so it is a 404.
-# Inputs are at most 128 characters; outputs add "_processed.nii.gz" and the like to their stem.
 
 
 def _range(header: str, size: int) -> tuple[int, int] | None:
@@ -32,7 +37,7 @@ def _range(header: str, size: int) -> tuple[int, int] | None:
     if first_text and last_text and not (ascii_digits(first_text) and ascii_digits(last_text)):
         return None
     unsatisfiable = ApiError(
-        416, "range_not_satisfiable", f"The file has {size} bytes.", {"Content-Range": f"bytes */{size}"}
+        RANGE_NOT_SATISFIABLE, f"The file has {size} bytes.", {"Content-Range": f"bytes */{size}"}
     )
     if not first_text:  # suffix: the last n bytes
         n = int(last_text)
@@ -69,24 +74,22 @@ async def _open(
     backends: BackendsDep, key: str, offset: int = 0, length: int = 0
 ) -> tuple[storage_pb2.ObjectInfo, ObjectReader]:
     """Starts Get and reads the object's info, so that errors still become JSON responses."""
-    with backend_errors("storage", missing_is_404=True):
+    with rpc_errors("storage", "Get"):
         return await backends.storage.open(key, offset, length)
 
 
 @router.get(
     "/{user_id}/{job_id}/{filename}",
     summary="Download a job's file",
+    description="Served to its owner, or with the signed `token` of a URL the API returned; anyone "
+    "else gets the 404 of a file that does not exist.",
     response_class=StreamingResponse,
     responses={
         200: {"description": "The file", "content": {"application/octet-stream": {}}},
         206: {"description": "The requested byte range (Range)", "content": {"application/octet-stream": {}}},
         304: {"description": "Not modified (If-None-Match matches the ETag)"},
         **error_responses(
-            400,
-            404,
-            416,
-            503,
-            e404="Not found, or neither the caller's nor carrying a valid signed token (`not_found`).",
+            *OPTIONAL_IDENTITY_ERRORS, NOT_FOUND, RANGE_NOT_SATISFIABLE, BACKEND_ERROR, SERVICE_UNAVAILABLE
         ),
     },
 )
@@ -105,12 +108,11 @@ async def get_file(
 ) -> Response:
     try:
         key = object_key(user_id, job_id, filename)
-    except ValueError:
-        raise not_found() from None
+    except ValueError:  # no file of the platform has such a key
+        raise ApiError(NOT_FOUND) from None
     signed = token is not None and signer.verify(user_id, job_id, filename, token)
-    allowed = caller.user == user_id or signed
-    if not allowed:
-        raise caller.error or not_found()
+    if not (caller.user == user_id or signed):
+        raise caller.error or ApiError(NOT_FOUND)
 
     # Range is defined for GET only (RFC 9110 14.2); HEAD describes the whole file.
     range_header = request.headers.get("range") if request.method == "GET" else None
@@ -118,7 +120,7 @@ async def get_file(
     if_none_match = request.headers.get("if-none-match")
 
     if request.method == "HEAD" or range_header:
-        with backend_errors("storage", missing_is_404=True):
+        with rpc_errors("storage", "Stat"):
             info = await backends.storage.stat(key)
     else:
         info, body = await _open(backends, key)

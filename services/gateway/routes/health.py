@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.grpc_client import call_metadata
 from services.gateway.deps import BackendsDep
-from services.gateway.errors import ApiError, Error
+from services.gateway.errors import NOT_READY, ApiError, error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -37,7 +37,7 @@ async def _check(channel: grpc.aio.Channel) -> str:
 @router.get(
     "/readyz",
     summary="Every backing service is reachable and serving",
-    responses={503: {"model": Error, "description": "A backing service is not serving (`not_ready`)."}},
+    responses=error_responses(NOT_READY),
 )
 async def readyz(backends: BackendsDep) -> dict[str, Any]:
     names = list(backends.channels)
@@ -45,7 +45,7 @@ async def readyz(backends: BackendsDep) -> dict[str, Any]:
     services = dict(zip(names, states, strict=True))
     down = [n for n, s in services.items() if s != "SERVING"]
     if down:
-        raise ApiError(503, "not_ready", f"Backing services not reachable: {', '.join(down)}")
+        raise ApiError(NOT_READY, f"Backing services not reachable: {', '.join(down)}")
     return {"status": "ready", "services": services}
 
 
