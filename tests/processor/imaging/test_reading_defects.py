@@ -266,7 +266,8 @@ def test_positions_rounded_in_the_file_are_still_regular(tmp_path: Path) -> None
 
 def test_every_series_of_a_zip_is_listed_and_read(tmp_path: Path) -> None:
     first = _axial_series([0, 3, 6], uid="1.2.3.1")
-    second = [(name.replace("s/", "t/"), data) for name, data in _axial_series([10, 12, 14, 16], uid="1.2.3.2")]
+    later = _axial_series([10, 12, 14, 16], uid="1.2.3.2")
+    second = [(name.replace("s/", "t/"), data) for name, data in later]
     path = _zip(tmp_path / "two.zip", first + second)
     listed = io_series.list_series(path)
     assert [(s.series_instance_uid, s.slices) for s in listed] == [("1.2.3.1", 3), ("1.2.3.2", 4)]
@@ -306,9 +307,8 @@ def test_12_bit_jpeg_extended_decodes_through_gdcm() -> None:
 def _two_forms(tmp_path: Path) -> Path:
     qform = np.array([[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
     angle = np.deg2rad(10)
-    rotation = np.array(
-        [[np.cos(angle), -np.sin(angle), 0, 0], [np.sin(angle), np.cos(angle), 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
-    )
+    c, s = np.cos(angle), np.sin(angle)
+    rotation = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     sform = rotation @ qform
     sform[:3, 3] += [3.0, -4.0, 5.0]
     img = nib.Nifti1Image(np.arange(6 * 7 * 5, dtype=np.int16).reshape(6, 7, 5), None)
