@@ -27,6 +27,8 @@ from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
@@ -70,6 +72,13 @@ _PATIENT_AND_STUDY = (
 _SERIES_FACTS = ("Modality", "BodyPartExamined", "PatientPosition", "Laterality", "ImageLaterality")
 # SOP classes kept for a grey derived image; anything else becomes Secondary Capture.
 _KEPT_SOP_CLASSES = frozenset({CTImageStorage, MRImageStorage})
+_SECONDARY_CAPTURE = frozenset(
+    {
+        SecondaryCaptureImageStorage,
+        MultiFrameTrueColorSecondaryCaptureImageStorage,
+        MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    }
+)
 
 
 class DicomWriteError(ValueError):
@@ -207,12 +216,15 @@ def derived_header(
     params: dict[str, Any],
     series: SeriesIdentity,
     grey: bool,
+    sop_class: str | None = None,
 ) -> Dataset:
     """A new instance's header: patient and study of ``source`` kept (a new study when there is no
     DICOM source), new SOP Instance UID, the series' identity, ImageType DERIVED\\SECONDARY, the
     operation and params as DerivationDescription, the source image referenced."""
-    source_class = source.get("SOPClassUID") if source is not None else None
-    sop_class = source_class if grey and source_class in _KEPT_SOP_CLASSES else SecondaryCaptureImageStorage
+    if sop_class is None:
+        source_class = source.get("SOPClassUID") if source is not None else None
+        kept = grey and source_class in _KEPT_SOP_CLASSES
+        sop_class = source_class if kept else SecondaryCaptureImageStorage
     ds = _new_dataset(sop_class, generate_uid())
     _copy(source, ds, _PATIENT_AND_STUDY)
     _copy(source, ds, _SERIES_FACTS)
@@ -236,7 +248,7 @@ def derived_header(
     ds.Manufacturer = MANUFACTURER
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.DerivationDescription = derivation_description(operation, params)
-    if sop_class == SecondaryCaptureImageStorage:
+    if sop_class in _SECONDARY_CAPTURE:
         ds.ConversionType = "WSD"  # workstation
     if source is not None and "SOPInstanceUID" in source and "SOPClassUID" in source:
         reference = Dataset()
@@ -291,6 +303,62 @@ def derived_image(
     if keep_geometry:
         _keep_plane_geometry(source, image, ds)
     elif image.spacing is not None:
+        ds.PixelSpacing = [format_number_as_ds(float(s)) for s in image.spacing[:2]]
+    return ds
+
+
+def derived_frames(
+    source: Dataset,
+    image: Image,
+    *,
+    operation: str,
+    params: dict[str, Any],
+    series: SeriesIdentity | None = None,
+) -> Dataset:
+    """A time series result (a cine processed frame by frame) as one multi-frame instance: Multi-frame
+    True Colour Secondary Capture for colour, Multi-frame Grayscale Word Secondary Capture (16-bit,
+    real units through RescaleSlope/RescaleIntercept) for grey; Frame Time and the Frame Increment
+    Pointer to it say the frames are time, as in the input."""
+    if image.frames is None:
+        raise DicomWriteError("derived_frames writes a time series of 2D frames")
+    if series is None:
+        description = str(source.get("SeriesDescription") or source.get("Modality") or "cine")
+        series = SeriesIdentity(series_description=f"{description} ({operation})")
+    colour = image.samples in ("RGB", "RGBA")
+    if image.samples == "LA":
+        raise DicomWriteError("A grey image with an alpha channel cannot be written as DICOM")
+    if colour:
+        sop_class = MultiFrameTrueColorSecondaryCaptureImageStorage
+    else:
+        sop_class = MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+    ds = derived_header(
+        source, operation=operation, params=params, series=series, grey=not colour, sop_class=sop_class
+    )
+    ds.InstanceNumber = 1
+    frames = np.moveaxis(image.data, 2, 0)  # (frame, row, column[, sample]) as DICOM stores them
+    ds.NumberOfFrames = frames.shape[0]
+    if colour:
+        _set_pixels_rgb(ds, frames)
+    else:
+        if image.display.native:
+            stored = StoredValues(filters.cast_like(frames, np.uint16), "1", "0")
+        else:
+            stored = stored_values(frames)
+            if stored.pixels.dtype != np.uint16:  # this SOP class stores unsigned 16-bit values
+                low = int(stored.pixels.min(initial=0))
+                shifted = (stored.pixels.astype(np.int32) - low).astype(np.uint16)
+                intercept = float(stored.intercept) + low * float(stored.slope)
+                stored = StoredValues(shifted, stored.slope, format_number_as_ds(intercept))
+        _set_pixels_grey(ds, stored)
+        ds.RescaleSlope, ds.RescaleIntercept = stored.slope, stored.intercept
+        ds.RescaleType = str(source.get("RescaleType") or "US")  # US: unspecified
+        _set_display(ds, image)
+        if image.display.invert:
+            ds.PhotometricInterpretation = "MONOCHROME2"  # this SOP class allows no MONOCHROME1
+    interval = image.frames.interval_ms
+    ds.FrameTime = format_number_as_ds(float(interval)) if interval else "0"
+    ds.FrameIncrementPointer = Tag("FrameTime")
+    if image.spacing is not None:
         ds.PixelSpacing = [format_number_as_ds(float(s)) for s in image.spacing[:2]]
     return ds
 

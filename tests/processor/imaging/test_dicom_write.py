@@ -4,6 +4,8 @@ of PS3.15 Table E.1-1."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from pydicom.tag import Tag
 
 from services.processor import imaging
 from services.processor.imaging import filters, geometry, io_dicom_write
+from services.processor.imaging.frames import per_frame
 from services.processor.imaging.io_dicom_write import UidMap, anonymize, profile_rules, tag_of
 from tests.processor.imaging.helpers import NIBABEL_DATA, dicom_file
 
@@ -290,3 +293,62 @@ def test_anonymized_file_reads_back_with_unchanged_pixels(tmp_path: Path) -> Non
     assert back.PatientID == "ANONYMOUS" != original.PatientID  # Z/D: a dummy keeps Type 1 IODs valid
     assert back.SOPClassUID == original.SOPClassUID  # not an identifier: kept
     assert any("not stated" in w for w in report.warnings)  # CT_small has no Burned In Annotation
+
+
+# -- a time series ---------------------------------------------------------------------------------
+
+
+def test_cine_result_is_one_multi_frame_instance_in_time(tmp_path: Path) -> None:
+    source_path = dicom_file("examples_ybr_color.dcm")
+    source = pydicom.dcmread(source_path)
+    image = imaging.load(source_path)
+
+    def blur(frame: imaging.Image) -> imaging.Image:
+        blurred = filters.gaussian_blur(frame.data, (2.0, 2.0, 0.0))
+        return frame.with_data(filters.cast_like(blurred, np.uint8))
+
+    result = per_frame(image, blur)
+    ds = io_dicom_write.derived_frames(source, result, operation="blur", params={"sigma": 2})
+    back = pydicom.dcmread(io_dicom_write.write_dataset(ds, tmp_path / "cine.dcm"))
+    assert back.SOPClassUID == pydicom.uid.MultiFrameTrueColorSecondaryCaptureImageStorage
+    assert int(back.NumberOfFrames) == 30 and float(back.FrameTime) == pytest.approx(float(source.FrameTime))
+    assert back.FrameIncrementPointer == Tag("FrameTime")
+    assert back.StudyInstanceUID == source.StudyInstanceUID
+    assert back.SeriesInstanceUID != source.SeriesInstanceUID
+    assert np.array_equal(back.pixel_array, np.moveaxis(result.data, 2, 0))
+    again = imaging.load(tmp_path / "cine.dcm")  # read back: still a time series, not a volume
+    assert again.frames is not None and np.array_equal(again.data, result.data)
+
+
+def test_grey_cine_keeps_real_units(tmp_path: Path) -> None:
+    source = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    values = np.stack([np.full((6, 5), -1000 + 300 * t, np.int16) for t in range(4)], axis=2)
+    image = imaging.Image(data=values, kind="2d", frames=imaging.Frames(interval_ms=50.0))
+    ds = io_dicom_write.derived_frames(source, image, operation="normalize", params={})
+    back = pydicom.dcmread(io_dicom_write.write_dataset(ds, tmp_path / "grey.dcm"))
+    assert back.SOPClassUID == pydicom.uid.MultiFrameGrayscaleWordSecondaryCaptureImageStorage
+    assert back.PixelRepresentation == 0 and back.BitsAllocated == 16
+    assert np.array_equal(apply_modality_lut(back.pixel_array, back), np.moveaxis(values, 2, 0))
+
+
+@pytest.mark.skipif(shutil.which("dcm2niix") is None, reason="needs dcm2niix (Debian package dcm2niix)")
+def test_dcm2niix_reads_the_series_with_nibabels_geometry(tmp_path: Path) -> None:
+    source = nib.load(_oblique_float_nifti(tmp_path))
+    image = imaging.load(tmp_path / "oblique.nii.gz")
+    out = io_dicom_write.write_volume_series(image, tmp_path / "series.zip", operation="convert", params={})
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    with zipfile.ZipFile(out) as zf:
+        zf.extractall(tmp_path / "in")
+    subprocess.run(
+        ["dcm2niix", "-o", str(tmp_path / "out"), "-f", "converted", str(tmp_path / "in")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    converted = nib.as_closest_canonical(nib.load(tmp_path / "out" / "converted.nii"))
+    truth = nib.as_closest_canonical(source)
+    np.testing.assert_allclose(converted.affine, truth.affine, atol=1e-3)
+    with zipfile.ZipFile(out) as zf:
+        step = float(pydicom.dcmread(zf.open(zf.namelist()[0])).RescaleSlope)
+    assert np.abs(converted.get_fdata() - truth.get_fdata()).max() <= step / 2 + 1e-4
