@@ -268,6 +268,7 @@ def inspect_zip(path: Path) -> dict[str, Any]:
     meta.update(format="zip", slices=len(chosen), series_count=len(groups), skipped_files=archive.skipped)
     if len(groups) > 1:
         meta["other_series"] = [_series_summary(g) for g in groups[1:]]
+        meta["series"] = [_info(i, g).as_dict() for i, g in enumerate(_grouped(archive.slices))]
     return meta
 
 

@@ -275,6 +275,8 @@ def test_every_series_of_a_zip_is_listed_and_read(tmp_path: Path) -> None:
         alone = imaging.load(_zip(tmp_path / f"{name}.zip", members))  # that series on its own
         chosen = io_series.read_series(path, info.series_instance_uid)
         assert np.array_equal(chosen.data, alone.data) and np.array_equal(chosen.affine, alone.affine)
+    fmt, meta = imaging.inspect(path)
+    assert [s["series_instance_uid"] for s in meta["series"]] == ["1.2.3.1", "1.2.3.2"]
     every = list(io_series.read_every_series(path))
     assert [info.slices for info, _ in every] == [3, 4]
     assert [image.data.shape[2] for _, image in every] == [3, 4]
