@@ -30,10 +30,3 @@ def per_frame(image: Image, operation: Callable[[Image], Image]) -> Image:
         out[:, :, t] = result.data
     return replace(first, data=out, frames=image.frames, metadata=dict(first.metadata))
 
-
-def frame_axis_last(image: Image) -> np.ndarray:
-    """The frames of a time series as (rows, columns[, samples], frames): handy for writers that
-    keep time on the last axis."""
-    if image.frames is None:
-        raise ValueError("not a time series")
-    return np.moveaxis(image.data, 2, -1)

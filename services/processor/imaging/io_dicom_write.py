@@ -698,10 +698,7 @@ def _dummy(elem: DataElement, uids: UidMap) -> None:
     if elem.VR == "UI":
         _replace_uid(elem, uids)
         return
-    dummy = _DUMMY.get(elem.VR, "ANONYMOUS")
-    if elem.VR == "AE" or elem.VR == "CS":
-        dummy = dummy[:16]
-    elem.value = dummy
+    elem.value = _DUMMY.get(elem.VR, "ANONYMOUS")
 
 
 def _replace_uid(elem: DataElement, uids: UidMap) -> None:
