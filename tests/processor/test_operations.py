@@ -140,7 +140,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-VOLUMES = {"dicom_multiframe", "dicom_rgb_multiframe", "nifti_3d", "nifti_4d", "dicom_series_zip"}
+VOLUMES = {"dicom_multiframe", "nifti_3d", "nifti_4d", "dicom_series_zip"}
+CINES = {"dicom_rgb_multiframe"}  # frames in time, no positions: 2D frame by frame, NIfTI x, y, 1, t
 
 
 def _run(task_type: str, params: dict, path: Path, out_dir: Path) -> tuple[dict, list]:
@@ -156,7 +157,10 @@ def _read_output(result: dict) -> np.ndarray:
     primary = result["outputs"][0]
     assert primary["role"] == "primary" and Path(primary["path"]).is_file()
     if primary["filename"].endswith(".nii.gz"):
-        return np.asanyarray(nib.load(primary["path"]).dataobj)
+        data = np.asanyarray(nib.load(primary["path"]).dataobj)
+        if "frame_axis" in result["metadata"]:  # (column, row, 1, frame) -> (row, column, frame)
+            data = np.swapaxes(data[:, :, 0], 0, 1)
+        return data
     with PILImage.open(primary["path"]) as pil:
         return np.asarray(pil)
 
@@ -204,7 +208,7 @@ def test_blur_really_blurs(kind: str, inputs: dict[str, Path], tmp_path: Path) -
     meta = result["metadata"]
     assert meta["shape"] == list(before.shape) and meta["operation"] == "blur"
     from_dicom = kind.startswith("dicom")  # a browser cannot show these: the input comes along
-    if kind in VOLUMES:
+    if kind in VOLUMES | CINES:
         roles = ["primary", "preview", "input"] if from_dicom else ["primary", "preview"]
         assert [o["role"] for o in result["outputs"]] == roles
         assert result["outputs"][0]["filename"] == "scan_processed.nii.gz"
@@ -289,7 +293,7 @@ def test_grayscale_2d(kind: str, expected_mode: str, inputs: dict[str, Path], tm
 
 def test_grayscale_volumes(inputs: dict[str, Path], tmp_path: Path) -> None:
     result, _ = _run("grayscale", {}, inputs["dicom_rgb_multiframe"], tmp_path)
-    assert nib.load(result["outputs"][0]["path"]).shape == (100, 100, 2)
+    assert nib.load(result["outputs"][0]["path"]).shape == (100, 100, 1, 2)  # x, y, 1, t
     result, _ = _run("grayscale", {}, inputs["nifti_3d"], tmp_path)
     out = nib.load(result["outputs"][0]["path"])
     source = nib.load(inputs["nifti_3d"])
@@ -489,6 +493,8 @@ def test_dicom_volume_input_is_a_nifti_in_real_units_on_the_result_grid(
     data = np.asanyarray(source.dataobj)
     if data.dtype.names:  # RGB24
         data = np.stack([data[c] for c in data.dtype.names], axis=-1)
+    if decoded.frames is not None:  # (column, row, 1, frame) -> (row, column, frame)
+        data = np.swapaxes(data[:, :, 0], 0, 1)
     np.testing.assert_array_equal(data, decoded.data)  # unprocessed, real units (HU, Gy, ...)
     if kind == "dicom_series_zip":
         assert source.get_data_dtype() == np.int16 and data.min() < 0  # HU: stored minus 1024

@@ -7,14 +7,17 @@ Never imports gRPC, NATS or SQL.
 from .display import to_display_uint8, window_linear
 from .errors import ImagingError
 from .filters import gaussian_blur, luminance, resample_linear, sigmas_in_voxels
-from .image import Display, Image, VoiTable
+from .frames import per_frame
+from .image import Display, Frames, Image, NiftiForms, VoiTable
 from .loader import detect_format, inspect, jsonable, load, summary
 from .outputs import write_outputs
 
 __all__ = [
     "Display",
+    "Frames",
     "Image",
     "ImagingError",
+    "NiftiForms",
     "VoiTable",
     "detect_format",
     "gaussian_blur",
@@ -22,6 +25,7 @@ __all__ = [
     "jsonable",
     "load",
     "luminance",
+    "per_frame",
     "resample_linear",
     "sigmas_in_voxels",
     "summary",

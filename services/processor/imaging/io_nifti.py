@@ -11,9 +11,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from . import filters, limits
+from . import filters, geometry, limits
 from .errors import ImagingError
-from .image import Display, Image
+from .image import Display, Image, NiftiForms
 
 # Voxel data starts after the 348/540-byte header and its extensions; further than this is corrupt.
 MAX_VOX_OFFSET = 1024**3
@@ -119,6 +119,14 @@ def read_nifti(path: Path) -> Image:
         data = data[:, :, :, 0, :]  # NIfTI keeps vector components on the 5th axis
     affine = img.affine.astype(np.float64)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    header = img.header
+    forms = NiftiForms(
+        qform=header.get_qform().astype(np.float64),
+        qform_code=int(header["qform_code"]),
+        sform=header.get_sform().astype(np.float64),
+        sform_code=int(header["sform_code"]),
+        affine=affine.copy(),
+    )
     return Image(
         data=data,
         kind="volume",
@@ -127,23 +135,39 @@ def read_nifti(path: Path) -> Image:
         samples=samples,
         display=Display(native=False),
         metadata=meta,
+        nifti_forms=forms,
     )
 
 
-def write_nifti(image: Image, path: Path, dtype: np.dtype | None = None) -> None:
-    """Save a volume with its affine; the input's qform/sform codes and units are kept."""
-    data = image.data
-    if image.samples == "RGB":
-        rgb = filters.cast_like(data, np.uint8) if data.dtype != np.uint8 else data
-        data = np.ascontiguousarray(rgb).view(_RGB24)[..., 0]
-    elif dtype is not None:
-        data = data.astype(dtype, copy=False)
-    img = nib.Nifti1Image(data, image.affine)
-    header = img.header
+def output_forms(image: Image) -> tuple[np.ndarray, int, np.ndarray, int]:
+    """(qform, qform_code, sform, sform_code) for a result on ``image``'s grid.
+
+    A NIfTI input's own qform and sform are carried over to the result's grid, each keeping its
+    code (the voxel-to-voxel map from the result's grid to the input's applies to both); anything
+    else gets its affine in both, coded scanner (1) unless the metadata says otherwise.
+    """
+    forms = image.nifti_forms
+    if forms is not None and image.affine is not None:
+        to_input_grid = np.linalg.solve(forms.affine, image.affine)
+        return forms.qform @ to_input_grid, forms.qform_code, forms.sform @ to_input_grid, forms.sform_code
+    affine = image.affine
     qform_code = int(image.metadata.get("qform_code", 1))
     sform_code = int(image.metadata.get("sform_code", 1))
-    img.set_qform(image.affine, code=qform_code)
-    img.set_sform(image.affine, code=sform_code)
+    return affine, qform_code, affine, sform_code
+
+
+def write_nifti(image: Image, path: Path, dtype: np.dtype | None = None) -> None:
+    """Save a volume with its qform and sform (see ``output_forms``) and units; a 2D time series
+    is saved as x, y, 1, t with the frame time as the time step."""
+    if image.frames is not None:
+        _write_frames(image, path, dtype)
+        return
+    data = _nifti_values(image, image.data, dtype)
+    img = nib.Nifti1Image(data, image.affine)
+    header = img.header
+    qform, qform_code, sform, sform_code = output_forms(image)
+    img.set_qform(qform, code=qform_code)
+    img.set_sform(sform, code=sform_code)
     units = image.metadata.get("xyzt_units")
     if units:
         header.set_xyzt_units(*units)
@@ -156,4 +180,36 @@ def write_nifti(image: Image, path: Path, dtype: np.dtype | None = None) -> None
     if data.ndim > 3 and zooms and len(zooms) >= data.ndim:
         header.set_zooms(tuple(header.get_zooms()[:3]) + tuple(zooms[3 : data.ndim]))
     header.set_slope_inter(1.0, 0.0)  # values are written in real units
+    nib.save(img, path)
+
+
+def _nifti_values(image: Image, data: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
+    if image.samples == "RGB":
+        rgb = filters.cast_like(data, np.uint8) if data.dtype != np.uint8 else data
+        return np.ascontiguousarray(rgb).view(_RGB24)[..., 0]
+    if dtype is not None:
+        return data.astype(dtype, copy=False)
+    return data
+
+
+def frames_affine(image: Image) -> np.ndarray:
+    """Voxel (column, row, 0, t) to RAS+ mm for a time series: the plane of a DICOM image without
+    patient geometry (rows down, columns right), at its pixel spacing."""
+    spacing = image.spacing or (1.0, 1.0)
+    return geometry.dicom_affine(None, None, spacing, 1.0)
+
+
+def _write_frames(image: Image, path: Path, dtype: np.dtype | None) -> None:
+    # (row, column, frame[, sample]) -> (column, row, 1, frame[, sample])
+    data = np.swapaxes(image.data, 0, 1)[:, :, np.newaxis]
+    data = _nifti_values(image, np.ascontiguousarray(data), dtype)
+    affine = frames_affine(image)
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    header = img.header
+    header.set_xyzt_units("mm", "msec")
+    interval = image.frames.interval_ms if image.frames is not None else None
+    header.set_zooms((*header.get_zooms()[:3], float(interval or 1.0)))
+    header.set_slope_inter(1.0, 0.0)
     nib.save(img, path)

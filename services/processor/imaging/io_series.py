@@ -1,10 +1,12 @@
-"""A ZIP of DICOM files as one series volume, read in memory with limits against zip bombs."""
+"""A ZIP of DICOM files: its series listed, each read as one volume (or 2D image), in memory with
+limits against zip bombs."""
 
 from __future__ import annotations
 
 import io
 import zipfile
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ from .image import Image
 
 MAX_MEMBERS = 5000
 MAX_TOTAL_BYTES = 2 * 1024**3
+# Slices whose direction cosines differ by at most this much (each of the six) share one orientation:
+# scanners round them differently from slice to slice (1e-4 turns a 500 mm field by under 0.05 mm).
+ORIENTATION_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -29,6 +34,30 @@ class _Slice:
     orientation: tuple[float, ...] | None
     instance: int
     facts: dict[str, Any]
+    series_number: int | None = None
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series of a ZIP, as listed before any pixel is decoded."""
+
+    index: int  # position in ``list_series`` order
+    series_instance_uid: str
+    series_number: int | None
+    series_description: str | None
+    modality: str | None
+    slices: int
+
+    def as_dict(self) -> dict[str, Any]:
+        facts = {
+            "index": self.index,
+            "series_instance_uid": self.series_instance_uid or None,
+            "series_number": self.series_number,
+            "series_description": self.series_description,
+            "modality": self.modality,
+            "slices": self.slices,
+        }
+        return {k: v for k, v in facts.items() if v is not None}
 
 
 def _members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -81,7 +110,7 @@ class _Archive:
 
     CACHE_BYTES = 256 * 1024**2
 
-    def __init__(self, zf: zipfile.ZipFile) -> None:
+    def __init__(self, zf: zipfile.ZipFile, keep_bytes: bool = True) -> None:
         self.zf = zf
         self.slices: list[_Slice] = []
         self.skipped = 0
@@ -98,7 +127,7 @@ class _Archive:
                 self.skipped += 1  # DICOM but not an image (SR, RT plan, ...)
                 continue
             self.slices.append(_slice_of(info.filename, ds))
-            if cached + len(data) <= self.CACHE_BYTES:
+            if keep_bytes and cached + len(data) <= self.CACHE_BYTES:
                 self._cache[info.filename] = data
                 cached += len(data)
         if not self.slices:
@@ -118,6 +147,10 @@ def _slice_of(name: str, ds: Any) -> _Slice:
         instance = int(ds.get("InstanceNumber") or 0)
     except (TypeError, ValueError):
         instance = 0
+    try:
+        series_number: int | None = int(ds.get("SeriesNumber"))
+    except (TypeError, ValueError):
+        series_number = None
     facts = io_dicom.describe(ds)
     return _Slice(
         name=name,
@@ -126,15 +159,92 @@ def _slice_of(name: str, ds: Any) -> _Slice:
         orientation=tuple(orientation) if orientation and len(orientation) == 6 else None,
         instance=instance,
         facts=facts,
+        series_number=series_number,
     )
 
 
 def _series(slices: list[_Slice]) -> list[list[_Slice]]:
     """Slices grouped by SeriesInstanceUID, largest series first."""
+    return sorted(_grouped(slices), key=len, reverse=True)
+
+
+def _grouped(slices: list[_Slice]) -> list[list[_Slice]]:
+    """Slices grouped by SeriesInstanceUID, in listing order: series number, then UID."""
     groups: dict[str, list[_Slice]] = defaultdict(list)
     for s in slices:
         groups[s.series_uid].append(s)
-    return sorted(groups.values(), key=len, reverse=True)
+    return sorted(
+        groups.values(),
+        key=lambda g: (g[0].series_number is None, g[0].series_number or 0, g[0].series_uid),
+    )
+
+
+def _info(index: int, series: list[_Slice]) -> SeriesInfo:
+    first = series[0]
+    return SeriesInfo(
+        index=index,
+        series_instance_uid=first.series_uid,
+        series_number=first.series_number,
+        series_description=first.facts.get("series_description"),
+        modality=first.facts.get("modality"),
+        slices=len(series),
+    )
+
+
+def list_series(path: Path) -> list[SeriesInfo]:
+    """Every series of the ZIP (grouped by Series Instance UID), ordered by series number then UID,
+    from the headers alone."""
+    with _open(path) as zf:
+        archive = _Archive(zf, keep_bytes=False)
+    return [_info(i, g) for i, g in enumerate(_grouped(archive.slices))]
+
+
+def read_series(path: Path, series_instance_uid: str) -> Image:
+    """One series of the ZIP, by its Series Instance UID (as ``list_series`` gives it)."""
+    with _open(path) as zf:
+        archive = _Archive(zf)
+        groups = _grouped(archive.slices)
+        for index, group in enumerate(groups):
+            if group[0].series_uid == series_instance_uid:
+                return _read_group(archive, group, _series_meta(archive, groups, index, group))
+    raise ImagingError(f"The ZIP has no series with Series Instance UID {series_instance_uid!r}")
+
+
+def read_every_series(path: Path) -> Iterator[tuple[SeriesInfo, Image]]:
+    """Every series of the ZIP, one at a time (each decoded only when reached), in ``list_series``
+    order. A series that cannot be read raises ImagingError naming it."""
+    with _open(path) as zf:
+        archive = _Archive(zf)
+        groups = _grouped(archive.slices)
+        for index, group in enumerate(groups):
+            info = _info(index, group)
+            try:
+                image = _read_group(archive, group, _series_meta(archive, groups, index, group))
+            except ImagingError as exc:
+                raise ImagingError(f"Series {_label(info)}: {exc}") from None
+            yield info, image
+
+
+def _label(info: SeriesInfo) -> str:
+    words = [str(info.series_number)] if info.series_number is not None else []
+    if info.series_description:
+        words.append(repr(info.series_description))
+    return " ".join(words) or repr(info.series_instance_uid)
+
+
+def _series_meta(
+    archive: _Archive, groups: list[list[_Slice]], index: int, group: list[_Slice]
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "format": "zip",
+        "slices": len(group),
+        "series_count": len(groups),
+        "series_index": index,
+        "skipped_files": archive.skipped,
+    }
+    if group[0].series_number is not None:
+        meta["series_number"] = group[0].series_number
+    return meta
 
 
 def _series_summary(series: list[_Slice]) -> dict[str, Any]:
@@ -158,6 +268,7 @@ def inspect_zip(path: Path) -> dict[str, Any]:
     meta.update(format="zip", slices=len(chosen), series_count=len(groups), skipped_files=archive.skipped)
     if len(groups) > 1:
         meta["other_series"] = [_series_summary(g) for g in groups[1:]]
+        meta["series"] = [_info(i, g).as_dict() for i, g in enumerate(_grouped(archive.slices))]
     return meta
 
 
@@ -175,12 +286,16 @@ def read_dicom_zip(path: Path) -> Image:
         }
         if len(groups) > 1:
             series_meta["other_series"] = [_series_summary(g) for g in groups[1:]]
-        _check_size(chosen)
-        if len(chosen) == 1:
-            image = io_dicom.dataset_to_image(archive.dataset(chosen[0].name))
-            image.metadata.update(series_meta)
-            return image
-        return _stack(archive, chosen, series_meta)
+        return _read_group(archive, chosen, series_meta)
+
+
+def _read_group(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any]) -> Image:
+    _check_size(chosen)
+    if len(chosen) == 1:
+        image = io_dicom.dataset_to_image(archive.dataset(chosen[0].name))
+        image.metadata.update(series_meta)
+        return image
+    return _stack(archive, chosen, series_meta)
 
 
 def _check_size(series: list[_Slice]) -> None:
@@ -194,10 +309,7 @@ def _check_size(series: list[_Slice]) -> None:
 
 
 def _stack(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any]) -> Image:
-    orientations = {s.orientation for s in chosen}
-    if len(orientations) > 1:
-        raise ImagingError("The series mixes slice orientations; cannot build one volume")
-    orientation = next(iter(orientations))
+    orientation = _common_orientation(chosen)
     if all(s.position is not None for s in chosen):
         positions = np.asarray([s.position for s in chosen], float)
     else:  # no geometry: instance order, thickness as the step
@@ -207,8 +319,9 @@ def _stack(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any])
     first = chosen[0].facts
     pixel_spacing = first.get("pixel_spacing") or [1.0, 1.0]
     step = first.get("slice_thickness") or 1.0
+    labels = [_base_name(s.name) for s in chosen]
     order, affine, notes = io_dicom.stack_geometry(
-        list(orientation) if orientation else None, positions, pixel_spacing, step, len(chosen)
+        list(orientation) if orientation else None, positions, pixel_spacing, step, len(chosen), labels=labels
     )
     ordered = [chosen[i] for i in order]
 
@@ -227,8 +340,9 @@ def _stack(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any])
         if volume is None:  # int16 (CT in HU) until a slice needs more
             volume = np.empty((cols, rows, len(ordered)), dtype=np.int16)
             display = io_dicom.display_for(ds)
-        if volume.dtype == np.int16 and not _fits_int16(values):
-            volume = volume.astype(np.float32)
+        needed = np.result_type(volume.dtype, _slice_dtype(values))
+        if needed != volume.dtype:
+            volume = volume.astype(needed)
         volume[:, :, k] = values.T  # (row, column) -> (column, row)
     assert volume is not None and display is not None
     display = io_dicom.with_data_window(display, volume)
@@ -245,8 +359,33 @@ def _stack(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any])
     )
 
 
-def _fits_int16(values: np.ndarray) -> bool:
-    """Whole numbers that int16 holds exactly."""
+def _base_name(member: str) -> str:
+    return repr(member.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _common_orientation(chosen: list[_Slice]) -> tuple[float, ...] | None:
+    """The slices' one orientation: equal within ORIENTATION_TOLERANCE counts as equal (the first
+    slice's is used); otherwise the series is refused."""
+    orientations = [s.orientation for s in chosen]
+    if all(o is None for o in orientations):
+        return None
+    if any(o is None for o in orientations):
+        raise ImagingError("Some slices of the series have no orientation; cannot build one volume")
+    values = np.asarray(orientations, float)
+    spread = float(np.max(np.abs(values - values[0])))
+    if spread > ORIENTATION_TOLERANCE:
+        raise ImagingError(
+            f"The series mixes slice orientations (direction cosines differ by up to {spread:.4g}, "
+            f"more than {ORIENTATION_TOLERANCE}); cannot build one volume"
+        )
+    return orientations[0]
+
+
+def _slice_dtype(values: np.ndarray) -> np.dtype:
+    """The type a volume needs to hold one slice's real values exactly: int16 (CT in HU) while the
+    values fit, int32 for other whole numbers, else their own float type."""
     if values.dtype.kind not in "iu":
-        return False
-    return values.size == 0 or bool(values.min() >= -32768 and values.max() <= 32767)
+        return values.dtype
+    if values.size == 0 or (values.min() >= -32768 and values.max() <= 32767):
+        return np.dtype(np.int16)
+    return np.dtype(np.int32) if values.dtype.itemsize <= 4 or values.max() < 2**31 else np.dtype(np.float64)

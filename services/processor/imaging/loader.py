@@ -100,9 +100,12 @@ def _inspect(path: Path, fmt: str) -> dict[str, Any]:
     elif fmt == sniffing.DICOM:
         meta = io_dicom.inspect_dicom(path)
         frames = meta.get("frames", 1)
-        plane = [meta.get("rows"), meta.get("columns")]
-        meta["kind"] = "volume" if frames > 1 else "2d"
-        meta["shape"] = [plane[1], plane[0], frames] if frames > 1 else plane
+        rows, columns = meta.get("rows"), meta.get("columns")
+        if frames > 1 and "frame_axis" not in meta:
+            meta["kind"], meta["shape"] = "volume", [columns, rows, frames]
+        else:  # a 2D image, or a time series of 2D frames
+            meta["kind"] = "2d"
+            meta["shape"] = [rows, columns, frames] if frames > 1 else [rows, columns]
     elif fmt == sniffing.NIFTI:
         meta = io_nifti.inspect_nifti(path)
         meta["kind"] = "volume"

@@ -1,5 +1,6 @@
-"""Writing results: display PNG/JPEG for 2D, .nii.gz plus a PNG preview for volumes; and, for inputs
-that a browser cannot show (DICOM, DICOM-series ZIP), the input itself in a viewable form."""
+"""Writing results: display PNG/JPEG for 2D, .nii.gz plus a PNG preview for volumes and for time
+series of 2D frames (x, y, 1, t); and, for inputs that a browser cannot show (DICOM, DICOM-series
+ZIP), the input itself in a viewable form."""
 
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ def display_array(image: Image) -> tuple[np.ndarray, str]:
 
 
 def preview_array(image: Image) -> tuple[np.ndarray, str]:
-    """Middle axial slice of a volume in RAS+ orientation, shown the radiological way, 8-bit."""
+    """Middle axial slice of a volume in RAS+ orientation, shown the radiological way, 8-bit; for a
+    time series, its middle frame as a 2D image is shown."""
+    if image.frames is not None:
+        values, samples = display_array(image.frame(image.frame_count // 2))
+        return display.to_uint8_native(values), samples
     data = image.data
     spatial_and_samples = 4 if image.has_samples else 3
     while data.ndim > spatial_and_samples:  # 4D and beyond: the first time point
@@ -67,7 +72,7 @@ def write_input_view(source: Image, out_dir: Path, stem: str, result: Image | No
     overlay the result on it.
     """
     out_dir = Path(out_dir)
-    if source.kind == "2d":
+    if source.kind == "2d" and source.frames is None:
         shown = source
         if (
             result is not None
@@ -87,7 +92,7 @@ def write_input_view(source: Image, out_dir: Path, stem: str, result: Image | No
 
 
 def _write_result(image: Image, out_dir: Path, stem: str, output_format: str) -> list[dict[str, str]]:
-    if image.kind == "2d":
+    if image.kind == "2d" and image.frames is None:
         values, samples = display_array(image)
         if output_format == "jpeg":
             path = out_dir / output_name(stem, "processed_jpeg")

@@ -67,14 +67,15 @@ def test_rtdose_multiframe_is_a_volume_in_gray() -> None:
     assert image.metadata["units"] == ds.DoseUnits
 
 
-def test_rgb_multiframe_is_a_colour_volume() -> None:
+def test_rgb_multiframe_without_positions_is_a_colour_time_series() -> None:
     image = imaging.load(dicom_file("SC_rgb_rle_2frame.dcm"))
     raw = pydicom.dcmread(dicom_file("SC_rgb_rle_2frame.dcm")).pixel_array
-    assert image.kind == "volume" and image.samples == "RGB" and image.data.shape == (100, 100, 2, 3)
-    assert np.array_equal(image.data[:, :, 1, :], raw[1].transpose(1, 0, 2))
+    assert image.kind == "2d" and image.frames is not None  # no geometry says the frames are space
+    assert image.samples == "RGB" and image.data.shape == (100, 100, 2, 3)
+    assert np.array_equal(image.data[:, :, 1, :], raw[1])
     preview, samples = outputs.preview_array(image)
     assert samples == "RGB" and preview.shape == (100, 100, 3)
-    assert np.array_equal(preview, raw[1])  # the preview shows the frame as DICOM viewers do
+    assert np.array_equal(preview, raw[1])  # the preview shows the middle frame as DICOM viewers do
 
 
 def test_monochrome1_dicom_is_inverted(tmp_path: Path) -> None:
