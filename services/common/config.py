@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     # Port for this process's Prometheus /metrics (gRPC services); 0 disables it.
     metrics_port: int = 0
     nats_url: str = "nats://127.0.0.1:4222"
+    # NATS credentials of this service (each service that uses NATS has its own user and subject
+    # permissions; empty means connect without authentication, as `make run` does).
+    nats_user: str = ""  # user name, sent with nats_password
+    nats_password: str = ""  # password of nats_user
+    nats_creds_file: str = ""  # path of a .creds file (JWT + NKey seed); used instead of user/password
     # Deadline for internal gRPC calls.
     rpc_timeout_seconds: float = 10.0
     # Seconds a service waits for in-flight work on SIGTERM.

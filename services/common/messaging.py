@@ -27,6 +27,8 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError
 
+from services.common.config import get_settings
+
 log = logging.getLogger(__name__)
 
 TASKS_STREAM = "RADIOLOGY_TASKS"
@@ -54,11 +56,26 @@ def event_subject(task_id: str) -> str:
     return f"{EVENTS_SUBJECT}.{task_id}"
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect, retrying for ever in the background after the first success."""
+async def connect(url: str, name: str, *, user: str | None = None, password: str | None = None,
+                  creds_file: str | None = None) -> NATS:
+    """Connect, retrying for ever in the background after the first success.
+
+    The service's own NATS user authenticates: `creds_file` (a NATS .creds file) or `user` and
+    `password`; each one not given comes from RADIOLOGY_NATS_CREDS_FILE, _NATS_USER, _NATS_PASSWORD.
+    All empty: no authentication (a local nats-server, as `make run` starts)."""
+    settings = get_settings()
+    creds_file = settings.nats_creds_file if creds_file is None else creds_file
+    user = settings.nats_user if user is None else user
+    password = settings.nats_password if password is None else password
+    auth: dict[str, str] = {}
+    if creds_file:
+        auth["user_credentials"] = creds_file
+    elif user:
+        auth.update(user=user, password=password)
     return await nats.connect(
         url,
         name=name,
+        **auth,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
