@@ -55,6 +55,7 @@ bench-upload: venv
 
 # A wheel of every runtime dependency in wheelhouse/, for the image's Python (3.11, manylinux, this
 # machine's architecture), so that `docker build` installs with `pip --no-index` (air-gapped builds).
+# WHEELS_EXTRA adds requirements (the CI's S3 stand-in image uses WHEELS_EXTRA='moto[server]==...').
 WHEEL_ARCH ?= $(shell uname -m)
 WHEELHOUSE ?= wheelhouse
 # Debian bookworm has glibc 2.36: every manylinux wheel up to manylinux_2_36 runs there.
@@ -65,7 +66,7 @@ wheels: venv
 	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
 	  --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
 	  $(foreach p,$(WHEEL_PLATFORMS),--platform $(p)_$(WHEEL_ARCH)) \
-	  --platform any -r $(WHEELHOUSE)/requirements.txt
+	  --platform any -r $(WHEELHOUSE)/requirements.txt $(WHEELS_EXTRA)
 	@ls $(WHEELHOUSE)/*.whl | wc -l | xargs echo "wheels in $(WHEELHOUSE)/:"
 
 # The container image, built offline from wheelhouse/ and web/dist (docs/deploy.md).

@@ -50,8 +50,11 @@ def _healthcheck(target: str) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    addr = {"jobs": settings.jobs_addr, "storage": settings.storage_addr,
-            "processor": settings.processor_addr}[target]
+    addr = {
+        "jobs": settings.jobs_addr,
+        "storage": settings.storage_addr,
+        "processor": settings.processor_addr,
+    }[target]
     with grpc.insecure_channel(f"127.0.0.1:{listen_port(addr)}") as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
