@@ -88,7 +88,9 @@ async def test_the_services_own_calls_work_and_others_are_refused(server: str) -
         await messaging.ensure_streams(js_jobs)
         await messaging.ensure_streams(js_jobs)  # the update path of a second replica
         await EventConsumer(jobs, None, None).ensure_consumer()  # type: ignore[arg-type]
-        # processor: its consumer (create/update + bind), exactly as the worker does it.
+        # processor: the streams (it may start first), its consumer (create/update + bind),
+        # exactly as services/processor/server.py and the worker do it.
+        await messaging.ensure_streams(js_proc)
         settings = Settings(ack_wait_seconds=5, max_deliver=3)
         sub = await subscribe(js_proc, settings)
         cancelled = await proc.subscribe(messaging.JOB_CANCELLED_SUBJECT)
@@ -132,7 +134,7 @@ async def test_the_services_own_calls_work_and_others_are_refused(server: str) -
         refused = (nats.errors.TimeoutError, nats.errors.NoRespondersError, APIError)
         with pytest.raises(refused):  # a processor cannot queue tasks ...
             await js_proc.publish(messaging.task_subject("blur", job_id), b"forged", timeout=1)
-        with pytest.raises(refused):  # ... nor purge, create or delete streams ...
+        with pytest.raises(refused):  # ... nor purge or delete streams ...
             await messaging.purge_job_tasks(js_proc, job_id)
         with pytest.raises(refused):
             await js_proc.delete_stream(messaging.TASKS_STREAM)
