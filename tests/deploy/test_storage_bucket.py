@@ -27,7 +27,7 @@ async def test_missing_bucket_is_created_by_the_first_upload_of_any_replica(s3_e
         await asyncio.gather(*(r.put(f"alice/job/{i}.png", "image/png", stream(b"x" * 1000))
                                for i, r in enumerate(replicas)))
         assert replicas[0].client.bucket_exists(bucket)
-        for i, r in enumerate(replicas):
+        for i in range(len(replicas)):
             info, body = await replicas[(i + 1) % 3].open(f"alice/job/{i}.png")
             assert info.size == 1000 and (await read_all(body))[0] == b"x" * 1000
     finally:
