@@ -84,6 +84,15 @@ def _client(stack, user: str | None) -> httpx.Client:  # type: ignore[no-untyped
 
 
 def test_compose_stack_end_to_end(stack) -> None:  # type: ignore[no-untyped-def]
+    # --- the image: non-root, read-only root filesystem, no build tools ---------------------------
+    gateway = stack.container_names("gateway")[0]
+    assert stack.exec(gateway, "id", "-u").strip() == "10001"
+    tools = stack.exec(gateway, "sh", "-c", "command -v gcc cc make pip pip3 npm apt-get || true")
+    assert tools.strip() in ("", "/usr/bin/apt-get"), tools
+    assert (
+        containers.run(["podman", "exec", gateway, "touch", "/app/x"], timeout=60, check=False).returncode
+        != 0
+    )
     # --- the seed README flows, through the published gateway port -----------------------------
     with _client(stack, "alice") as alice, _client(stack, "bob") as bob:
         assert alice.get("/readyz").status_code == 200
