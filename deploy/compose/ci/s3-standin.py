@@ -83,7 +83,8 @@ def replay(path: str) -> int:
                 with urllib.request.urlopen(request, timeout=60) as response:
                     answer = response.read()
             except urllib.error.HTTPError as exc:  # e.g. deleting what is already gone
-                print(f"s3-standin: replay {method} {parts.path}: {exc.code} {exc.read()[:300]!r}", flush=True)
+                detail = exc.read()[:300]
+                print(f"s3-standin: replay {method} {parts.path}: {exc.code} {detail!r}", flush=True)
                 continue
             sent += 1
             if method == "POST" and "uploads" in dict(query):
