@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -path web/dist -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test venv web buf protos lint clean bench bench-upload
+.PHONY: run test venv web buf protos lint clean bench bench-upload wheels image
 
 run: venv web
 	$(BIN)/python -m tools.launcher
@@ -52,3 +52,25 @@ bench: venv
 # One 2 GiB upload and download through gateway and storage: MiB/s and peak memory growth.
 bench-upload: venv
 	$(BIN)/python bench/upload_memory.py $(BENCH_ARGS)
+
+# A wheel of every runtime dependency in wheelhouse/, for the image's Python (3.11, manylinux, this
+# machine's architecture), so that `docker build` installs with `pip --no-index` (air-gapped builds).
+# WHEELS_EXTRA adds requirements (the CI's S3 stand-in image uses WHEELS_EXTRA='moto[server]==...').
+WHEEL_ARCH ?= $(shell uname -m)
+WHEELHOUSE ?= wheelhouse
+# Debian bookworm has glibc 2.36: every manylinux wheel up to manylinux_2_36 runs there.
+WHEEL_PLATFORMS ?= manylinux1 manylinux2010 manylinux2014 $(foreach v,$(shell seq 5 36),manylinux_2_$(v))
+wheels: venv
+	mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > $(WHEELHOUSE)/requirements.txt
+	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) --only-binary=:all: \
+	  --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
+	  $(foreach p,$(WHEEL_PLATFORMS),--platform $(p)_$(WHEEL_ARCH)) \
+	  --platform any -r $(WHEELHOUSE)/requirements.txt $(WHEELS_EXTRA)
+	@ls $(WHEELHOUSE)/*.whl | wc -l | xargs echo "wheels in $(WHEELHOUSE)/:"
+
+# The container image, built offline from wheelhouse/ and web/dist (docs/deploy.md).
+IMAGE ?= radiology:latest
+CONTAINER ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
+image: wheels web
+	$(CONTAINER) build --build-arg WEB_FROM=web-prebuilt $(IMAGE_BUILD_ARGS) -t $(IMAGE) .

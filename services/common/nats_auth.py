@@ -2,8 +2,9 @@
 nats-server configuration rendered from it.
 
 `make run` (tools/launcher.py) generates a password per service under `var/nats-auth/` and writes
-the server configuration with `server_config`; the compose and k8s configurations must grant the same
-subjects (a test compares them with `PERMISSIONS`). Each user gets exactly what its service's code
+the server configuration with `server_config`; compose and Kubernetes include
+`deploy/k8s/components/nats/nats-auth.conf`, rendered from this table by
+`python -m services.common.nats_auth` (a test fails while it is stale). Each user gets exactly what its service's code
 uses (services/common/messaging.py names the streams and subjects):
 
 - jobs: publishes tasks, job-changed and job-cancelled; creates and updates both streams; purges a
@@ -165,3 +166,25 @@ def write_server_config(
     path = folder / CONFIG_FILE
     _write_private(path, server_config(passwords, host=host, port=port, store_dir=store_dir))
     return path, passwords
+
+
+# --- compose and Kubernetes ------------------------------------------------------------------------
+
+DEPLOY_FILE = Path("deploy/k8s/components/nats/nats-auth.conf")
+# Compose and Kubernetes hand nats-server each service's password in its environment.
+DEPLOY_PASSWORDS = {JOBS: "$NATS_JOBS_PASSWORD", PROCESSOR: "$NATS_PROCESSOR_PASSWORD"}
+
+
+def deploy_config() -> str:
+    return (
+        "# The NATS users of the platform and their permissions, for docker-compose.yml and Kubernetes\n"
+        "# (included by nats.conf). Rendered from services/common/nats_auth.py by\n"
+        "# `python -m services.common.nats_auth`: edit the table there, not this file.\n"
+        "# Passwords come from the server's environment (NATS_JOBS_PASSWORD, NATS_PROCESSOR_PASSWORD).\n"
+        + authorization(DEPLOY_PASSWORDS)
+    )
+
+
+if __name__ == "__main__":
+    DEPLOY_FILE.write_text(deploy_config())
+    print(f"wrote {DEPLOY_FILE}")

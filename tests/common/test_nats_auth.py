@@ -347,3 +347,10 @@ def test_permission_table_is_json_safe() -> None:
     for perms in nats_auth.PERMISSIONS.values():
         assert not any("DELETE" in s for s in perms.publish)
         assert ">" not in perms.publish and ">" not in perms.subscribe
+
+
+def test_deploy_config_is_rendered_from_the_table() -> None:
+    """compose and Kubernetes grant exactly what make run grants (regenerate with
+    `python -m services.common.nats_auth`)."""
+    root = Path(__file__).resolve().parents[2]
+    assert (root / nats_auth.DEPLOY_FILE).read_text() == nats_auth.deploy_config()
