@@ -4,8 +4,8 @@ nats-server configuration rendered from it.
 `make run` (tools/launcher.py) generates a password per service under `var/nats-auth/` and writes
 the server configuration with `server_config`; compose and Kubernetes include
 `deploy/k8s/components/nats/nats-auth.conf`, rendered from this table by
-`python -m services.common.nats_auth` (a test fails while it is stale). Each user gets exactly what its service's code
-uses (services/common/messaging.py names the streams and subjects):
+`python -m services.common.nats_auth` (a test fails while it is stale). Each user gets exactly
+what its service's code uses (services/common/messaging.py names the streams and subjects):
 
 - jobs: publishes tasks, job-changed and job-cancelled; creates and updates both streams; purges a
   cancelled job's queued tasks; owns the durable "jobs" on the events stream (create, pull, ack).

@@ -465,13 +465,13 @@ def test_input_png_uses_the_fast_png_settings(inputs: dict[str, Path], tmp_path:
     from services.processor.imaging import io_raster
 
     levels: list[int] = []
-    save = PILImage.Image.save
+    encode = io_raster.imagecodecs.png_encode
 
-    def spy(self, fp, format=None, **kw):  # noqa: A002
-        levels.append(kw.get("compress_level"))
-        return save(self, fp, format, **kw)
+    def spy(data, level=None, **kw):
+        levels.append(level)
+        return encode(data, level=level, **kw)
 
-    monkeypatch.setattr(PILImage.Image, "save", spy)
+    monkeypatch.setattr(io_raster.imagecodecs, "png_encode", spy)
     _run("blur", {}, inputs["dicom_ct"], tmp_path)
     assert levels == [io_raster.PNG_COMPRESS_LEVEL] * 2
 
