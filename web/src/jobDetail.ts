@@ -37,7 +37,8 @@ export class JobDetail {
   private taskRows = new Map<string, TaskRow>();
   private result = new ResultView();
   private shownTask: string | null = null;
-  private shownHadResult = false;
+  /** What the shown task's view was made from: its status and whether it had a result. */
+  private shownState = "";
   /** The user picked the shown task (else the first task is shown as results come). */
   private picked = false;
   private params: HTMLElement;
@@ -139,14 +140,17 @@ export class JobDetail {
         row.thumb.replaceChildren(h("img", { src: thumb, alt: "", loading: "lazy", decoding: "async" }));
       }
     }
-    // Show the first task (in the job's order) that has not failed, waiting for its result, unless
-    // the user picked one; a failure shown first gives way to the first task with a result.
+    // Show the first task (in the job's order), waiting for its result, unless the user picked
+    // one; when the first failed, the first task with a result replaces its failure.
     const tasks = job.task_results ?? [];
     const shown = tasks.find((t) => t.task_id === this.shownTask);
-    const wanted = this.picked && shown ? shown : (tasks.find((t) => t.status !== "FAILED" && t.status !== "CANCELLED") ?? tasks[0]);
+    const first = tasks[0];
+    const firstResult = tasks.find((t) => t.result);
+    const firstFailed = first && (first.status === "FAILED" || first.status === "CANCELLED");
+    const wanted = this.picked && shown ? shown : firstFailed && firstResult ? firstResult : first;
     if (!wanted) return;
     if (wanted.task_id !== this.shownTask) this.showTask(wanted.task_id);
-    else if (!!wanted.result !== this.shownHadResult) this.showTask(wanted.task_id, true);
+    else if (taskState(wanted) !== this.shownState) this.showTask(wanted.task_id, true);
   }
 
   fullscreen(): void {
@@ -175,7 +179,7 @@ export class JobDetail {
     const task = this.job.task_results.find((t) => t.task_id === taskId);
     if (!task) return;
     this.shownTask = taskId;
-    this.shownHadResult = !!task.result;
+    this.shownState = taskState(task);
     for (const [id, row] of this.taskRows) {
       row.el.classList.toggle("selected", id === taskId);
       row.view.setAttribute("aria-current", String(id === taskId));
@@ -205,6 +209,11 @@ export function jobMessage(job: Job): string {
   const rest = tasks.length - ok - failed - cancelled;
   if (rest) parts.push(`${rest} not finished`);
   return parts.join(", ");
+}
+
+/** A task's view changes when it gets its result or fails. */
+function taskState(t: Task): string {
+  return `${t.result ? "result" : t.status === "FAILED" || t.status === "CANCELLED" ? t.status : "waiting"}`;
 }
 
 /** A task's picture in the gallery: its volume preview or its 2D result. */

@@ -195,6 +195,7 @@ export class JobsView {
     this.jobs.clear();
     this.rows.clear();
     this.ul.replaceChildren();
+    this.studies.render([]);
   }
 
   /** Loads a page of the list. The first page is retried with backoff until it loads (or a
@@ -360,6 +361,7 @@ export class JobsView {
     this.detail = null;
     const job = id ? this.jobs.get(id) : undefined;
     if (!id || !job) {
+      document.dispatchEvent(new CustomEvent("detail-empty")); // nothing to view: the list matters
       this.detailEl.replaceChildren(h("p", { class: "muted empty-detail" }, "Select a job to see its progress and results."));
       if (!id && clearHash) setJobInAddress(null);
       return;

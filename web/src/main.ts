@@ -274,10 +274,8 @@ function setupUpload(): { reset: () => void } {
   };
 }
 
-// ---- side panel: open, or folded away so that an open result takes the screen ----------------
-
-/** Below this width the side panel folds away when a result opens (unless the user opened it). */
-const FOLD_BELOW = 1700;
+// ---- side panel: open, or folded away so that an open result takes the screen (unless the user
+// opened it again: then it stays) -----------------------------------------------------------------
 
 function setupSidePanel(): void {
   const layout = $<HTMLElement>("main");
@@ -297,8 +295,9 @@ function setupSidePanel(): void {
   toggle.addEventListener("click", flip);
   onPageKey("j", flip);
   document.addEventListener("result-shown", () => {
-    if (!pinned && window.innerWidth < FOLD_BELOW) set(false);
+    if (!pinned) set(false);
   });
+  document.addEventListener("detail-empty", () => set(true));
 }
 
 // ---- start --------------------------------------------------------------------------------

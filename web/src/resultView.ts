@@ -61,17 +61,18 @@ export class ResultView {
       return;
     }
     const outputs = outputsOf(result);
+    const full = h("button", { type: "button", class: "small secondary", title: "Full screen (f)" }, "Full screen");
+    full.addEventListener("click", () => this.toggleFullscreen());
     const side = h(
       "aside",
       { class: "result-side", "aria-label": "Result details" },
+      h("div", { class: "result-head" }, head, full),
       this.measurements.el,
       metadataTable(result.metadata),
       h("section", { class: "downloads-wrap", "aria-label": "Downloads" }, h("h4", {}, "Downloads"), downloadList(outputs)),
     );
-    const full = h("button", { type: "button", class: "small secondary", title: "Full screen (f)", "aria-pressed": "false" }, "Full screen");
-    full.addEventListener("click", () => this.toggleFullscreen());
     const viewer = this.viewer(job, task, result);
-    this.workspace = h("div", { class: "workspace" }, h("div", { class: "viewer-col" }, h("div", { class: "result-head" }, head, full), viewer), side);
+    this.workspace = h("div", { class: "workspace" }, h("div", { class: "viewer-col" }, viewer), side);
     this.el.replaceChildren(this.workspace);
     // viewer first: the page may fold its side panel away
     document.dispatchEvent(new CustomEvent("result-shown"));

@@ -102,7 +102,9 @@ function typing(target: EventTarget | null): boolean {
   if (!(target instanceof HTMLElement)) return false;
   if (target.isContentEditable) return true;
   const tag = target.tagName;
-  return tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA";
+  // a checkbox or a button has no use for letters and arrows: those go to the viewer
+  if (tag === "INPUT") return !["checkbox", "radio", "button", "submit", "reset"].includes((target as HTMLInputElement).type);
+  return tag === "SELECT" || tag === "TEXTAREA";
 }
 
 export function installShortcuts(): void {

@@ -211,7 +211,7 @@ export function createViewer2D(opts: Viewer2DOptions): Viewer2D {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     drawMeasurements(ctx);
     zoomText.textContent = `${Math.round(scale * 100)} %`;
-    viewport.dataset.view = `${fmtNumber(scale, 4)},${fmtNumber(panX)},${fmtNumber(panY)}`;
+    viewport.dataset.view = `${scale},${panX},${panY}`;
   }
 
   function toScreen(p: number[]): [number, number] {
@@ -276,10 +276,13 @@ export function createViewer2D(opts: Viewer2DOptions): Viewer2D {
     return v.length === 1 ? `${fmtNumber(v[0], 3)}${u}` : `R ${v[0]} G ${v[1]} B ${v[2]}`;
   }
 
-  function measure(t: Tool, pts: number[][]): Omit<Measurement, "id" | "created"> {
+  /** A measurement from its points, rounded first (to 1/100 pixel) so that the exported points
+   *  give back the exported numbers. */
+  function measure(t: Tool, raw: number[][]): Omit<Measurement, "id" | "created"> {
+    const pts = raw.map((p) => p.map((x) => Math.round(x * 100) / 100));
     const plane = after!.plane;
     const lengthUnit = plane.spatialUnit;
-    const base = { tool: t, file: opts.file, where: "result", lengthUnit, valueUnit, points: pts.map((p) => p.map((x) => Math.round(x * 100) / 100)) };
+    const base = { tool: t, file: opts.file, where: "result", lengthUnit, valueUnit, points: pts };
     if (t === "length") return { ...base, length: stepLength(plane, pts[1][0] - pts[0][0], pts[1][1] - pts[0][1]) };
     if (t === "angle") {
       if (pts.length < 3) return { ...base, angle: NaN };

@@ -48,7 +48,7 @@ const VIEWS: [string, SLICE_TYPE, string][] = [
   ["3D", SLICE_TYPE.RENDER, "v"],
 ];
 const PLANE_NAMES = ["axial", "coronal", "sagittal"];
-const CROSSHAIR_WIDTH = 0.4; // percent of the field of view
+const CROSSHAIR_PX = 1.5; // crosshair line width on screen (CSS px), whatever the zoom
 const FAVOURITE_COLORMAPS = ["gray", "hot", "warm", "cool", "plasma", "viridis", "inferno", "red", "green", "blue", "winter"];
 /** Overlay defaults: a mask in red, half see-through; an image in "hot" (dark values clear), light. */
 const MASK_OVERLAY = { colormap: "red", opacity: 0.5 };
@@ -61,8 +61,8 @@ function niivue(canvas: HTMLCanvasElement): Promise<NV> {
   const nv = new Niivue({
     backColor: [0, 0, 0, 1],
     show3Dcrosshair: true,
-    crosshairWidth: CROSSHAIR_WIDTH,
-    crosshairWidthUnit: "percent",
+    crosshairWidth: 1,
+    crosshairWidthUnit: "mm",
     crosshairColor: [1, 0.2, 0.2, 0.8],
     isColorbar: false,
     isRadiologicalConvention: true,
@@ -71,7 +71,6 @@ function niivue(canvas: HTMLCanvasElement): Promise<NV> {
     loadingText: "",
     multiplanarLayout: MULTIPLANAR_TYPE.GRID,
     multiplanarShowRender: SHOW_RENDER.ALWAYS,
-    multiplanarEqualSize: true,
     isOrientationTextVisible: true,
     showAllOrientationMarkers: true,
     // the page's own shortcuts use these letters
@@ -128,7 +127,7 @@ class VolumeViewer {
   private loadSeq = 0;
 
   constructor() {
-    this.canvas = h("canvas", { class: "nv-canvas", tabindex: "0", "aria-label": "Volume view" });
+    this.canvas = h("canvas", { class: "nv-canvas nv-main", tabindex: "0", "aria-label": "Volume view" });
     this.canvasB = h("canvas", { class: "nv-canvas", tabindex: "0", "aria-label": "Input volume view" });
     this.status = h("div", { class: "viewer-status", role: "status" }, "Loading volume…");
     this.paneB = h("div", { class: "nv-pane nv-pane-input", hidden: true }, this.canvasB, h("span", { class: "tag tag-left" }, "Input"));
@@ -152,7 +151,7 @@ class VolumeViewer {
 
     const chId = nextId("crosshair");
     this.crosshair = h("input", { id: chId, type: "checkbox", checked: true });
-    this.crosshair.addEventListener("change", () => this.each((nv) => nv.setCrosshairWidth(this.crosshair.checked ? CROSSHAIR_WIDTH : 0)));
+    this.crosshair.addEventListener("change", () => this.each((nv) => this.crosshairWidth(nv)));
 
     const cmId = nextId("cmap");
     this.baseColormap = h("select", { id: cmId });
@@ -199,8 +198,8 @@ class VolumeViewer {
       if (this.nv && this.nv.volumes.length > 1) this.nv.setOpacity(1, Number(this.opacity.value));
     });
     this.overlayRow = h(
-      "div",
-      { class: "toolbar overlay-row", hidden: true },
+      "span",
+      { class: "row tight overlay-row", hidden: true },
       h("span", { class: "field-inline" }, this.overlayToggle, h("label", { for: ovId }, "Overlay result on input")),
       h("span", { class: "pair" }, h("label", { for: ocId }, "Overlay colormap"), this.overlayColormap),
       h("span", { class: "pair" }, h("label", { for: opId }, "Opacity"), this.opacity),
@@ -241,8 +240,8 @@ class VolumeViewer {
         h("span", { class: "pair" }, h("label", { for: wId }, "W"), this.width),
         h("span", { class: "pair" }, h("label", { for: cmId }, "Colormap"), this.baseColormap),
         h("span", { class: "pair" }, h("label", { for: ldId }, "Left drag"), this.leftDrag),
+        this.overlayRow,
       ),
-      this.overlayRow,
       this.warning,
       this.stage,
       h(
@@ -254,6 +253,12 @@ class VolumeViewer {
     );
     this.setupHover(this.canvas);
     this.setupHover(this.canvasB);
+    new ResizeObserver(() =>
+      this.each((nv) => {
+        this.layoutGrid(nv);
+        this.crosshairWidth(nv);
+      }),
+    ).observe(this.stage);
   }
 
   private each(fn: (nv: NV) => void): void {
@@ -392,7 +397,7 @@ class VolumeViewer {
       }
       nv.setRadiologicalConvention(this.radiological.checked);
       this.setupFrames();
-      nv.setCrosshairWidth(this.crosshair.checked ? CROSSHAIR_WIDTH : 0);
+      this.crosshairWidth(nv);
       nv.opts.dragModePrimary = Number(this.leftDrag.value) as DRAG_MODE;
       this.setView(this.sliceType);
       if (this.sideBySide.getAttribute("aria-pressed") === "true") await this.setSideBySide(true);
@@ -430,18 +435,23 @@ class VolumeViewer {
       nv.broadcastTo([], { "2d": false, "3d": false });
       this.el.dataset.sideBySide = "false";
       nv.resizeListener();
+      this.layoutGrid(nv);
       return;
     }
     if (this.overlayToggle.checked) {
       this.overlayToggle.checked = false; // the input has its own pane now
       await this.load(opts, true);
     }
-    if (!this.nvB) this.nvB = await niivue(this.canvasB);
+    if (!this.nvB) {
+      this.nvB = await niivue(this.canvasB);
+      if (new URLSearchParams(location.search).has("debug")) (window as unknown as { niivueInput: NV }).niivueInput = this.nvB;
+    }
     const b = this.nvB;
     if (b.volumes[0]?.name !== opts.input.name) await b.loadVolumes([{ url: opts.input.url, name: opts.input.name, headers: opts.input.headers, colormap: "gray" }]);
     b.setRadiologicalConvention(this.radiological.checked);
-    b.setCrosshairWidth(this.crosshair.checked ? CROSSHAIR_WIDTH : 0);
+    this.crosshairWidth(b);
     b.setSliceType(this.sliceType);
+    this.layoutGrid(b);
     b.opts.dragModePrimary = DRAG_MODE.crosshair;
     nv.broadcastTo(b, { "2d": true, "3d": true });
     b.broadcastTo(nv, { "2d": true, "3d": true });
@@ -457,6 +467,8 @@ class VolumeViewer {
     if (this.userWindow) this.setWindow(...this.userWindow);
     nv.resizeListener();
     b.resizeListener();
+    this.layoutGrid(nv);
+    this.layoutGrid(b);
     b.drawScene();
     this.el.dataset.sideBySide = "true";
   }
@@ -465,9 +477,64 @@ class VolumeViewer {
     this.sliceType = st;
     VIEWS.forEach(([, t], i) => this.viewButtons[i].setAttribute("aria-pressed", String(t === st)));
     if (st === SLICE_TYPE.AXIAL || st === SLICE_TYPE.CORONAL || st === SLICE_TYPE.SAGITTAL) this.plane = st;
-    this.each((nv) => nv.setSliceType(st));
+    this.each((nv) => {
+      nv.setSliceType(st);
+      this.layoutGrid(nv);
+      this.crosshairWidth(nv);
+    });
     this.el.dataset.view = VIEWS.find(([, t]) => t === st)?.[0] ?? "";
     this.syncSlice();
+  }
+
+  /**
+   * Multiplanar as four equal quadrants (axial, coronal / sagittal, 3D) with the three planes at
+   * one mm scale, each centred in its quadrant. NiiVue's own grid sizes the tiles by the volume's
+   * extents, so a custom layout is given; other views use NiiVue's single-tile layout.
+   */
+  private layoutGrid(nv: NV): void {
+    const vol = nv.volumes[0];
+    const canvas = nv.canvas;
+    if (this.sliceType !== SLICE_TYPE.MULTIPLANAR || !vol || !canvas) {
+      if (nv.getCustomLayout()) nv.clearCustomLayout();
+      return;
+    }
+    const dims = vol.dimsRAS ?? [3, 1, 1, 1];
+    const pd = vol.pixDimsRAS ?? [1, 1, 1, 1];
+    const [X, Y, Z] = [1, 2, 3].map((i) => Math.max(1e-6, dims[i] * pd[i]));
+    const W = canvas.clientWidth || canvas.width;
+    const H = canvas.clientHeight || canvas.height;
+    const pad = 6;
+    const cw = W / 2 - 2 * pad;
+    const ch = H / 2 - 2 * pad;
+    // [slice type, width mm, height mm, quadrant column, quadrant row]
+    const planes: [SLICE_TYPE, number, number, number, number][] = [
+      [SLICE_TYPE.AXIAL, X, Y, 0, 0],
+      [SLICE_TYPE.CORONAL, X, Z, 1, 0],
+      [SLICE_TYPE.SAGITTAL, Y, Z, 0, 1],
+    ];
+    const k = Math.min(...planes.map(([, w, h]) => Math.min(cw / w, ch / h))); // px per mm
+    const layout = planes.map(([sliceType, w, h, qc, qr]) => {
+      const [pw, ph] = [w * k, h * k];
+      const left = (qc * W) / 2 + (W / 2 - pw) / 2;
+      const top = (qr * H) / 2 + (H / 2 - ph) / 2;
+      return { sliceType, position: [left / W, top / H, pw / W, ph / H] as [number, number, number, number] };
+    });
+    layout.push({ sliceType: SLICE_TYPE.RENDER, position: [0.5 + pad / W, 0.5 + pad / H, 0.5 - (2 * pad) / W, 0.5 - (2 * pad) / H] });
+    nv.setCustomLayout(layout);
+    this.el.dataset.mmScale = String(k);
+  }
+
+  /** A crosshair of CROSSHAIR_PX on screen: NiiVue sizes it in mm, so from the tiles' scale. */
+  private crosshairWidth(nv: NV): void {
+    if (!this.crosshair.checked) {
+      nv.setCrosshairWidth(0);
+      return;
+    }
+    nv.drawScene(); // lays out the tiles
+    const tile = nv.screenSlices.find((t) => t.axCorSag <= SLICE_TYPE.SAGITTAL && t.fovMM?.[0]);
+    const dpr = nv.uiData.dpr ?? 1;
+    const pxPerMM = tile ? Math.abs(tile.leftTopWidthHeight[2] / tile.fovMM[0]) / dpr : 1;
+    nv.setCrosshairWidth(CROSSHAIR_PX / Math.max(pxPerMM, 1e-6));
   }
 
   /** RAS voxel axis of the plane's normal: axial moves z, coronal y, sagittal x. */
@@ -484,8 +551,7 @@ class VolumeViewer {
     const vox = nv.frac2vox(nv.scene.crosshairPos);
     this.sliceSlider.max = String(Math.max(0, n - 1));
     this.sliceSlider.value = String(vox[a]);
-    this.sliceText.textContent = `${vox[a] + 1} / ${n}`;
-    this.sliceSlider.setAttribute("aria-label", `Slice (${PLANE_NAMES[this.plane]})`);
+    this.sliceText.textContent = `${vox[a] + 1} / ${n} ${PLANE_NAMES[this.plane]}`;
     this.el.dataset.slice = `${PLANE_NAMES[this.plane]} ${vox[a]}`;
   }
 
