@@ -94,15 +94,15 @@ def test_broken_result_image_has_no_viewer_chrome(page, sample_png):
 
 
 def test_first_result_replaces_an_earlier_failure(page, tmp_path):
-    """The broken file fails in milliseconds, the big one takes seconds: the failure is shown
-    first and then gives way to the result."""
+    """The job's first task (files are sent sorted by name) is broken and fails in milliseconds,
+    the big one takes seconds: the first task's failure is shown, then gives way to the result."""
     from PIL import Image
 
     y, x = np.mgrid[0:2000, 0:2000]
     checker = np.where(((x // 50) + (y // 50)) % 2 == 0, 230, 20).astype(np.uint8)
-    slow = tmp_path / "slow_big.png"
+    slow = tmp_path / "b_slow_big.png"
     Image.fromarray(np.stack([checker] * 3, axis=-1)).save(slow)
-    broken = tmp_path / "truncated.png"
+    broken = tmp_path / "a_truncated.png"
     broken.write_bytes(slow.read_bytes()[:300])
     sign_in(page, new_user("order"))
     submit_job(page, [broken, slow], "blur", {"Sigma": "30"})
@@ -117,7 +117,7 @@ def test_first_result_replaces_an_earlier_failure(page, tmp_path):
     page.locator('.job-detail[data-status="FAILED"], .job-detail[data-status="SUCCESS"]').wait_for(
         timeout=JOB_TIMEOUT
     )
-    page.get_by_role("heading", name="Result: slow_big.png").wait_for()
+    page.get_by_role("heading", name="Result: b_slow_big.png").wait_for()
     titles = page.evaluate("window.__titles")
-    assert titles[-1] == "Result: slow_big.png"
-    assert "Result: truncated.png" in titles, titles  # the failure was shown while the other ran
+    assert titles[-1] == "Result: b_slow_big.png"
+    assert "Result: a_truncated.png" in titles, titles  # the failure was shown while the other ran
