@@ -160,6 +160,8 @@ OUTPUT_SUFFIXES = {
     "preview_sagittal_png": "_preview_sagittal.png",
     "input_png": "_input.png",
     "input_nifti": "_input.nii.gz",
+    "values_nifti": "_values.nii.gz",
+    "input_values_nifti": "_input_values.nii.gz",
 }
 
 
