@@ -165,6 +165,11 @@ OUTPUT_SUFFIXES = {
 }
 
 
+# What an output is to its task (TaskResult.outputs[].role): the result, its previews, the input as
+# a browser can show it, and both in real units for windowing (docs/design.md, Object keys).
+OUTPUT_ROLES = frozenset({"primary", "preview", "input", "values", "input_values"})
+
+
 def output_name(stem: str, kind: str) -> str:
     """The name of one output of a task: output_name("scan", "processed_png") == "scan_processed.png"."""
     return stem + OUTPUT_SUFFIXES[kind]
