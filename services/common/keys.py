@@ -158,6 +158,8 @@ OUTPUT_SUFFIXES = {
     "preview_png": "_preview.png",
     "preview_coronal_png": "_preview_coronal.png",
     "preview_sagittal_png": "_preview_sagittal.png",
+    "preview_coronal_jpeg": "_preview_coronal.jpg",
+    "preview_sagittal_jpeg": "_preview_sagittal.jpg",
     "input_png": "_input.png",
     "input_nifti": "_input.nii.gz",
 }
