@@ -50,7 +50,11 @@ def bilateral(values: np.ndarray, size: int, colour: bool, sigma_color: float | 
     for index in product(*(range(n) for n in rest)):
         plane = (slice(None), slice(None), *index)
         out[plane] = denoise_bilateral(
-            source[plane], win_size=size, sigma_color=sigma_color, sigma_spatial=sigma_spatial,
-            mode="reflect", channel_axis=-1 if colour else None,
+            source[plane],
+            win_size=size,
+            sigma_color=sigma_color,
+            sigma_spatial=sigma_spatial,
+            mode="reflect",
+            channel_axis=-1 if colour else None,
         )
     return out

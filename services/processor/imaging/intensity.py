@@ -49,7 +49,9 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)] if values.dtype.kind == "f" else values.reshape(-1)
 
 
-def normalize(values: np.ndarray, method: str, low: float = 1.0, high: float = 99.0) -> tuple[np.ndarray, dict[str, Any]]:
+def normalize(
+    values: np.ndarray, method: str, low: float = 1.0, high: float = 99.0
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Float32 values normalised over every finite voxel, and the statistics used.
 
     minmax: (v - min) / (max - min), 0..1. zscore: (v - mean) / std (population std, ddof 0).

@@ -205,7 +205,7 @@ def read_series(path: Path, series_instance_uid: str) -> Image:
         archive = _Archive(zf)
         groups = _grouped(archive.slices)
         group = _find(archive, series_instance_uid)
-        index = next(i for i, g in enumerate(groups) if g is group or g[0].series_uid == series_instance_uid)
+        index = next(i for i, g in enumerate(groups) if g[0].series_uid == series_instance_uid)
         try:
             return _read_group(archive, group, _series_meta(archive, groups, index, group))
         except ImagingError as exc:
@@ -234,7 +234,8 @@ def series_header(path: Path, series_instance_uid: str | None = None) -> Any:
         archive = _Archive(zf, keep_bytes=False)
         group = _find(archive, series_instance_uid) if series_instance_uid else _series(archive.slices)[0]
         first = min(group, key=lambda s: (s.instance, s.name))
-        return io_dicom.read_dataset(io.BytesIO(_read_member(zf, zf.getinfo(first.name))), stop_before_pixels=True)
+        data = _read_member(zf, zf.getinfo(first.name))
+        return io_dicom.read_dataset(io.BytesIO(data), stop_before_pixels=True)
 
 
 def _find(archive: _Archive, series_instance_uid: str) -> list[_Slice]:

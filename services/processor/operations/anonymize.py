@@ -37,18 +37,30 @@ def anonymize(task: FileTask) -> dict[str, Any]:
         transform(ds)
         meta = getattr(ds, "file_meta", None)
         ds.save_as(target, enforce_file_format=meta is not None and "TransferSyntaxUID" in meta)
-        primary = {"filename": target.name, "path": str(target), "media_type": MEDIA_TYPES["dicom"], "role": "primary"}
+        primary = {
+            "filename": target.name,
+            "path": str(target),
+            "media_type": MEDIA_TYPES["dicom"],
+            "role": "primary",
+        }
         files = 1
     else:
         target = task.out_dir / output_name(task.stem, "processed_zip")
         files, _ = io_series.anonymize_zip(task.input_path, target, transform, task.series_instance_uid)
-        primary = {"filename": target.name, "path": str(target), "media_type": MEDIA_TYPES["zip"], "role": "primary"}
+        primary = {
+            "filename": target.name,
+            "path": str(target),
+            "media_type": MEDIA_TYPES["zip"],
+            "role": "primary",
+        }
 
     warnings: list[str] = []
     for report in reports:
         warnings.extend(w for w in report.warnings if w not in warnings)
-    totals = {key: sum(getattr(r, key) for r in reports)
-              for key in ("removed", "emptied", "dummied", "uids_replaced", "private_removed")}
+    totals = {
+        key: sum(getattr(r, key) for r in reports)
+        for key in ("removed", "emptied", "dummied", "uids_replaced", "private_removed")
+    }
     outputs = [primary]
     metadata: dict[str, Any] = {
         "format": "dicom" if task.file_format == sniff.DICOM else "zip",

@@ -40,8 +40,13 @@ def edges(image: Image, params: dict[str, Any]) -> Image:
         per = "mm" if image.kind == "volume" or image.spacing else "pixel"
         out.metadata.update(units=f"{units} per {per}", gradient_spacing=list(spacing))
     else:
-        out.metadata.update(content="mask", canny_sigma=params["sigma"], canny_low=params["low"],
-                            canny_high=params["high"], units="edge 0/1")
+        out.metadata.update(
+            content="mask",
+            canny_sigma=params["sigma"],
+            canny_low=params["low"],
+            canny_high=params["high"],
+            units="edge 0/1",
+        )
         if image.kind == "volume":
             out.metadata["canny_planes"] = "slice by slice along the third voxel axis"
     return out
@@ -83,13 +88,19 @@ register(
                     "minimum": 0,
                     "maximum": 1,
                     "default": 0.9,
-                    "description": "canny: hysteresis high threshold, a quantile (0-1): edges start above it.",
+                    "description": "canny: hysteresis high threshold, quantile 0-1; edges start above it.",
                 },
             },
             presets=[
                 {"x-title": "Sobel gradient magnitude", "method": "sobel"},
                 {"x-title": "Canny (fine)", "method": "canny", "sigma": 1, "low": 0.7, "high": 0.9},
-                {"x-title": "Canny (smooth, strong edges)", "method": "canny", "sigma": 3, "low": 0.8, "high": 0.95},
+                {
+                    "x-title": "Canny (smooth, strong edges)",
+                    "method": "canny",
+                    "sigma": 3,
+                    "low": 0.8,
+                    "high": 0.95,
+                },
             ],
         ),
         outputs="sobel: a float image (PNG for 2D, float32 .nii.gz plus previews for volumes); canny: a "

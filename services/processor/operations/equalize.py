@@ -35,8 +35,12 @@ def equalize(image: Image, params: dict[str, Any]) -> Image:
             part = (slice(None),) * spatial + index
             out[part] = intensity.clahe(grey[part], clip_limit, kernel_size)
         if frame.kind == "2d":
-            return frame.with_data(filters.cast_like(out * 255.0, np.uint8), samples="L", display=Display(native=True))
-        return frame.with_data(out, samples="L", display=Display(window=(0.5, 1.0), voi_function="LINEAR_EXACT"))
+            return frame.with_data(
+                filters.cast_like(out * 255.0, np.uint8), samples="L", display=Display(native=True)
+            )
+        return frame.with_data(
+            out, samples="L", display=Display(window=(0.5, 1.0), voi_function="LINEAR_EXACT")
+        )
 
     out = per_frame(image, one)
     out.metadata.update(clahe_clip_limit=clip_limit, clahe_kernel_size=kernel_size, units="0-1")
@@ -58,7 +62,7 @@ register(
                     "exclusiveMinimum": 0,
                     "maximum": 1,
                     "default": 0.01,
-                    "description": "Clipping limit, normalised 0..1 as in scikit-image (higher: more contrast).",
+                    "description": "Clipping limit, 0..1 as in scikit-image (higher: more contrast).",
                 },
                 "kernel_size": {
                     "type": ["integer", "null"],

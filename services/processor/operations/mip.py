@@ -39,8 +39,11 @@ def mip(image: Image, params: dict[str, Any]) -> Image:
         projection_mode=mode,
         projection_pixel_mm=round(pixel_mm, 6),
         display_convention="radiological: "
-        + {"axial": "anterior up, patient's right on the left", "coronal": "superior up, patient's right "
-           "on the left", "sagittal": "superior up, anterior on the left"}[plane],
+        + {
+            "axial": "anterior up, patient's right on the left",
+            "coronal": "superior up, patient's right on the left",
+            "sagittal": "superior up, anterior on the left",
+        }[plane],
     )
     return out
 
@@ -59,7 +62,7 @@ register(
                     "type": "string",
                     "enum": ["axial", "coronal", "sagittal"],
                     "default": "axial",
-                    "description": "The patient plane of the result; the projection runs perpendicular to it.",
+                    "description": "The patient plane shown; the projection runs perpendicular to it.",
                 },
                 "mode": {
                     "type": "string",

@@ -68,7 +68,12 @@ register(
                 {"x-title": "Min-max to 0..1", "method": "minmax"},
                 {"x-title": "Z-score", "method": "zscore"},
                 {"x-title": "Robust (1st-99th percentile)", "method": "percentile", "low": 1, "high": 99},
-                {"x-title": "Robust (0.5th-99.5th percentile)", "method": "percentile", "low": 0.5, "high": 99.5},
+                {
+                    "x-title": "Robust (0.5th-99.5th percentile)",
+                    "method": "percentile",
+                    "low": 0.5,
+                    "high": 99.5,
+                },
             ],
         ),
         outputs="2D inputs: PNG (JPEG with output_format=jpeg; a DICOM with the float values through "

@@ -19,8 +19,12 @@ def reorient(image: Image, params: dict[str, Any]) -> Image:
     voxel stays where it was in the patient."""
     affine = image.affine if image.affine is not None else np.eye(4)
     data, new_affine = views.canonical(image.data, affine)
-    out = image.with_data(np.ascontiguousarray(data), affine=new_affine, spacing=geometry.voxel_sizes(new_affine))
-    out.metadata.update(orientation_before="".join(aff2axcodes(affine)), orientation_after="".join(aff2axcodes(new_affine)))
+    out = image.with_data(
+        np.ascontiguousarray(data), affine=new_affine, spacing=geometry.voxel_sizes(new_affine)
+    )
+    out.metadata.update(
+        orientation_before="".join(aff2axcodes(affine)), orientation_after="".join(aff2axcodes(new_affine))
+    )
     return out
 
 

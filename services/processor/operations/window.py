@@ -44,7 +44,11 @@ def window(image: Image, params: dict[str, Any]) -> Image:
 
     def one(frame: Image) -> Image:
         grey = intensity.window_uint8(grey_values(frame), center, width, invert=invert)
-        shown = Display(native=True) if frame.kind == "2d" else Display(window=(127.5, 255.0), voi_function="LINEAR_EXACT")
+        shown = (
+            Display(native=True)
+            if frame.kind == "2d"
+            else Display(window=(127.5, 255.0), voi_function="LINEAR_EXACT")
+        )
         return frame.with_data(grey, samples="L", display=shown)
 
     out = per_frame(image, one)
@@ -79,7 +83,8 @@ register(
                     "enum": [None, *PRESETS],
                     "default": None,
                     "description": "A CT window by name (center/width in HU): "
-                    + ", ".join(f"{name} {c:g}/{w:g}" for name, (c, w) in PRESETS.items()) + ".",
+                    + ", ".join(f"{name} {c:g}/{w:g}" for name, (c, w) in PRESETS.items())
+                    + ".",
                 },
                 "center": {
                     "type": ["number", "null"],
