@@ -304,11 +304,14 @@ def _series_summary(series: list[_Slice]) -> dict[str, Any]:
 
 
 def inspect_zip(path: Path) -> dict[str, Any]:
+    """Facts of the largest series, and with several series every series listed (``series``, in
+    ``list_series`` order): each may be read (and judged too large) on its own."""
     with _open(path) as zf:
-        archive = _Archive(zf)
+        archive = _Archive(zf, keep_bytes=False)
     groups = _series(archive.slices)
     chosen = groups[0]
-    _check_size(chosen)
+    if len(groups) == 1:
+        _check_size(chosen)
     meta = dict(chosen[0].facts)
     meta.update(format="zip", slices=len(chosen), series_count=len(groups), skipped_files=archive.skipped)
     if len(groups) > 1:
@@ -331,6 +334,11 @@ def read_dicom_zip(path: Path) -> Image:
         }
         if len(groups) > 1:
             series_meta["other_series"] = [_series_summary(g) for g in groups[1:]]
+            series_meta["warnings"] = [
+                f"The ZIP holds {len(groups)} series; this result is of the largest "
+                f"({len(chosen)} images). The others are listed in other_series: submit the ZIP "
+                "again to have each series processed as a task of its own."
+            ]
         return _read_group(archive, chosen, series_meta)
 
 
