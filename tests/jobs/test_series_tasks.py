@@ -26,13 +26,21 @@ def test_series_names_are_safe_words() -> None:
 
 def test_new_job_makes_one_task_per_listed_series_with_unique_stems() -> None:
     inputs = [
-        NewInput("exam.zip", f"alice/{JOB_ID}/exam.zip", "zip", 10,
-                 (("1.2.3.1", "s2 T1"), ("1.2.3.2", "s3 T2"), ("1.2.3.3", "s3 T2"))),
+        NewInput(
+            "exam.zip",
+            f"alice/{JOB_ID}/exam.zip",
+            "zip",
+            10,
+            (("1.2.3.1", "s2 T1"), ("1.2.3.2", "s3 T2"), ("1.2.3.3", "s3 T2")),
+        ),
         NewInput("exam_s2_T1.dcm", f"alice/{JOB_ID}/exam_s2_T1.dcm", "dicom", 10),
     ]
     job = new_job(job_id=JOB_ID, user_id="alice", task_type="blur", params={}, inputs=inputs, now=NOW)
     assert [(t.input_file, t.series_uid) for t in job.tasks] == [
-        ("exam.zip", "1.2.3.1"), ("exam.zip", "1.2.3.2"), ("exam.zip", "1.2.3.3"), ("exam_s2_T1.dcm", ""),
+        ("exam.zip", "1.2.3.1"),
+        ("exam.zip", "1.2.3.2"),
+        ("exam.zip", "1.2.3.3"),
+        ("exam_s2_T1.dcm", ""),
     ]
     stems = [t.output_stem for t in job.tasks]
     assert stems[:3] == ["exam_s2_T1", "exam_s3_T2", "exam_s3_T2_2"]
@@ -44,13 +52,17 @@ def test_new_job_makes_one_task_per_listed_series_with_unique_stems() -> None:
 async def test_create_job_publishes_each_series_task_with_its_uid(jobs) -> None:
     req = create_request("alice", "exam.zip", "b.png")
     req.inputs[0].format = "zip"
-    req.inputs[0].series.extend([
-        jobs_pb2.InputSeries(series_instance_uid="1.2.840.1", name="s1 localizer"),
-        jobs_pb2.InputSeries(series_instance_uid="1.2.840.2", name="s2 axial"),
-    ])
+    req.inputs[0].series.extend(
+        [
+            jobs_pb2.InputSeries(series_instance_uid="1.2.840.1", name="s1 localizer"),
+            jobs_pb2.InputSeries(series_instance_uid="1.2.840.2", name="s2 axial"),
+        ]
+    )
     job = await jobs.stub.CreateJob(req)
     assert [(t.input_file, t.series_instance_uid) for t in job.tasks] == [
-        ("exam.zip", "1.2.840.1"), ("exam.zip", "1.2.840.2"), ("b.png", ""),
+        ("exam.zip", "1.2.840.1"),
+        ("exam.zip", "1.2.840.2"),
+        ("b.png", ""),
     ]
     messages = {m.task_id: m for _, m in await stream_tasks(jobs, job.job_id)}
     for task in job.tasks:
@@ -61,13 +73,16 @@ async def test_create_job_publishes_each_series_task_with_its_uid(jobs) -> None:
     assert [t.series_instance_uid for t in again.tasks] == ["1.2.840.1", "1.2.840.2", ""]  # stored
 
 
-@pytest.mark.parametrize("uids", [
-    ["1.2", "1.2"],  # twice
-    ["1.2", ""],  # empty
-    ["1.2", "x" * 65],  # too long
-    ["1.2", "1.2\n3"],  # not printable
-    [f"1.{n}" for n in range(MAX_SERIES_PER_INPUT + 1)],
-])
+@pytest.mark.parametrize(
+    "uids",
+    [
+        ["1.2", "1.2"],  # twice
+        ["1.2", ""],  # empty
+        ["1.2", "x" * 65],  # too long
+        ["1.2", "1.2\n3"],  # not printable
+        [f"1.{n}" for n in range(MAX_SERIES_PER_INPUT + 1)],
+    ],
+)
 async def test_bad_series_lists_are_refused(jobs, uids: list[str]) -> None:
     req = create_request("alice", "exam.zip")
     req.inputs[0].series.extend(jobs_pb2.InputSeries(series_instance_uid=u) for u in uids)
