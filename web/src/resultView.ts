@@ -3,7 +3,7 @@
 
 import { fetchBlob, identityHeaders, type Job, type Task, type TaskResultBody } from "./api";
 import { metadataTable } from "./metadata";
-import { beforeOf, isMask, outputsOf, primaryOf, viewKind } from "./results";
+import { beforeOf, isMask, outputsOf, shownOf, viewKind } from "./results";
 import { formatBytes, h } from "./util";
 import { createViewer2D, type Viewer2D } from "./viewer2d";
 
@@ -44,7 +44,7 @@ export class ResultView {
 
   private viewer(job: Job, task: Task, result: TaskResultBody): HTMLElement {
     const box = h("div", { class: "viewer-box" });
-    const primary = primaryOf(outputsOf(result));
+    const primary = shownOf(outputsOf(result)); // a DICOM result is shown through its preview
     const kind = primary ? viewKind(primary) : null;
     if (primary && kind === "volume") {
       const before = beforeOf(job, task, result, "volume");
