@@ -61,7 +61,8 @@ def test_stop_everything_and_start_again(tmp_path) -> None:
             finished = wait_job(c, busy_id, timeout=180)
             assert finished["status"] == "SUCCESS", [t["error"] for t in finished["task_results"]]
             assert len(finished["task_results"]) == 6
-            assert all(len(t["result"]["outputs"]) == 2 for t in finished["task_results"])
+            # each: the volume and its axial, coronal and sagittal previews
+            assert all(len(t["result"]["outputs"]) == 4 for t in finished["task_results"])
         assert set(keys_before) <= set(stored_keys(platform, "alice"))
     finally:
         platform.stop()
