@@ -158,6 +158,8 @@ OUTPUT_SUFFIXES = {
     "preview_png": "_preview.png",
     "preview_coronal_png": "_preview_coronal.png",
     "preview_sagittal_png": "_preview_sagittal.png",
+    "preview_coronal_jpeg": "_preview_coronal.jpg",
+    "preview_sagittal_jpeg": "_preview_sagittal.jpg",
     "input_png": "_input.png",
     "input_nifti": "_input.nii.gz",
     "values_nifti": "_values.nii.gz",
@@ -180,14 +182,32 @@ def output_names(stem: str) -> tuple[str, ...]:
     return tuple(stem + suffix for suffix in OUTPUT_SUFFIXES.values())
 
 
-def choose_output_stems(filenames: Iterable[str]) -> list[str]:
-    """One stem per input: the name without its image extension, suffixed "_2", "_3", ... until no
-    output of it equals an input name or another task's output (case-insensitively)."""
+SERIES_NAME_CHARS = 40
+
+
+def series_name(words: str, index: int) -> str:
+    """A series' words for output names ("s3 T1 axial" -> "s3_T1_axial"): safe characters only, at
+    most SERIES_NAME_CHARS; without usable words, "series<index + 1>"."""
+    cleaned = re.sub(r"_+", "_", _UNSAFE_CHAR.sub("_", words)).strip("._-")[:SERIES_NAME_CHARS]
+    return cleaned.strip("._-") or f"series{index + 1}"
+
+
+def series_stem_base(filename: str, name: str) -> str:
+    """The stem base of the task of one series of a ZIP input: the input's name without its
+    extension, then the series' name (room is left for the longest output suffix)."""
+    return f"{strip_image_extension(filename).strip('.')[:MAX_CLIENT_NAME_CHARS - 8] or 'output'}_{name}"
+
+
+def choose_output_stems(filenames: Iterable[str], bases: Iterable[str | None] | None = None) -> list[str]:
+    """One stem per task: the name of its input without its image extension (or ``bases[i]`` when
+    given, e.g. a series' stem base), suffixed "_2", "_3", ... until no output of it equals an input
+    name or another task's output (case-insensitively). Several tasks may share an input name."""
     filenames = list(filenames)
+    given = list(bases) if bases is not None else [None] * len(filenames)
     taken = {name.casefold() for name in filenames}
     stems: list[str] = []
-    for name in filenames:
-        base = strip_image_extension(name).strip(".") or "output"
+    for name, chosen in zip(filenames, given, strict=True):
+        base = chosen or strip_image_extension(name).strip(".") or "output"
         stem, n = base, 1
         while any(out.casefold() in taken for out in output_names(stem)):
             n += 1

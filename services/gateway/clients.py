@@ -21,7 +21,7 @@ from services.common.gen.radiology.v1 import (
     processor_pb2_grpc,
 )
 from services.common.grpc_client import call_metadata, channel
-from services.common.protobuf import from_struct, to_struct
+from services.common.protobuf import from_struct, from_struct_plain, to_struct
 from services.common.storage_client import StorageClient
 from services.gateway.errors import from_grpc, rpc_errors
 
@@ -137,6 +137,11 @@ class ProcessorClient(_Unary):
         """The params with defaults filled in; ApiError invalid_params when the processor refuses them."""
         request = processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params))
         return from_struct((await self._call("ValidateParams", request)).params)
+
+    async def inspect(self, key: str) -> tuple[str, dict[str, Any]]:
+        """(format, facts) of a stored file, as ProcessorService.Inspect reads it."""
+        response = await self._call("Inspect", processor_pb2.InspectRequest(key=key))
+        return response.format, from_struct_plain(response.metadata)
 
 
 class Backends:

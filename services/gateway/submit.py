@@ -20,6 +20,7 @@ from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
 from services.gateway.errors import EXPECTED_MULTIPART, JOB_TOO_LARGE, NO_FILES, SERVICE_UNAVAILABLE, ApiError
 from services.gateway.framing import BodyStream
+from services.gateway.series import add_series
 from services.gateway.text import ascii_digits
 from services.gateway.uploads import UploadReceiver
 
@@ -84,6 +85,7 @@ class Submissions:
                 jobs_pb2.JobInput(filename=f.filename, key=f.key, format=f.format, size=f.size)
                 for f in form.files
             ]
+            await add_series(self._backends.processor, inputs)  # a ZIP's series: one task each
             job = await self._create(job_id, user_id, task_type, params, inputs)
             created = True
         finally:

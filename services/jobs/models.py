@@ -53,6 +53,8 @@ class NewInput:
     key: str
     format: str = ""
     size: int = 0
+    # A ZIP's series, each a task of its own: (Series Instance UID, name for its outputs).
+    series: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -78,6 +80,7 @@ class TaskState:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    series_uid: str = ""  # the one series of a ZIP input this task processes; "" for the whole input
 
 
 @dataclass(slots=True)
@@ -162,6 +165,7 @@ tasks = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("series_uid", String(64), nullable=False, server_default=""),
 )
 
 JOB_COLUMNS = tuple(c.key for c in jobs.c)

@@ -30,6 +30,7 @@ def task_message(job: JobState, task: TaskState) -> tasks_pb2.TaskMessage:
         input_key=task.input_key,
         input_file=task.input_file,
         output_stem=task.output_stem,
+        series_instance_uid=task.series_uid,
     )
 
 

@@ -6,15 +6,16 @@ No I/O here, so every rule is tested directly and applied the same way on every 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import json_format
 
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
-from services.common.keys import choose_output_stems
+from services.common.keys import choose_output_stems, series_name, series_stem_base
 from services.common.status import (
     CANCELLED,
     FAILED,
@@ -27,6 +28,36 @@ from services.common.status import (
 )
 from services.jobs import event_checks
 from services.jobs.models import JobState, NewInput, TaskState
+
+# A ZIP input may become at most this many tasks, one per series.
+MAX_SERIES_PER_INPUT = 1000
+_SERIES_UID = re.compile(r"[\x21-\x7e]{1,64}")  # as files carry them: printable ASCII, at most 64
+
+
+class SeriesInput(Protocol):
+    series_instance_uid: str
+    name: str
+
+
+class InputWithSeries(Protocol):
+    filename: str
+
+    @property
+    def series(self) -> Sequence[SeriesInput]: ...
+
+
+def series_problem(inputs: Sequence[InputWithSeries]) -> str | None:
+    """Why the series listed for the inputs cannot become tasks, or None."""
+    for inp in inputs:
+        uids = [s.series_instance_uid for s in inp.series]
+        if len(uids) > MAX_SERIES_PER_INPUT:
+            return f"{inp.filename}: at most {MAX_SERIES_PER_INPUT} series per input"
+        if not all(_SERIES_UID.fullmatch(u) for u in uids):
+            return f"{inp.filename}: a series_instance_uid must be 1-64 printable ASCII characters"
+        if len(set(uids)) != len(uids):
+            return f"{inp.filename}: a series is listed twice"
+    return None
+
 
 # How far a processor's clock may be from ours before its timestamps are not believed.
 MAX_CLOCK_SKEW_SECONDS = 24 * 3600.0
@@ -41,16 +72,24 @@ def new_job(
     inputs: Sequence[NewInput],
     now: datetime,
 ) -> JobState:
-    """A new job: one PENDING, unpublished task per input, each with an output stem of its own."""
-    stems = choose_output_stems([i.filename for i in inputs])
+    """A new job: one PENDING, unpublished task per input (per series for a ZIP input whose series
+    are listed), each with an output stem of its own."""
+    work: list[tuple[NewInput, str, str | None]] = []  # (input, series uid, stem base)
+    for inp in inputs:
+        if not inp.series:
+            work.append((inp, "", None))
+        for index, (uid, name) in enumerate(inp.series):
+            work.append((inp, uid, series_stem_base(inp.filename, series_name(name, index))))
+    stems = choose_output_stems([i.filename for i, _, _ in work], [base for _, _, base in work])
     tasks = [
         TaskState(
             task_id=str(uuid.uuid4()), job_id=job_id, user_id=user_id, position=position,
             status=PENDING, progress=0, message="queued", input_file=inp.filename, input_key=inp.key,
             input_format=inp.format, size=inp.size, output_stem=stem, error="", result=None,
             published=False, published_at=None, started_at=None, finished_at=None, updated_at=now,
+            series_uid=uid,
         )
-        for position, (inp, stem) in enumerate(zip(inputs, stems, strict=True))
+        for position, ((inp, uid, _), stem) in enumerate(zip(work, stems, strict=True))
     ]
     job = JobState(
         job_id=job_id, user_id=user_id, status=PENDING, progress=0, message="", task_type=task_type,

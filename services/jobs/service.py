@@ -29,9 +29,14 @@ from services.jobs.repository import (
     JobExistsError,
     Repository,
 )
+from services.jobs.rules import series_problem
 from services.jobs.watch import Rank, WatchHub, job_rank
 
 log = logging.getLogger(__name__)
+
+
+def series_of(request_input: jobs_pb2.JobInput) -> tuple[tuple[str, str], ...]:
+    return tuple((s.series_instance_uid, s.name) for s in request_input.series)
 
 # WatchJob re-reads this often even without a notice (a lost core-NATS message, a NATS outage).
 WATCH_RECHECK_SECONDS = 3.0
@@ -104,7 +109,12 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, NOT_JSON)
 
-        inputs = [NewInput(i.filename, i.key, i.format, i.size) for i in request.inputs]
+        if (problem := series_problem(request.inputs)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        inputs = [
+            NewInput(i.filename, i.key, i.format, i.size, series_of(i))
+            for i in request.inputs
+        ]
         try:
             job = await self.repo.create_job(
                 job_id=job_id, user_id=user, task_type=request.task_type, params=params, inputs=inputs,

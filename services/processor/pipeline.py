@@ -76,7 +76,7 @@ class TaskPipeline:
             stem = task.output_stem or choose_output_stems([Path(task.input_file).name])[0]
             result = await self._pool.run_operation(
                 task.task_type, from_struct_plain(task.params), str(input_path), str(out_dir), stem,
-                progress,
+                progress, {"job_id": task.job_id, "series_instance_uid": task.series_instance_uid},
             )
             self._cancelled.check(task.job_id)
             outputs = [await self._store(task, out) for out in result["outputs"]]

@@ -57,14 +57,16 @@ def _warm() -> int:
 
 
 def _run_operation(run_id: str, task_type: str, params: dict, input_path: str, out_dir: str,
-                   output_stem: str) -> dict:
+                   output_stem: str, context: dict[str, str]) -> dict:
     from services.processor import operations
 
     def progress(pct: int, step: str) -> None:
         _progress_queue.put((run_id, int(pct), str(step)))
 
     try:
-        return operations.run(task_type, params, input_path, out_dir, output_stem, progress=progress)
+        return operations.run(
+            task_type, params, input_path, out_dir, output_stem, progress=progress, **context
+        )
     finally:
         # Tells the parent that every progress item of this run is already in the queue.
         _progress_queue.put((run_id, -1, _DONE))
@@ -132,10 +134,12 @@ class ProcessPool:
             listener.put_nowait((pct, step))
 
     async def run_operation(self, task_type: str, params: dict, input_path: str, out_dir: str,
-                            output_stem: str, on_progress: ProgressCallback) -> dict:
+                            output_stem: str, on_progress: ProgressCallback,
+                            context: dict[str, str] | None = None) -> dict:
         """Run operations.run in a worker process; `on_progress` is awaited, in order, for each
-        step it reports, and always before this returns. Raises what the operation raised, or
-        BrokenProcessPool when the worker process died (the pool is then already replaced)."""
+        step it reports, and always before this returns; `context` holds run's keyword arguments
+        (job_id, series_instance_uid). Raises what the operation raised, or BrokenProcessPool when
+        the worker process died (the pool is then already replaced)."""
         run_id = uuid.uuid4().hex
         listener: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
         self._listeners[run_id] = listener
@@ -143,7 +147,7 @@ class ProcessPool:
         try:
             try:
                 result = await self._submit(_run_operation, run_id, task_type, params, input_path,
-                                            out_dir, output_stem)
+                                            out_dir, output_stem, dict(context or {}))
             except BrokenProcessPool:
                 raise
             except Exception:

@@ -61,7 +61,8 @@ def test_stop_everything_and_start_again(tmp_path) -> None:
             finished = wait_job(c, busy_id, timeout=180)
             assert finished["status"] == "SUCCESS", [t["error"] for t in finished["task_results"]]
             assert len(finished["task_results"]) == 6
-            assert all(len(t["result"]["outputs"]) == 2 for t in finished["task_results"])
+            # each: the volume and its axial, coronal and sagittal previews
+            assert all(len(t["result"]["outputs"]) == 4 for t in finished["task_results"])
         assert set(keys_before) <= set(stored_keys(platform, "alice"))
     finally:
         platform.stop()
@@ -83,7 +84,7 @@ def test_processor_killed_mid_task_is_redelivered_without_duplicates(tmp_path) -
             job = wait_job(c, job_id, timeout=120)
             assert job["status"] == "SUCCESS", job
             outputs = job["task_results"][0]["result"]["outputs"]
-            assert sorted(o["role"] for o in outputs) == ["preview", "primary"]
+            assert sorted(o["role"] for o in outputs) == ["preview"] * 3 + ["primary"]  # 3 planes
         keys = stored_keys(platform, "alice")
         job_keys = sorted(k.split("/", 1)[1] for k in keys if k.startswith(job_id))
         assert job_keys == sorted(["big.nii.gz", *(o["filename"] for o in outputs)]), job_keys

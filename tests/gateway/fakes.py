@@ -340,6 +340,9 @@ class FakeProcessor(Failures, processor_pb2_grpc.ProcessorServiceServicer):
         self.validated: list[tuple[str, dict[str, Any]]] = []
         self.refusals: list[str] = []  # the messages of refused params, as sent
         self.down = False  # True: every call answers UNAVAILABLE, as while processors restart
+        # Inspect's answer for stored files whose name ends so; other files: INVALID_ARGUMENT
+        self.inspections: dict[str, dict[str, Any]] = {}
+        self.inspected: list[str] = []
 
     def reset(self) -> None:
         super().reset()
@@ -348,6 +351,18 @@ class FakeProcessor(Failures, processor_pb2_grpc.ProcessorServiceServicer):
         self.validated.clear()
         self.refusals.clear()
         self.down = False
+        self.inspections.clear()
+        self.inspected.clear()
+
+    async def Inspect(self, request: processor_pb2.InspectRequest, context: Any) -> Any:
+        self.inspected.append(request.key)
+        await self.check("Inspect", context)
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no processor")
+        for ending, metadata in self.inspections.items():
+            if request.key.endswith(ending):
+                return processor_pb2.InspectResponse(format="zip", metadata=to_struct(metadata))
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a readable image")
 
     async def ListOperations(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.list_calls += 1

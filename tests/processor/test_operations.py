@@ -32,23 +32,35 @@ def test_schemas_give_a_form_order_main_params_first_output_format_last() -> Non
         schema = entry["params_schema"]
         order = schema["x-order"]
         assert sorted(order) == sorted(schema["properties"]) and len(set(order)) == len(order)
-        assert order[-1] == "output_format"
+        assert "output_format" not in order or order[-1] == "output_format"
     schemas = {e["name"]: e["params_schema"] for e in operations.catalogue()}
     assert schemas["blur"]["x-order"] == ["sigma", "output_format"]
     assert schemas["resize"]["x-order"][:3] == ["width", "height", "keep_aspect"]
 
 
-def test_catalogue_lists_the_seed_operations_with_defaults() -> None:
+CONTRACT_OPERATIONS = [  # CONTRACT section 4, in its order
+    "blur", "resize", "grayscale", "window", "normalize", "denoise", "edges", "equalize", "mip",
+    "threshold", "reorient", "convert", "anonymize",
+]
+EVERY_INPUT = ["2d", "3d", "png", "jpeg", "dicom", "nifti", "dicom_series"]
+VOLUMES_ONLY = ["3d", "dicom", "nifti", "dicom_series"]
+
+
+def test_catalogue_lists_the_contract_operations_with_defaults() -> None:
     entries = {e["name"]: e for e in operations.catalogue()}
-    assert {"blur", "resize", "grayscale"} <= set(entries)
-    for entry in entries.values():
+    assert [e["name"] for e in operations.catalogue()] == CONTRACT_OPERATIONS
+    accepts = {name: EVERY_INPUT for name in entries}
+    accepts.update(mip=VOLUMES_ONLY, reorient=VOLUMES_ONLY, anonymize=["2d", "3d", "dicom", "dicom_series"])
+    for name, entry in entries.items():
         assert entry["title"] and entry["description"] and entry["outputs"]
-        # every operation so far takes every input: both kinds, then every file format
-        assert entry["accepts"] == ["2d", "3d", "png", "jpeg", "dicom", "nifti", "dicom_series"]
+        assert entry["accepts"] == accepts[name]
         schema = entry["params_schema"]
         assert schema["additionalProperties"] is False
         assert all("default" in prop for prop in schema["properties"].values())
-        assert schema["properties"]["output_format"]["enum"] == ["png", "jpeg"]
+        if name in ("convert", "anonymize"):  # convert's format is its output format; anonymize: DICOM
+            assert "output_format" not in schema["properties"]
+        else:
+            assert schema["properties"]["output_format"]["enum"] == ["png", "jpeg", "dicom"]
     assert entries["blur"]["params_schema"]["properties"]["sigma"]["default"] == 2.0
 
 
@@ -76,14 +88,15 @@ def test_validate_fills_defaults() -> None:
             {"sigma": 1, "radius": 3},
             "Unknown parameter 'radius' for blur; allowed: sigma, output_format",
         ),
-        ("blur", {"output_format": "gif"}, "output_format must be one of: png, jpeg"),
+        ("blur", {"output_format": "gif"}, "output_format must be one of: png, jpeg, dicom"),
         ("resize", {"width": 0}, "width must be at least 1"),
         ("resize", {"height": 1.5}, "height must be a whole number"),
         ("resize", {"keep_aspect": "yes"}, "keep_aspect must be true or false"),
         ("resize", {"spacing": -1}, "spacing must be a voxel size in mm"),
         ("resize", {"shape": [10, 10]}, "shape must be a list of 3 whole numbers"),
         ("resize", {"spacing": 1, "shape": [2, 2, 2]}, "Give either spacing or shape"),
-        ("sharpen", {}, "Unknown task_type 'sharpen'; available operations: blur, grayscale, resize"),
+        ("sharpen", {}, "Unknown task_type 'sharpen'; available operations: anonymize, blur, convert, "
+         "denoise, edges, equalize, grayscale, mip, normalize, reorient, resize, threshold, window"),
     ],
 )
 def test_bad_params_have_readable_messages(task_type: str, params: dict, message: str) -> None:
@@ -210,7 +223,8 @@ def test_blur_really_blurs(kind: str, inputs: dict[str, Path], tmp_path: Path) -
     assert meta["shape"] == list(before.shape) and meta["operation"] == "blur"
     from_dicom = kind.startswith("dicom")  # a browser cannot show these: the input comes along
     if kind in VOLUMES | CINES:
-        roles = ["primary", "preview", "input"] if from_dicom else ["primary", "preview"]
+        previews = ["preview"] if kind in CINES else ["preview"] * 3  # axial, coronal, sagittal
+        roles = ["primary", *previews, "input"] if from_dicom else ["primary", *previews]
         assert [o["role"] for o in result["outputs"]] == roles
         assert result["outputs"][0]["filename"] == "scan_processed.nii.gz"
         with PILImage.open(result["outputs"][1]["path"]) as preview:
@@ -399,9 +413,13 @@ def test_run_works_in_a_spawned_process_pool(inputs: dict[str, Path], tmp_path: 
 
 
 def _by_role(result: dict) -> dict[str, dict]:
+    """The first output of each role (a volume has three previews, axial first)."""
     roles = [o["role"] for o in result["outputs"]]
-    assert roles[0] == "primary" and len(set(roles)) == len(roles)
-    return {o["role"]: o for o in result["outputs"]}
+    assert roles[0] == "primary" and roles.count("primary") == 1 and roles.count("input") <= 1
+    by_role: dict[str, dict] = {}
+    for o in result["outputs"]:
+        by_role.setdefault(o["role"], o)
+    return by_role
 
 
 def _png(path: str) -> np.ndarray:
@@ -556,6 +574,9 @@ def test_dicom_volume_input_is_a_nifti_in_real_units_on_the_result_grid(
     result, _ = _run("blur", {"sigma": 0.01}, inputs[kind], tmp_path)
     outs = _by_role(result)
     assert list(outs) == ["primary", "preview", "input"]
+    previews = [o["filename"] for o in result["outputs"] if o["role"] == "preview"]
+    if kind != "dicom_rgb_multiframe":  # a volume: its three planes; a cine: its middle frame
+        assert previews == ["scan_preview.png", "scan_preview_coronal.png", "scan_preview_sagittal.png"]
     assert outs["input"]["filename"] == "scan_input.nii.gz"
     assert outs["input"]["media_type"] == "application/gzip"
     processed, source = nib.load(outs["primary"]["path"]), nib.load(outs["input"]["path"])
@@ -658,7 +679,7 @@ def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_operation_name_is_a_task_type_the_jobs_service_accepts() -> None:
-    assert [e["name"] for e in operations.catalogue()] == ["blur", "resize", "grayscale", "threshold"]
+    assert [e["name"] for e in operations.catalogue()] == CONTRACT_OPERATIONS
     assert all(is_valid_task_type(e["name"]) for e in operations.catalogue())
 
 
@@ -683,7 +704,9 @@ def test_registration_refuses_what_would_break_later(own_registry: None) -> None
     bad_preset = {**blur.params_schema, "examples": [{"x-title": "Too much", "sigma": 500}]}
     with pytest.raises(ValueError, match="preset its schema refuses: sigma must be at most 50"):
         operations.register(replace(blur, name="b4", params_schema=bad_preset))
-    assert [e["name"] for e in operations.catalogue()] == ["blur", "resize", "grayscale", "threshold"]
+    with pytest.raises(ValueError, match="exactly one of apply and run_file"):
+        operations.register(replace(blur, name="b5", apply=None))
+    assert [e["name"] for e in operations.catalogue()] == CONTRACT_OPERATIONS
 
 
 def test_catalogue_shows_kinds_then_formats_in_a_fixed_order(own_registry: None) -> None:

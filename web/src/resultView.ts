@@ -6,7 +6,7 @@ import { errorFrom, fetchBlob, identityHeaders, type Job, type Task, type TaskRe
 import { MeasurementList } from "./measurements";
 import { metadataTable } from "./metadata";
 import { readNifti, readRaster } from "./nifti";
-import { afterPlane, beforeOf, beforePlane, isMask, outputsOf, type PlaneRef, primaryOf, viewKind } from "./results";
+import { afterPlane, beforeOf, beforePlane, isMask, outputsOf, type PlaneRef, shownOf, viewKind } from "./results";
 import { setViewerKeys } from "./shortcuts";
 import { formatBytes, h } from "./util";
 import { createViewer2D, type PlaneSource, type Viewer2D } from "./viewer2d";
@@ -88,7 +88,7 @@ export class ResultView {
 
   private viewer(job: Job, task: Task, result: TaskResultBody): HTMLElement {
     const box = h("div", { class: "viewer-box" });
-    const primary = primaryOf(outputsOf(result));
+    const primary = shownOf(outputsOf(result)); // a DICOM result is shown through its preview
     const kind = primary ? viewKind(primary) : null;
     if (primary && kind === "volume") {
       const before = beforeOf(job, task, result, "volume");

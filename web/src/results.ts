@@ -51,6 +51,17 @@ export interface BeforeSource {
 }
 
 /**
+ * What the viewer shows of a result: its primary output when a browser can show it, else the
+ * viewable form the processor adds as a preview (a DICOM result's .nii.gz or PNG), volume first.
+ */
+export function shownOf(outputs: Output[]): Output | undefined {
+  const primary = primaryOf(outputs);
+  if (primary && viewKind(primary)) return primary;
+  const previews = outputs.filter((o) => o.role === "preview");
+  return previews.find((o) => viewKind(o) === "volume") ?? previews.find((o) => viewKind(o) === "image") ?? primary;
+}
+
+/**
  * The "before" of a result to show as `kind`: the processor's role "input" output (a signed URL
  * from the API) or else the input file itself when a browser can show its format (its URL is
  * not in the API response, so it is built, unsigned). Null when there is neither.
@@ -95,7 +106,7 @@ export function afterPlane(result: TaskResultBody): PlaneRef | null {
   const outputs = outputsOf(result);
   const values = withRole(outputs, "values");
   if (values) return { url: values.url, name: values.filename, signed: true, real: true };
-  const primary = primaryOf(outputs);
+  const primary = shownOf(outputs); // a DICOM result through its viewable preview
   return primary && viewKind(primary) === "image" ? { url: primary.url, name: primary.filename, signed: true, real: false } : null;
 }
 

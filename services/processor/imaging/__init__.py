@@ -9,7 +9,7 @@ from .errors import ImagingError
 from .filters import gaussian_blur, luminance, resample_linear, sigmas_in_voxels
 from .frames import per_frame
 from .image import Display, Frames, Image, NiftiForms, VoiTable
-from .loader import detect_format, inspect, jsonable, load, summary
+from .loader import detect_format, dicom_header, inspect, jsonable, load, summary
 from .outputs import write_outputs
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "NiftiForms",
     "VoiTable",
     "detect_format",
+    "dicom_header",
     "gaussian_blur",
     "inspect",
     "jsonable",

@@ -140,6 +140,8 @@ def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return values.astype(dtype, copy=False)
     if dtype.kind == "b":
         return values >= 0.5
+    if values.dtype.kind in "iub" and np.can_cast(values.dtype, dtype, "safe"):
+        return values.astype(dtype)  # whole numbers that fit: nothing to round or clip
     info = np.iinfo(dtype)
     out = np.empty(values.shape, dtype)
     source, target = np.ravel(values), out.reshape(-1)

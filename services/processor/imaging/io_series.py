@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,10 +204,12 @@ def read_series(path: Path, series_instance_uid: str) -> Image:
     with _open(path) as zf:
         archive = _Archive(zf)
         groups = _grouped(archive.slices)
-        for index, group in enumerate(groups):
-            if group[0].series_uid == series_instance_uid:
-                return _read_group(archive, group, _series_meta(archive, groups, index, group))
-    raise ImagingError(f"The ZIP has no series with Series Instance UID {series_instance_uid!r}")
+        group = _find(archive, series_instance_uid)
+        index = next(i for i, g in enumerate(groups) if g[0].series_uid == series_instance_uid)
+        try:
+            return _read_group(archive, group, _series_meta(archive, groups, index, group))
+        except ImagingError as exc:
+            raise ImagingError(f"Series {_label(_info(index, group))}: {exc}") from None
 
 
 def read_every_series(path: Path) -> Iterator[tuple[SeriesInfo, Image]]:
@@ -223,6 +225,49 @@ def read_every_series(path: Path) -> Iterator[tuple[SeriesInfo, Image]]:
             except ImagingError as exc:
                 raise ImagingError(f"Series {_label(info)}: {exc}") from None
             yield info, image
+
+
+def series_header(path: Path, series_instance_uid: str | None = None) -> Any:
+    """The header (no pixel data) of the first instance of one series of the ZIP: the one with that
+    Series Instance UID, or without one the series ``read_dicom_zip`` reads (the largest)."""
+    with _open(path) as zf:
+        archive = _Archive(zf, keep_bytes=False)
+        group = _find(archive, series_instance_uid) if series_instance_uid else _series(archive.slices)[0]
+        first = min(group, key=lambda s: (s.instance, s.name))
+        data = _read_member(zf, zf.getinfo(first.name))
+        return io_dicom.read_dataset(io.BytesIO(data), stop_before_pixels=True)
+
+
+def _find(archive: _Archive, series_instance_uid: str) -> list[_Slice]:
+    for group in _grouped(archive.slices):
+        if group[0].series_uid == series_instance_uid:
+            return group
+    raise ImagingError(f"The ZIP has no series with Series Instance UID {series_instance_uid!r}")
+
+
+def anonymize_zip(
+    path: Path, target: Path, transform: Callable[[Any], Any], series_instance_uid: str | None = None
+) -> tuple[int, list[Any]]:
+    """Every DICOM image of the ZIP (or of one series) passed through ``transform`` (a data set,
+    changed in place, to a report) and written to the ZIP ``target`` as ``0001.dcm`` upwards, in
+    series then instance order: member names may carry names of patients, so none is kept, and
+    files that are not DICOM images (DICOMDIR, notes) are left out. Returns (files written,
+    reports)."""
+    with _open(path) as zf:
+        archive = _Archive(zf, keep_bytes=False)
+        groups = [_find(archive, series_instance_uid)] if series_instance_uid else _grouped(archive.slices)
+        members = [s.name for g in groups for s in sorted(g, key=lambda s: (s.instance, s.name))]
+        width = max(4, len(str(len(members))))
+        reports = []
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
+            for k, name in enumerate(members, start=1):
+                ds = io_dicom.read_dataset(io.BytesIO(_read_member(zf, zf.getinfo(name))))
+                reports.append(transform(ds))
+                buffer = io.BytesIO()  # pydicom seeks while writing: a ZIP member stream cannot
+                meta = getattr(ds, "file_meta", None)
+                ds.save_as(buffer, enforce_file_format=meta is not None and "TransferSyntaxUID" in meta)
+                out.writestr(f"{k:0{width}d}.dcm", buffer.getvalue())
+    return len(members), reports
 
 
 def _label(info: SeriesInfo) -> str:
@@ -259,11 +304,14 @@ def _series_summary(series: list[_Slice]) -> dict[str, Any]:
 
 
 def inspect_zip(path: Path) -> dict[str, Any]:
+    """Facts of the largest series, and with several series every series listed (``series``, in
+    ``list_series`` order): each may be read (and judged too large) on its own."""
     with _open(path) as zf:
-        archive = _Archive(zf)
+        archive = _Archive(zf, keep_bytes=False)
     groups = _series(archive.slices)
     chosen = groups[0]
-    _check_size(chosen)
+    if len(groups) == 1:
+        _check_size(chosen)
     meta = dict(chosen[0].facts)
     meta.update(format="zip", slices=len(chosen), series_count=len(groups), skipped_files=archive.skipped)
     if len(groups) > 1:
@@ -286,6 +334,11 @@ def read_dicom_zip(path: Path) -> Image:
         }
         if len(groups) > 1:
             series_meta["other_series"] = [_series_summary(g) for g in groups[1:]]
+            series_meta["warnings"] = [
+                f"The ZIP holds {len(groups)} series; this result is of the largest "
+                f"({len(chosen)} images). The others are listed in other_series: submit the ZIP "
+                "again to have each series processed as a task of its own."
+            ]
         return _read_group(archive, chosen, series_meta)
 
 

@@ -68,18 +68,39 @@ def _unreadable(fmt: str, error: Exception, path: Path) -> ImagingError:
     return ImagingError(f"{_FORMAT_NAMES.get(fmt, fmt)} file could not be read: {reason}")
 
 
-def load(path: Path | str) -> Image:
-    """Read any supported file into an Image (real units for DICOM and NIfTI)."""
+def load(path: Path | str, series_instance_uid: str | None = None) -> Image:
+    """Read any supported file into an Image (real units for DICOM and NIfTI). For a ZIP of DICOM
+    files, ``series_instance_uid`` picks the series (without it: the largest one)."""
     path = Path(path)
     fmt = detect_format(path)
     try:
-        image = _READERS[fmt](path)
+        if series_instance_uid and fmt == sniffing.ZIP:
+            image = io_series.read_series(path, series_instance_uid)
+        else:
+            image = _READERS[fmt](path)
     except (ImagingError, MemoryError):
         raise
     except Exception as exc:
         raise _unreadable(fmt, exc, path) from exc
     image.metadata.setdefault("format", fmt)
     return image
+
+
+def dicom_header(path: Path | str, series_instance_uid: str | None = None) -> Any:
+    """The DICOM header (no pixel data) a derived result is made from: the file's own, or for a
+    ZIP the first instance of the series that ``load`` reads; None for other formats."""
+    path = Path(path)
+    fmt = detect_format(path)
+    try:
+        if fmt == sniffing.DICOM:
+            return io_dicom.read_dataset(path, stop_before_pixels=True)
+        if fmt == sniffing.ZIP:
+            return io_series.series_header(path, series_instance_uid)
+    except (ImagingError, MemoryError):
+        raise
+    except Exception as exc:
+        raise _unreadable(fmt, exc, path) from exc
+    return None
 
 
 def inspect(path: Path | str) -> tuple[str, dict[str, Any]]:

@@ -11,9 +11,11 @@ from services.processor.operations.registry import (
     _REGISTRY,  # the live table, for tests that swap an operation
     FORMATS,
     KINDS,
+    FileTask,
     InputNotAccepted,
     Operation,
     OperationError,
+    OutputRules,
     ParamsError,
     catalogue,
     get,
@@ -24,7 +26,10 @@ from services.processor.operations.runner import run
 from services.processor.operations.schema import preset_params
 
 # Registration order is catalogue order.
-from services.processor.operations import blur, resize, grayscale, threshold  # noqa: E402, F401, I001  isort: skip
+from services.processor.operations import (  # noqa: E402, F401, I001  isort: skip
+    blur, resize, grayscale, window, normalize, denoise, edges, equalize, mip, threshold, reorient,
+    convert, anonymize,
+)
 
 __all__ = [
     "FORMATS",
@@ -32,9 +37,11 @@ __all__ = [
     "MAX_OUTPUT_PIXELS",
     "MAX_OUTPUT_VOXELS",
     "_REGISTRY",
+    "FileTask",
     "InputNotAccepted",
     "Operation",
     "OperationError",
+    "OutputRules",
     "ParamsError",
     "catalogue",
     "get",

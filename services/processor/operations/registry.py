@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -55,16 +56,47 @@ class InputNotAccepted(OperationError):
 
 
 @dataclass(frozen=True)
+class OutputRules:
+    """How an operation's result is written. ``param`` names the param holding the output format
+    ("output_format", or convert's "format"); ``keeps_plane``: a 2D result lies on the input's
+    plane (a derived DICOM keeps its position and orientation); ``volume_as_images``: PNG/JPEG of a
+    volume are the images of its three planes (else a .nii.gz with previews); ``dicom_from_any``:
+    DICOM output from any input (else only from DICOM inputs)."""
+
+    param: str = "output_format"
+    keeps_plane: bool = True
+    volume_as_images: bool = False
+    dicom_from_any: bool = False
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """An operation that works on the file itself rather than on decoded pixels (``run_file``):
+    where it reads and writes, its params and the task's context."""
+
+    input_path: Path
+    file_format: str  # as imaging names it: "png", ..., "zip"
+    out_dir: Path
+    stem: str
+    params: dict[str, Any]
+    job_id: str
+    series_instance_uid: str | None
+
+
+@dataclass(frozen=True)
 class Operation:
     name: str
     title: str
     description: str
     params_schema: dict[str, Any]
     outputs: str
-    apply: Callable[[Image, dict[str, Any]], Image]
+    apply: Callable[[Image, dict[str, Any]], Image] | None
     kinds: tuple[str, ...] = KINDS  # some of KINDS
     formats: tuple[str, ...] = FORMATS  # some of FORMATS
     check: Callable[[dict[str, Any]], None] | None = None  # rules a schema says badly
+    output: OutputRules = OutputRules()
+    # Instead of apply: the whole task on the file ({"outputs": [...], "metadata": {...}}).
+    run_file: Callable[[FileTask], dict[str, Any]] | None = None
 
     @property
     def accepts(self) -> list[str]:
@@ -109,6 +141,8 @@ def register(op: Operation) -> Operation:
         raise ValueError(f"operation name {op.name!r} is not a task type: {TASK_TYPE_RULE}")
     if op.name in _REGISTRY:
         raise ValueError(f"operation {op.name!r} is registered twice")
+    if (op.apply is None) == (op.run_file is None):
+        raise ValueError(f"operation {op.name!r} needs exactly one of apply and run_file")
     for given, vocabulary, what in ((op.kinds, KINDS, "kinds"), (op.formats, FORMATS, "formats")):
         if not given or not set(given) <= set(vocabulary):
             raise ValueError(f"operation {op.name!r}: {what} must be some of {', '.join(vocabulary)}")

@@ -8,25 +8,37 @@ import jsonschema
 
 OUTPUT_FORMAT = {
     "type": "string",
-    "enum": ["png", "jpeg"],
+    "enum": ["png", "jpeg", "dicom"],
     "default": "png",
-    "description": "File format of 2D results; volumes are always .nii.gz with a PNG preview.",
+    "description": "png or jpeg: the file format of 2D results (volumes are .nii.gz with axial, coronal "
+    "and sagittal PNG previews). dicom, for DICOM inputs only: a derived DICOM in a new series of the "
+    "same study (a volume: a ZIP of one file per slice).",
 }
 
-STANDARD_OUTPUTS = "PNG for 2D inputs (JPEG with output_format=jpeg); .nii.gz plus a PNG preview for volumes"
+STANDARD_OUTPUTS = (
+    "PNG for 2D inputs (JPEG with output_format=jpeg); .nii.gz plus axial, coronal and sagittal PNG "
+    "previews for volumes; with output_format=dicom (DICOM inputs) a derived DICOM (.dcm, or a ZIP "
+    "series for volumes)"
+)
 
 
-def params_schema(properties: dict[str, Any], presets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def params_schema(
+    properties: dict[str, Any],
+    presets: list[dict[str, Any]] | None = None,
+    output_format: dict[str, Any] | None = OUTPUT_FORMAT,
+) -> dict[str, Any]:
     """An operation's params schema. ``x-order`` lists the params in the order a form should show
     them (main params first, output_format last): JSON object keys lose their order on the way
     through protobuf Struct. ``examples`` are presets a form offers: params plus an ``x-title``.
-    Every param has a default; no other params are allowed."""
+    Every param has a default; no other params are allowed. ``output_format`` None: the operation
+    has no choice of output format."""
+    extra = {"output_format": output_format} if output_format is not None else {}
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
-        "properties": {**properties, "output_format": OUTPUT_FORMAT},
+        "properties": {**properties, **extra},
         "additionalProperties": False,
-        "x-order": [*properties, "output_format"],
+        "x-order": [*properties, *extra],
     }
     if presets:
         schema["examples"] = presets

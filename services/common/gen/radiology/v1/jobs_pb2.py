@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from services.common.gen.radiology.v1 import common_pb2 as radiology_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17radiology/v1/jobs.proto\x12\x0cradiology.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19radiology/v1/common.proto\"G\n\x08JobInput\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"\x97\x01\n\x10\x43reateJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.radiology.v1.JobInput\"0\n\rGetJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"g\n\x0fListJobsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.radiology.v1.Status\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"H\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.radiology.v1.Job\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"2\n\x0eGetTaskRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"3\n\x10\x43\x61ncelJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"3\n\x10\x44\x65leteJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\",\n\x11\x44\x65leteJobResponse\x12\x17\n\x0fobjects_deleted\x18\x01 \x01(\x05\"2\n\x0fWatchJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t2\xdc\x03\n\nJobService\x12>\n\tCreateJob\x12\x1e.radiology.v1.CreateJobRequest\x1a\x11.radiology.v1.Job\x12\x38\n\x06GetJob\x12\x1b.radiology.v1.GetJobRequest\x1a\x11.radiology.v1.Job\x12I\n\x08ListJobs\x12\x1d.radiology.v1.ListJobsRequest\x1a\x1e.radiology.v1.ListJobsResponse\x12;\n\x07GetTask\x12\x1c.radiology.v1.GetTaskRequest\x1a\x12.radiology.v1.Task\x12>\n\tCancelJob\x12\x1e.radiology.v1.CancelJobRequest\x1a\x11.radiology.v1.Job\x12L\n\tDeleteJob\x12\x1e.radiology.v1.DeleteJobRequest\x1a\x1f.radiology.v1.DeleteJobResponse\x12>\n\x08WatchJob\x12\x1d.radiology.v1.WatchJobRequest\x1a\x11.radiology.v1.Job0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17radiology/v1/jobs.proto\x12\x0cradiology.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19radiology/v1/common.proto\"r\n\x08JobInput\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12)\n\x06series\x18\x05 \x03(\x0b\x32\x19.radiology.v1.InputSeries\"8\n\x0bInputSeries\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x97\x01\n\x10\x43reateJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.radiology.v1.JobInput\"0\n\rGetJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"g\n\x0fListJobsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.radiology.v1.Status\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"H\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.radiology.v1.Job\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"2\n\x0eGetTaskRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"3\n\x10\x43\x61ncelJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"3\n\x10\x44\x65leteJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\",\n\x11\x44\x65leteJobResponse\x12\x17\n\x0fobjects_deleted\x18\x01 \x01(\x05\"2\n\x0fWatchJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t2\xdc\x03\n\nJobService\x12>\n\tCreateJob\x12\x1e.radiology.v1.CreateJobRequest\x1a\x11.radiology.v1.Job\x12\x38\n\x06GetJob\x12\x1b.radiology.v1.GetJobRequest\x1a\x11.radiology.v1.Job\x12I\n\x08ListJobs\x12\x1d.radiology.v1.ListJobsRequest\x1a\x1e.radiology.v1.ListJobsResponse\x12;\n\x07GetTask\x12\x1c.radiology.v1.GetTaskRequest\x1a\x12.radiology.v1.Task\x12>\n\tCancelJob\x12\x1e.radiology.v1.CancelJobRequest\x1a\x11.radiology.v1.Job\x12L\n\tDeleteJob\x12\x1e.radiology.v1.DeleteJobRequest\x1a\x1f.radiology.v1.DeleteJobResponse\x12>\n\x08WatchJob\x12\x1d.radiology.v1.WatchJobRequest\x1a\x11.radiology.v1.Job0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'radiology.v1.jobs_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBINPUT']._serialized_start=98
-  _globals['_JOBINPUT']._serialized_end=169
-  _globals['_CREATEJOBREQUEST']._serialized_start=172
-  _globals['_CREATEJOBREQUEST']._serialized_end=323
-  _globals['_GETJOBREQUEST']._serialized_start=325
-  _globals['_GETJOBREQUEST']._serialized_end=373
-  _globals['_LISTJOBSREQUEST']._serialized_start=375
-  _globals['_LISTJOBSREQUEST']._serialized_end=478
-  _globals['_LISTJOBSRESPONSE']._serialized_start=480
-  _globals['_LISTJOBSRESPONSE']._serialized_end=552
-  _globals['_GETTASKREQUEST']._serialized_start=554
-  _globals['_GETTASKREQUEST']._serialized_end=604
-  _globals['_CANCELJOBREQUEST']._serialized_start=606
-  _globals['_CANCELJOBREQUEST']._serialized_end=657
-  _globals['_DELETEJOBREQUEST']._serialized_start=659
-  _globals['_DELETEJOBREQUEST']._serialized_end=710
-  _globals['_DELETEJOBRESPONSE']._serialized_start=712
-  _globals['_DELETEJOBRESPONSE']._serialized_end=756
-  _globals['_WATCHJOBREQUEST']._serialized_start=758
-  _globals['_WATCHJOBREQUEST']._serialized_end=808
-  _globals['_JOBSERVICE']._serialized_start=811
-  _globals['_JOBSERVICE']._serialized_end=1287
+  _globals['_JOBINPUT']._serialized_end=212
+  _globals['_INPUTSERIES']._serialized_start=214
+  _globals['_INPUTSERIES']._serialized_end=270
+  _globals['_CREATEJOBREQUEST']._serialized_start=273
+  _globals['_CREATEJOBREQUEST']._serialized_end=424
+  _globals['_GETJOBREQUEST']._serialized_start=426
+  _globals['_GETJOBREQUEST']._serialized_end=474
+  _globals['_LISTJOBSREQUEST']._serialized_start=476
+  _globals['_LISTJOBSREQUEST']._serialized_end=579
+  _globals['_LISTJOBSRESPONSE']._serialized_start=581
+  _globals['_LISTJOBSRESPONSE']._serialized_end=653
+  _globals['_GETTASKREQUEST']._serialized_start=655
+  _globals['_GETTASKREQUEST']._serialized_end=705
+  _globals['_CANCELJOBREQUEST']._serialized_start=707
+  _globals['_CANCELJOBREQUEST']._serialized_end=758
+  _globals['_DELETEJOBREQUEST']._serialized_start=760
+  _globals['_DELETEJOBREQUEST']._serialized_end=811
+  _globals['_DELETEJOBRESPONSE']._serialized_start=813
+  _globals['_DELETEJOBRESPONSE']._serialized_end=857
+  _globals['_WATCHJOBREQUEST']._serialized_start=859
+  _globals['_WATCHJOBREQUEST']._serialized_end=909
+  _globals['_JOBSERVICE']._serialized_start=912
+  _globals['_JOBSERVICE']._serialized_end=1388
 # @@protoc_insertion_point(module_scope)

@@ -9,16 +9,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class JobInput(_message.Message):
-    __slots__ = ("filename", "key", "format", "size")
+    __slots__ = ("filename", "key", "format", "size", "series")
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
     filename: str
     key: str
     format: str
     size: int
-    def __init__(self, filename: _Optional[str] = ..., key: _Optional[str] = ..., format: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    series: _containers.RepeatedCompositeFieldContainer[InputSeries]
+    def __init__(self, filename: _Optional[str] = ..., key: _Optional[str] = ..., format: _Optional[str] = ..., size: _Optional[int] = ..., series: _Optional[_Iterable[_Union[InputSeries, _Mapping]]] = ...) -> None: ...
+
+class InputSeries(_message.Message):
+    __slots__ = ("series_instance_uid", "name")
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    series_instance_uid: str
+    name: str
+    def __init__(self, series_instance_uid: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
     __slots__ = ("job_id", "user_id", "task_type", "params", "inputs")

@@ -1,0 +1,120 @@
+"""Intensity maps: the DICOM linear window to 8-bit grey, normalisation, CLAHE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .filters import BLOCK_VALUES
+
+# Common display windows (center, width) in Hounsfield units; the names are the catalogue's.
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "stroke": (40.0, 40.0),
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "abdomen": (50.0, 400.0),
+    "liver": (30.0, 150.0),
+    "bone": (400.0, 1800.0),
+    "soft_tissue": (40.0, 400.0),
+}
+
+
+def window_uint8(values: np.ndarray, center: float, width: float, invert: bool = False) -> np.ndarray:
+    """The DICOM "LINEAR" window function (PS3.3 C.11.2.1.2.1) onto 0..255, rounded to uint8.
+
+    Computed in float64, in blocks (no full-size float64 temporary), so the result is the
+    standard's formula exactly; ``invert`` shows high values dark (MONOCHROME1).
+    """
+    if width < 1:
+        raise ValueError("the window width must be at least 1")
+    c, w = float(center) - 0.5, float(width) - 1.0
+    out = np.empty(values.shape, np.uint8)
+    source, target = values.reshape(-1), out.reshape(-1)
+    for start in range(0, source.size, BLOCK_VALUES):
+        x = source[start : start + BLOCK_VALUES].astype(np.float64)
+        if w == 0:  # width 1: a threshold at the center
+            grey = np.where(x <= c, 0.0, 255.0)
+        else:
+            grey = np.clip(((x - c) / w + 0.5) * 255.0, 0.0, 255.0)
+        if invert:
+            grey = 255.0 - grey
+        target[start : start + BLOCK_VALUES] = np.rint(np.nan_to_num(grey, nan=0.0))
+    return out
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return values[np.isfinite(values)] if values.dtype.kind == "f" else values.reshape(-1)
+
+
+def normalize(
+    values: np.ndarray, method: str, low: float = 1.0, high: float = 99.0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Float32 values normalised over every finite voxel, and the statistics used.
+
+    minmax: (v - min) / (max - min), 0..1. zscore: (v - mean) / std (population std, ddof 0).
+    percentile: clipped to the ``low`` and ``high`` percentiles (in percent, numpy's linear
+    interpolation), then mapped to 0..1. A constant image gives zeros; NaN stays NaN.
+    """
+    finite = _finite(values)
+    if finite.size == 0:
+        raise ValueError("the image has no finite values to normalise")
+    out = values.astype(np.float64)
+    if method == "zscore":
+        mean = float(np.mean(finite, dtype=np.float64))
+        std = float(np.std(finite, dtype=np.float64))
+        out -= mean
+        if std > 0:
+            out /= std
+        return out.astype(np.float32), {"mean": mean, "std": std}
+    if method == "minmax":
+        lo, hi = float(finite.min()), float(finite.max())
+        facts = {"min": lo, "max": hi}
+    elif method == "percentile":
+        if not 0 <= low < high <= 100:
+            raise ValueError("percentiles need 0 <= low < high <= 100")
+        lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+        np.clip(out, lo, hi, out=out)
+        facts = {"low_value": lo, "high_value": hi, "low_percent": low, "high_percent": high}
+    else:
+        raise ValueError(f"unknown normalisation {method!r}")
+    out -= lo
+    if hi > lo:
+        out /= hi - lo
+    return out.astype(np.float32), facts
+
+
+def rescale_unit(values: np.ndarray) -> np.ndarray:
+    """Float64 values mapped linearly from their finite min..max onto 0..1 (NaN to 0)."""
+    finite = _finite(values)
+    out = values.astype(np.float64)
+    if finite.size == 0:
+        return np.zeros(values.shape)
+    lo, hi = float(finite.min()), float(finite.max())
+    out -= lo
+    if hi > lo:
+        out /= hi - lo
+    return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def clahe(values: np.ndarray, clip_limit: float, kernel_size: int | None, colour: bool = False) -> np.ndarray:
+    """Contrast Limited Adaptive Histogram Equalisation (scikit-image's ``equalize_adapthist``) of
+    a grey image or volume of any units, or of an RGB image (on its HSV value, as scikit-image does).
+
+    Grey values are first mapped from their min..max onto 0..1 (scikit-image takes floats only in
+    0..1); ``clip_limit`` is scikit-image's, normalised 0..1; ``kernel_size`` is the side of the
+    contextual regions in pixels/voxels (None: 1/8 of each axis), capped at each axis' length.
+    Returns float32 in 0..1.
+    """
+    from skimage.exposure import equalize_adapthist
+
+    spatial = values.shape[:-1] if colour else values.shape
+    kernel = None if kernel_size is None else tuple(max(1, min(int(kernel_size), n)) for n in spatial)
+    if colour:  # scikit-image's RGB path: CLAHE of the HSV value
+        out = equalize_adapthist(values, kernel_size=kernel, clip_limit=float(clip_limit))
+    else:  # the undecorated function: a grey volume whose last axis is 3 or 4 long is not colour
+        plain = equalize_adapthist.__wrapped__  # type: ignore[attr-defined]
+        out = plain(rescale_unit(values), kernel_size=kernel, clip_limit=float(clip_limit))
+    return out.astype(np.float32)
