@@ -10,10 +10,11 @@ import json
 import time
 from typing import Any
 
+from services.common.accepts import format_refusal
 from services.common.gen.radiology.v1 import processor_pb2
 from services.common.protobuf import from_struct_plain
 from services.gateway.clients import ProcessorClient
-from services.gateway.errors import SERVICE_UNAVAILABLE, UNKNOWN_TASK_TYPE, ApiError
+from services.gateway.errors import INPUT_NOT_ACCEPTED, SERVICE_UNAVAILABLE, UNKNOWN_TASK_TYPE, ApiError
 
 CACHE_SECONDS = 5.0
 MAX_REMEMBERED = 256  # validated (operation, params) pairs
@@ -72,6 +73,14 @@ class Catalogue:
             self._validated.clear()
         self._validated[key] = (time.monotonic(), validated)
         return copy.deepcopy(validated)
+
+    async def check_inputs(self, task_type: str, files: list[tuple[str, str]]) -> None:
+        """ApiError input_not_accepted unless the operation accepts every (name, sniffed format)."""
+        op = next(op for op in await self.operations() if op["name"] == task_type)
+        for name, fmt in files:
+            refusal = format_refusal(task_type, fmt, op["accepts"])
+            if refusal:
+                raise ApiError(INPUT_NOT_ACCEPTED, f"'{name}': {refusal}.")
 
     async def require(self, task_type: str) -> None:
         """ApiError unknown_task_type unless the catalogue has an operation of that name."""

@@ -114,6 +114,10 @@ INVALID_PARAMS = _register(
     422, "invalid_params", "`params` is not a JSON object or fails the operation's schema",
     "params do not match the operation.",
 )
+INPUT_NOT_ACCEPTED = _register(
+    422, "input_not_accepted",
+    "a file's format is not one the operation accepts (`accepts` in GET /operations); the detail names it",
+)
 UNKNOWN_TASK_TYPE = _register(422, "unknown_task_type", "`task_type` is not an operation of GET /operations")
 INTERNAL_ERROR = _register(
     500, "internal_error", "a fault of the gateway's own, logged with its details",

@@ -80,6 +80,7 @@ class Submissions:
                 raise ApiError(NO_FILES)
             task_type = form.task_type or DEFAULT_TASK_TYPE
             await self._catalogue.require(task_type)
+            await self._catalogue.check_inputs(task_type, [(f.filename, f.format) for f in form.files])
             params = await self._catalogue.validate(task_type, form.params)
             inputs = [
                 jobs_pb2.JobInput(filename=f.filename, key=f.key, format=f.format, size=f.size)

@@ -135,6 +135,18 @@ async def test_unknown_task_type_is_422(client: httpx.AsyncClient, fakes: Fakes)
     assert fakes.jobs.created == []
 
 
+async def test_a_file_the_operation_does_not_accept_is_422_and_nothing_stays(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    """reorient takes volumes (DICOM, NIfTI, DICOM series): a PNG is refused before any job exists."""
+    body = assert_error(
+        await upload(client, [("task_type", None, b"reorient"), ("files", "photo.png", PNG)]),
+        422, "input_not_accepted",
+    )
+    assert "photo.png" in body["detail"] and "PNG" in body["detail"] and "NIfTI" in body["detail"]
+    assert fakes.storage.objects == {} and fakes.jobs.created == []
+
+
 async def test_params_failing_the_schema_is_422_with_service_message(
     client: httpx.AsyncClient, fakes: Fakes
 ) -> None:

@@ -15,32 +15,13 @@ from typing import Any
 
 import jsonschema
 
-from services.common import sniff
+from services.common import accepts as av
 from services.common.task_types import TASK_TYPE_RULE, is_valid_task_type
 from services.processor.imaging.image import Image
 from services.processor.operations.schema import preset_params, readable_error
 
-# What an input is (from decoding) and what file it came in (from its first bytes). The catalogue
-# shows both in one `accepts` list: kinds first, then formats.
-KINDS = ("2d", "3d")
-FORMATS = ("png", "jpeg", "dicom", "nifti", "dicom_series")
-
-_KIND_WORDS = {"2d": "2D image", "3d": "3D volume"}
-_FORMAT_WORDS = {
-    "png": "PNG",
-    "jpeg": "JPEG",
-    "dicom": "DICOM",
-    "nifti": "NIfTI",
-    "dicom_series": "DICOM series (ZIP)",
-}
-# imaging's format names (services.common.sniff) in the catalogue's words
-_FORMAT_OF_FILE = {
-    sniff.PNG: "png",
-    sniff.JPEG: "jpeg",
-    sniff.DICOM: "dicom",
-    sniff.NIFTI: "nifti",
-    sniff.ZIP: "dicom_series",
-}
+# The vocabulary of `accepts` (kinds, then formats) is shared with the gateway.
+KINDS, FORMATS = av.KINDS, av.FORMATS
 
 
 class OperationError(ValueError):
@@ -101,33 +82,21 @@ class Operation:
     @property
     def accepts(self) -> list[str]:
         """The catalogue's `accepts`: input kinds, then file formats, in the vocabulary's order."""
-        return [*_ordered(self.kinds, KINDS), *_ordered(self.formats, FORMATS)]
+        return [*av.ordered(self.kinds, KINDS), *av.ordered(self.formats, FORMATS)]
 
     def check_format(self, file_format: str) -> None:
         """``file_format`` as imaging names it ("png", ..., "zip")."""
-        fmt = _FORMAT_OF_FILE.get(file_format, file_format)
-        if fmt not in self.formats:
-            raise InputNotAccepted(
-                f"{self.name} does not accept {_FORMAT_WORDS.get(fmt, fmt)} files; it accepts "
-                f"{_words(_ordered(self.formats, FORMATS), _FORMAT_WORDS)}"
-            )
+        refusal = av.format_refusal(self.name, file_format, self.formats)
+        if refusal:
+            raise InputNotAccepted(refusal)
 
     def check_kind(self, image: Image) -> None:
         kind = "2d" if image.kind == "2d" else "3d"
         if kind not in self.kinds:
             raise InputNotAccepted(
-                f"{self.name} does not accept a {_KIND_WORDS[kind]}; it needs a "
-                f"{_words(_ordered(self.kinds, KINDS), _KIND_WORDS)}"
+                f"{self.name} does not accept a {av.KIND_WORDS[kind]}; it needs a "
+                f"{av.words(av.ordered(self.kinds, KINDS), av.KIND_WORDS)}"
             )
-
-
-def _ordered(given: tuple[str, ...], vocabulary: tuple[str, ...]) -> list[str]:
-    return [name for name in vocabulary if name in given]
-
-
-def _words(names: list[str], words: dict[str, str]) -> str:
-    said = [words[n] for n in names]
-    return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} or {said[-1]}"
 
 
 _REGISTRY: dict[str, Operation] = {}
