@@ -160,7 +160,14 @@ OUTPUT_SUFFIXES = {
     "preview_sagittal_png": "_preview_sagittal.png",
     "input_png": "_input.png",
     "input_nifti": "_input.nii.gz",
+    "values_nifti": "_values.nii.gz",
+    "input_values_nifti": "_input_values.nii.gz",
 }
+
+
+# What an output is to its task (TaskResult.outputs[].role): the result, its previews, the input as
+# a browser can show it, and both in real units for windowing (docs/design.md, Object keys).
+OUTPUT_ROLES = frozenset({"primary", "preview", "input", "values", "input_values"})
 
 
 def output_name(stem: str, kind: str) -> str:

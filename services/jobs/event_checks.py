@@ -16,7 +16,7 @@ import unicodedata
 from typing import Protocol
 
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
-from services.common.keys import is_key_of_job, is_valid_filename, output_names, parse_key
+from services.common.keys import OUTPUT_ROLES, is_key_of_job, is_valid_filename, output_names, parse_key
 from services.common.task_types import is_valid_task_type
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 MEDIA_TYPES = frozenset({
     "image/png", "image/jpeg", "application/gzip", "application/dicom", "application/zip",
 })
-ROLES = frozenset({"primary", "preview", "input"})
+ROLES = OUTPUT_ROLES
 MAX_OUTPUTS = 32
 MAX_MESSAGE_CHARS = 500
 MAX_ERROR_CHARS = 2000

@@ -3,6 +3,7 @@ run() on every input kind."""
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import time
 import zipfile
@@ -215,7 +216,9 @@ def test_blur_really_blurs(kind: str, inputs: dict[str, Path], tmp_path: Path) -
         with PILImage.open(result["outputs"][1]["path"]) as preview:
             assert preview.format == "PNG" and preview.size[0] > 1
     else:
-        names = ["scan_processed.png", "scan_input.png"] if from_dicom else ["scan_processed.png"]
+        names = ["scan_processed.png"]
+        if from_dicom:  # the input to compare, and both in real units for windowing
+            names += ["scan_input.png", "scan_values.nii.gz", "scan_input_values.nii.gz"]
         assert [o["filename"] for o in result["outputs"]] == names
 
 
@@ -431,7 +434,7 @@ def test_2d_dicom_input_png_is_on_the_grey_scale_of_the_result(
     # they only do when both went through the same VOI LUT / window / MONOCHROME1 inversion.
     result, _ = _run("blur", {"sigma": 0.01}, path, tmp_path)
     outs = _by_role(result)
-    assert list(outs) == ["primary", "input"]
+    assert list(outs) == ["primary", "input", "values", "input_values"]
     assert outs["input"]["filename"] == "scan_input.png" and outs["input"]["media_type"] == "image/png"
     before, after = _png(outs["input"]["path"]), _png(outs["primary"]["path"])
     assert before.shape == after.shape == tuple(result["metadata"]["input_shape"])
@@ -474,6 +477,76 @@ def test_input_png_uses_the_fast_png_settings(inputs: dict[str, Path], tmp_path:
     monkeypatch.setattr(io_raster.imagecodecs, "png_encode", spy)
     _run("blur", {}, inputs["dicom_ct"], tmp_path)
     assert levels == [io_raster.PNG_COMPRESS_LEVEL] * 2
+
+
+def test_2d_dicom_result_and_input_come_in_real_units_for_windowing(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Besides the display PNGs, a grey 2D DICOM task writes the result and the input as float32
+    NIfTI slices in real units (HU) placed by the DICOM geometry, so that a viewer can window them."""
+    import pydicom
+
+    ds = pydicom.dcmread(inputs["dicom_ct"])
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    result, _ = _run("blur", {"sigma": 1.5}, inputs["dicom_ct"], tmp_path)
+    outs = _by_role(result)
+    assert outs["values"]["filename"] == "scan_values.nii.gz"
+    assert outs["input_values"]["filename"] == "scan_input_values.nii.gz"
+    assert outs["values"]["media_type"] == outs["input_values"]["media_type"] == "application/gzip"
+    source, processed = nib.load(outs["input_values"]["path"]), nib.load(outs["values"]["path"])
+    assert source.get_data_dtype() == processed.get_data_dtype() == np.float32
+    rows, cols = hu.shape
+    assert source.shape == processed.shape == (cols, rows, 1)
+    # voxel (column, row) holds the pixel at (row, column), in HU, unprocessed for the input
+    np.testing.assert_array_equal(np.asanyarray(source.dataobj)[:, :, 0].T, hu.astype(np.float32))
+    blurred = np.asanyarray(processed.dataobj)[:, :, 0].T
+    assert abs(float(blurred.mean()) - float(hu.mean())) < 0.01 * float(np.ptp(hu))
+    assert high_frequency_energy(blurred, 2) < 0.6 * high_frequency_energy(hu, 2)
+    # the affine maps voxel (column, row) to the patient position of that pixel (DICOM PS3.3
+    # C.7.6.2.1.1, LPS), in NIfTI's RAS: x and y negated
+    ipp, iop = np.array(ds.ImagePositionPatient, float), np.array(ds.ImageOrientationPatient, float)
+    row_sp, col_sp = (float(v) for v in ds.PixelSpacing)
+    for c, r in [(0, 0), (cols - 1, 0), (5, 17)]:
+        lps = ipp + iop[:3] * col_sp * c + iop[3:] * row_sp * r
+        np.testing.assert_allclose(source.affine @ [c, r, 0, 1], [-lps[0], -lps[1], lps[2], 1], atol=1e-4)
+    np.testing.assert_allclose(processed.affine, source.affine)
+    assert source.header.get_xyzt_units()[0] == "mm"
+
+
+def test_2d_dicom_without_pixel_spacing_says_its_unit_is_unknown(tmp_path: Path) -> None:
+    pixels = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) + 1000
+    path = tmp_path / "nospacing.dcm"
+    data = ct_slice(pixels, series_uid="3.1", position=None)
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data))
+    del ds.PixelSpacing
+    ds.save_as(path)
+    (tmp_path / "out").mkdir()
+    result, _ = _run("blur", {"sigma": 0.01}, path, tmp_path / "out")
+    values = nib.load(_by_role(result)["input_values"]["path"])
+    assert values.header.get_xyzt_units()[0] == "unknown"
+    np.testing.assert_array_equal(np.asanyarray(values.dataobj)[:, :, 0].T, pixels.astype(np.float32) - 1024)
+
+
+def test_dicom_metadata_names_patient_study_and_series(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """The keys a viewer groups results by, read back from pydicom."""
+    import pydicom
+
+    ds = pydicom.dcmread(inputs["dicom_ct"])
+    result, _ = _run("blur", {}, inputs["dicom_ct"], tmp_path)
+    meta = result["metadata"]
+    assert meta["patient_id"] == ds.PatientID
+    assert meta["study_instance_uid"] == ds.StudyInstanceUID
+    assert meta["series_instance_uid"] == ds.SeriesInstanceUID
+    assert meta["series_number"] == int(ds.SeriesNumber)
+    assert meta["study_date"] == ds.StudyDate
+    assert meta["modality"] == "CT"
+    np.testing.assert_allclose(meta["image_position_patient"], [float(v) for v in ds.ImagePositionPatient])
+    np.testing.assert_allclose(
+        meta["image_orientation_patient"], [float(v) for v in ds.ImageOrientationPatient]
+    )
+    assert "patient_name" not in meta and "PatientName" not in meta
 
 
 @pytest.mark.parametrize("kind", ["dicom_multiframe", "dicom_series_zip", "dicom_rgb_multiframe"])
@@ -546,7 +619,8 @@ def test_threshold_of_a_ct_is_in_hounsfield_units(inputs: dict[str, Path], tmp_p
     mask = _read_output(result) == 255
     hu = imaging.load(inputs["dicom_ct"]).data
     assert np.array_equal(mask, hu >= 100)
-    assert [o["role"] for o in result["outputs"]] == ["primary", "input"]
+    # the mask has no real units; the input has
+    assert [o["role"] for o in result["outputs"]] == ["primary", "input", "input_values"]
 
 
 def test_threshold_volume_is_a_uint8_mask_on_the_input_grid(inputs: dict[str, Path], tmp_path: Path) -> None:

@@ -75,6 +75,13 @@ def sign_in(page, user: str) -> None:
     page.get_by_text(f"Signed in as {user}").wait_for()
 
 
+def show_side_panel(page) -> None:
+    """Opens the side panel (new job, jobs, studies) when an open result has folded it away."""
+    if page.locator("#main").get_attribute("data-side") != "open":
+        page.locator("#toggle-side").click()
+    page.locator('#main[data-side="open"]').wait_for()
+
+
 @pytest.fixture(scope="session")
 def sample_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 256x256 PNG with sharp edges, so that a blur visibly changes it."""

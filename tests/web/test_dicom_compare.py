@@ -43,10 +43,11 @@ def test_dicom_2d_before_after_uses_the_input_png(page, base_url, shots):
 
     slider = page.get_by_label("Before / after")
     assert slider.is_enabled()
-    # The before image is the processor's input PNG, loaded from its signed URL.
-    before_src = page.locator(".layer-before img").get_attribute("src")
-    assert before_src and "CT_small_input.png" in before_src and "token=" in before_src
-    assert page.locator(".layer-before img").evaluate("e => e.naturalWidth") == 128
+    # Before and after are the processor's real-unit files (HU), one window over both.
+    viewer = page.locator(".viewer2d")
+    assert viewer.get_attribute("data-before-src") == "CT_small_input_values.nii.gz"
+    assert viewer.get_attribute("data-after-src") == "CT_small_values.nii.gz"
+    assert viewer.get_attribute("data-unit") == "HU"
     page.screenshot(path=str(shots / "dicom-blur-before-after.png"))
 
     before, after = before_and_after(page, shots, "dicom")

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from .conftest import new_user, sign_in
+from .conftest import new_user, show_side_panel, sign_in
 from .test_ui import JOB_TIMEOUT, submit_job, wait_job_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -34,11 +34,11 @@ def test_result_side_terminal_labels_and_list(page, sample_png, tmp_path, shots)
     terminal = ", ".join(f'.job-detail[data-status="{s}"]' for s in ("SUCCESS", "FAILED"))
     page.locator(terminal).wait_for(timeout=JOB_TIMEOUT)
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.tasks tbody tr')]"
+        "() => [...document.querySelectorAll('.task-gallery li')]"
         ".every(r => ['SUCCESS','FAILED'].includes(r.dataset.status))"
     )
     assert page.locator(".job-message").inner_text() == "1 of 2 succeeded, 1 failed"
-    failed_bar = page.locator('.tasks tr[data-status="FAILED"] [role=progressbar]')
+    failed_bar = page.locator('.task-gallery li[data-status="FAILED"] [role=progressbar]')
     assert failed_bar.inner_text().strip() == "Failed"
 
     # The row names its first input and the file count.
@@ -63,7 +63,8 @@ def test_result_side_terminal_labels_and_list(page, sample_png, tmp_path, shots)
     assert panel.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
     page.screenshot(path=str(shots / "result-side-long-name.png"))
 
-    # The status filter asks the server.
+    # The status filter asks the server (the list is in the side panel).
+    show_side_panel(page)
     with page.expect_request(re.compile(r"/jobs\?.*status=FAILED")) as req:
         page.get_by_label("Status", exact=True).select_option("FAILED")
     assert req.value
@@ -83,12 +84,9 @@ def test_broken_result_image_has_no_viewer_chrome(page, sample_png):
     submit_job(page, [sample_png], "blur")
     wait_job_status(page, "SUCCESS")
     page.locator('.viewer2d[data-state="ready"]').wait_for()
-    # Re-open the result with its URL broken (as when a signed URL expired).
+    # Re-open the result with its file gone (as when a signed URL expired).
     page.route(re.compile(r".*_processed\.png.*"), lambda route: route.fulfill(status=404, body="gone"))
-    page.evaluate(
-        """() => { const img = document.querySelector('.layer:not(.layer-before) img');
-        img.src = img.src + '&broken=1'; }"""
-    )
+    page.reload()
     page.locator('.viewer2d[data-state="error"]').wait_for()
     assert page.locator(".viewer2d .zoom-text").is_hidden()
     assert page.get_by_label("Before / after").is_hidden()
@@ -96,15 +94,15 @@ def test_broken_result_image_has_no_viewer_chrome(page, sample_png):
 
 
 def test_first_result_replaces_an_earlier_failure(page, tmp_path):
-    """The broken file fails in milliseconds, the big one takes seconds: the failure is shown
-    first and then gives way to the result."""
+    """The job's first task (files are sent sorted by name) is broken and fails in milliseconds,
+    the big one takes seconds: the first task's failure is shown, then gives way to the result."""
     from PIL import Image
 
     y, x = np.mgrid[0:2000, 0:2000]
     checker = np.where(((x // 50) + (y // 50)) % 2 == 0, 230, 20).astype(np.uint8)
-    slow = tmp_path / "slow_big.png"
+    slow = tmp_path / "b_slow_big.png"
     Image.fromarray(np.stack([checker] * 3, axis=-1)).save(slow)
-    broken = tmp_path / "truncated.png"
+    broken = tmp_path / "a_truncated.png"
     broken.write_bytes(slow.read_bytes()[:300])
     sign_in(page, new_user("order"))
     submit_job(page, [broken, slow], "blur", {"Sigma": "30"})
@@ -119,7 +117,7 @@ def test_first_result_replaces_an_earlier_failure(page, tmp_path):
     page.locator('.job-detail[data-status="FAILED"], .job-detail[data-status="SUCCESS"]').wait_for(
         timeout=JOB_TIMEOUT
     )
-    page.get_by_role("heading", name="Result: slow_big.png").wait_for()
+    page.get_by_role("heading", name="Result: b_slow_big.png").wait_for()
     titles = page.evaluate("window.__titles")
-    assert titles[-1] == "Result: slow_big.png"
-    assert "Result: truncated.png" in titles, titles  # the failure was shown while the other ran
+    assert titles[-1] == "Result: b_slow_big.png"
+    assert "Result: a_truncated.png" in titles, titles  # the failure was shown while the other ran

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import job_id_from_url, new_user, pixel_stats, sign_in
+from .conftest import job_id_from_url, new_user, pixel_stats, show_side_panel, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -18,6 +18,7 @@ JOB_TIMEOUT = 90_000  # ms
 
 
 def submit_job(page, files, operation: str = "blur", params: dict[str, str] | None = None) -> str:
+    show_side_panel(page)
     page.set_input_files("#file-input", [str(f) for f in files])
     page.get_by_label("Operation").select_option(operation)
     for label, value in (params or {}).items():
@@ -77,7 +78,7 @@ def test_png_blur_progress_and_before_after(page, base_url, sample_png, shots):
     page.screenshot(path=str(shots / "png-blur-before-after.png"))
 
     before, after = before_and_after(page, shots, "png")
-    assert page.locator(".layer-before").evaluate("e => e.style.clipPath") == "inset(0px 0% 0px 0px)"
+    assert page.locator(".viewer2d").get_attribute("data-split") == "100"  # the input uncovered all over
     # The blurred output and the sharp input look different: the input has more distinct edges.
     assert after != before
     sharp, blurred = pixel_stats(before), pixel_stats(after)
@@ -91,12 +92,11 @@ def test_png_blur_progress_and_before_after(page, base_url, sample_png, shots):
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, -400)
     page.wait_for_function("t => document.querySelector('.zoom-text').textContent !== t", arg=before_zoom)
-    img = page.locator(".layer:not(.layer-before) img")
-    t0 = img.evaluate("e => e.style.transform")
+    t0 = viewport.get_attribute("data-view")  # scale, pan x, pan y
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2 + 30, steps=5)
     page.mouse.up()
-    assert img.evaluate("e => e.style.transform") != t0
+    assert viewport.get_attribute("data-view") != t0
     viewport.screenshot(path=str(shots / "png-zoomed.png"))
     assert_controls_labelled(page)
 
@@ -108,7 +108,9 @@ def test_png_blur_progress_and_before_after(page, base_url, sample_png, shots):
     resp = page.request.get(base_url + href if href.startswith("/") else href)
     assert resp.ok and resp.body()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # The job list shows it with a thumbnail.
+    # The job list (in the side panel, folded away while the result is open) shows it with a
+    # thumbnail.
+    show_side_panel(page)
     row = page.locator(f'.job-list li[data-job-id="{job_id}"]')
     assert row.get_attribute("data-status") == "SUCCESS"
     row.locator(".thumb img").wait_for()
@@ -143,7 +145,7 @@ def open_volume_job(page, anatomical_nii, operation="blur", params=None) -> str:
 
 def canvas_stats(page, path) -> dict[str, float]:
     page.wait_for_timeout(500)  # let NiiVue finish its draw
-    return pixel_stats(page.locator(".nv-canvas").screenshot(path=str(path)))
+    return pixel_stats(page.locator(".nv-main").screenshot(path=str(path)))
 
 
 def test_nifti_volume_drawn_by_niivue(page, anatomical_nii, shots):
@@ -166,18 +168,21 @@ def test_nifti_volume_drawn_by_niivue(page, anatomical_nii, shots):
     slider = page.get_by_label("Slice", exact=True)
     slider.focus()
     page.keyboard.press("Home")
-    first = page.locator(".nv-canvas").screenshot()
+    first = page.locator(".nv-main").screenshot()
     page.keyboard.press("End")
     page.wait_for_timeout(300)
-    last = page.locator(".nv-canvas").screenshot()
+    last = page.locator(".nv-main").screenshot()
     assert first != last
 
-    # Window/level preset, then colormap (which keeps the window).
-    page.get_by_label("Window", exact=True).select_option("bone")
-    assert page.get_by_label("C", exact=True).input_value() == "400"
+    # A window typed in, then colormap (which keeps the window).
+    page.get_by_label("C", exact=True).fill("400")
+    page.get_by_label("C", exact=True).press("Enter")
+    page.get_by_label("W", exact=True).fill("1800")
+    page.get_by_label("W", exact=True).press("Enter")
     page.get_by_label("Colormap", exact=True).select_option("hot")
+    assert page.get_by_label("C", exact=True).input_value() == "400"
     assert page.get_by_label("W", exact=True).input_value() == "1800"
-    page.get_by_label("Window", exact=True).select_option("auto")
+    page.get_by_label("Window", exact=True).select_option("p1_99")
     s_hot = canvas_stats(page, shots / "nifti-axial-hot.png")
     assert s_hot["colour"] > 0.02, s_hot
 
@@ -309,7 +314,7 @@ def test_multi_file_job_shows_each_file_and_task(page, sample_png, tmp_path):
     assert rows.count() == 2
     assert [rows.nth(i).get_attribute("aria-valuenow") for i in range(2)] == ["100", "100"]
     wait_job_status(page, "SUCCESS")
-    tasks = page.locator(".tasks tbody tr")
+    tasks = page.locator(".task-gallery li")
     assert tasks.count() == 2
     assert {tasks.nth(i).get_attribute("data-status") for i in range(2)} == {"SUCCESS"}
     # Each task's result can be opened.

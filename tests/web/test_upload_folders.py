@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import new_user, sign_in
+from .conftest import new_user, show_side_panel, sign_in
 from .test_ui import JOB_TIMEOUT, wait_job_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -51,10 +51,11 @@ def test_dicom_folder_becomes_one_volume_job(page, tmp_path, shots):
     page.get_by_role("button", name="Upload and run").click()
     page.wait_for_function("() => location.hash.startsWith('#job/')", timeout=JOB_TIMEOUT)
     wait_job_status(page, "SUCCESS")
-    tasks = page.locator(".tasks tbody tr")
+    tasks = page.locator(".task-gallery li")
     assert tasks.count() == 1
     assert tasks.first.locator(".file-name").inner_text() == "ct_series.zip"
     page.locator('.viewer3d[data-state="ready"]').wait_for(timeout=JOB_TIMEOUT)
     # After a successful upload the picked files are gone: a second click cannot resubmit.
+    show_side_panel(page)
     assert page.get_by_role("button", name="Upload and run").is_disabled()
     page.screenshot(path=str(shots / "dicom-folder-volume.png"))

@@ -150,8 +150,17 @@ async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
 
 // ---- endpoints ----------------------------------------------------------------------------
 
-export function listOperations(): Promise<{ operations: Operation[] }> {
-  return request("/operations");
+let operations: Operation[] = [];
+
+export async function listOperations(): Promise<{ operations: Operation[] }> {
+  const body = await request<{ operations: Operation[] }>("/operations");
+  operations = body.operations ?? [];
+  return body;
+}
+
+/** An operation of the catalogue as last loaded (undefined before it loads). */
+export function knownOperation(name: string): Operation | undefined {
+  return operations.find((o) => o.name === name);
 }
 
 export function listJobs(limit: number, cursor?: string | null, status?: string | null): Promise<{ jobs: Job[]; next_cursor: string | null }> {

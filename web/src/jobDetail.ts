@@ -1,18 +1,22 @@
-// The detail of one job: status, progress and message, cancel and delete, a row per task (status,
-// progress, error, "View"), and the result of the task being viewed.
+// The detail of one job: status, progress and message, cancel and delete, its params (those that
+// apply to its inputs), a gallery of its tasks (thumbnail, status, progress, error) and the result
+// of the task being viewed: the first task, unless the user picks another.
 
-import { errorText, type Job, type Task } from "./api";
+import { errorText, type Job, knownOperation, type Task } from "./api";
+import { applicableParams, outputsOf, viewKind } from "./results";
 import { ResultView } from "./resultView";
 import { isTerminal, type Status } from "./status";
 import { formatTime, h, ProgressBar, showStatus, statusBadge } from "./util";
 import { showInterrupted } from "./watcher";
 
 interface TaskRow {
-  el: HTMLTableRowElement;
+  el: HTMLLIElement;
   badge: HTMLSpanElement;
   bar: ProgressBar;
   error: HTMLElement;
   view: HTMLButtonElement;
+  thumb: HTMLElement;
+  thumbUrl: string;
 }
 
 export interface JobActions {
@@ -33,7 +37,11 @@ export class JobDetail {
   private taskRows = new Map<string, TaskRow>();
   private result = new ResultView();
   private shownTask: string | null = null;
-  private shownHadResult = false;
+  /** What the shown task's view was made from: its status and whether it had a result. */
+  private shownState = "";
+  /** The user picked the shown task (else the first task is shown as results come). */
+  private picked = false;
+  private params: HTMLElement;
 
   constructor(
     job: Job,
@@ -52,16 +60,17 @@ export class JobDetail {
       if (confirm("Delete this job and all its files?")) void this.run(this.actions.remove, "Deleting…");
     });
 
-    const tbody = h("tbody");
+    const gallery = h("ol", { class: "tasks task-gallery", "aria-label": "Tasks of this job" });
     for (const t of job.task_results ?? []) {
       const row = this.makeTaskRow(t);
       this.taskRows.set(t.task_id, row);
-      tbody.append(row.el);
+      gallery.append(row.el);
     }
+    this.params = h("span", { class: "job-params" }, "");
 
     this.el = h(
       "div",
-      { class: "job-detail", "data-job-id": job.job_id },
+      { class: "job-detail", "data-job-id": job.job_id, "data-tasks": String(job.task_results?.length ?? 0) },
       h(
         "div",
         { class: "detail-head" },
@@ -69,28 +78,13 @@ export class JobDetail {
           "div",
           { class: "detail-title" },
           h("h2", {}, `${job.task_type} `, this.badge),
-          h("p", { class: "muted" }, `Created ${formatTime(job.created_at)} · params: ${paramsText(job.params)} · `, h("code", {}, job.job_id)),
+          h("p", { class: "muted" }, `Created ${formatTime(job.created_at)} · params: `, this.params, " · ", h("code", {}, job.job_id)),
         ),
+        h("div", { class: "detail-bar" }, this.bar.el, this.message),
         h("div", { class: "detail-actions" }, this.cancelBtn, this.deleteBtn, this.actionStatus),
       ),
-      this.bar.el,
       this.live,
-      this.message,
-      h(
-        "div",
-        { class: "tasks-wrap" },
-        h(
-          "table",
-          { class: "tasks" },
-          h("caption", { class: "visually-hidden" }, "Tasks of this job"),
-          h(
-            "thead",
-            {},
-            h("tr", {}, h("th", { scope: "col" }, "Input"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Progress"), h("th", { scope: "col" }, "Result")),
-          ),
-          tbody,
-        ),
-      ),
+      gallery,
       this.result.el,
     );
     this.update(job);
@@ -112,17 +106,14 @@ export class JobDetail {
     const badge = statusBadge(t.status);
     const bar = new ProgressBar(`Progress of ${t.input_file}`, "bar-small");
     const error = h("div", { class: "task-error", role: "alert" });
-    const view = h("button", { type: "button", class: "small", disabled: true, "aria-label": `View result of ${t.input_file}` }, "View");
-    view.addEventListener("click", () => this.showTask(t.task_id));
-    const el = h(
-      "tr",
-      { "data-task-id": t.task_id },
-      h("td", { class: "task-file" }, h("span", { class: "file-name", title: t.input_file }, t.input_file), error),
-      h("td", {}, badge),
-      h("td", {}, bar.el),
-      h("td", {}, view),
-    );
-    return { el, badge, bar, error, view };
+    const thumb = h("span", { class: "thumb", "aria-hidden": "true" });
+    const view = h("button", { type: "button", class: "task-view", disabled: true, "aria-label": `View result of ${t.input_file}` }, thumb, h("span", { class: "file-name", title: t.input_file }, t.input_file));
+    view.addEventListener("click", () => {
+      this.picked = true;
+      this.showTask(t.task_id);
+    });
+    const el = h("li", { "data-task-id": t.task_id }, view, h("span", { class: "task-state" }, badge, bar.el), error);
+    return { el, badge, bar, error, view, thumb, thumbUrl: "" };
   }
 
   /** Live updates failed (and are being retried) / work again. */
@@ -136,25 +127,51 @@ export class JobDetail {
     this.message.textContent = jobMessage(job);
     this.message.title = job.message ?? "";
     this.cancelBtn.disabled = isTerminal(job.status);
+    this.params.textContent = paramsText(applicableParams(job, knownOperation(job.task_type)?.params_schema));
     for (const t of job.task_results ?? []) {
       const row = this.taskRows.get(t.task_id);
       if (!row) continue;
       showStatus(row.el, row.badge, row.bar, t);
       row.error.textContent = t.error ?? "";
-      row.view.disabled = !t.result;
+      row.view.disabled = !t.result && !t.error;
+      const thumb = t.result ? taskThumbnail(t) : "";
+      if (thumb && thumb !== row.thumbUrl) {
+        row.thumbUrl = thumb;
+        row.thumb.replaceChildren(h("img", { src: thumb, alt: "", loading: "lazy", decoding: "async" }));
+      }
     }
-    // Show the first result as soon as one exists; refresh it when the shown task gets its result.
-    // A failure shown while nothing had succeeded yet gives way to the first real result.
-    const shown = job.task_results.find((t) => t.task_id === this.shownTask);
-    const firstResult = job.task_results.find((t) => t.result);
-    if (shown && !shown.result && firstResult) {
-      this.showTask(firstResult.task_id);
-    } else if (!shown) {
-      const first = firstResult ?? job.task_results.find((t) => t.status === "FAILED");
-      if (first) this.showTask(first.task_id);
-    } else if (!!shown.result !== this.shownHadResult) {
-      this.showTask(shown.task_id, true);
-    }
+    // Show the first task (in the job's order), waiting for its result, unless the user picked
+    // one; when the first failed, the first task with a result replaces its failure.
+    const tasks = job.task_results ?? [];
+    const shown = tasks.find((t) => t.task_id === this.shownTask);
+    const first = tasks[0];
+    const firstResult = tasks.find((t) => t.result);
+    const firstFailed = first && (first.status === "FAILED" || first.status === "CANCELLED");
+    const wanted = this.picked && shown ? shown : firstFailed && firstResult ? firstResult : first;
+    if (!wanted) return;
+    if (wanted.task_id !== this.shownTask) this.showTask(wanted.task_id);
+    else if (taskState(wanted) !== this.shownState) this.showTask(wanted.task_id, true);
+  }
+
+  fullscreen(): void {
+    this.result.toggleFullscreen();
+  }
+
+  /** Shows this task (the user's choice, kept as results come). */
+  pick(taskId: string): void {
+    this.picked = true;
+    this.showTask(taskId);
+  }
+
+  /** Shows the next (+1) or previous (-1) task. */
+  step(by: number): void {
+    const tasks = this.job.task_results ?? [];
+    if (tasks.length < 2) return;
+    const i = tasks.findIndex((t) => t.task_id === this.shownTask);
+    const next = tasks[(i + by + tasks.length) % tasks.length];
+    this.picked = true;
+    this.showTask(next.task_id);
+    this.taskRows.get(next.task_id)?.el.scrollIntoView({ block: "nearest", inline: "nearest" });
   }
 
   showTask(taskId: string, force = false): void {
@@ -162,8 +179,11 @@ export class JobDetail {
     const task = this.job.task_results.find((t) => t.task_id === taskId);
     if (!task) return;
     this.shownTask = taskId;
-    this.shownHadResult = !!task.result;
-    for (const [id, row] of this.taskRows) row.el.classList.toggle("selected", id === taskId);
+    this.shownState = taskState(task);
+    for (const [id, row] of this.taskRows) {
+      row.el.classList.toggle("selected", id === taskId);
+      row.view.setAttribute("aria-current", String(id === taskId));
+    }
     this.result.show(this.job, task);
   }
 
@@ -172,8 +192,7 @@ export class JobDetail {
   }
 }
 
-function paramsText(p: Record<string, unknown>): string {
-  const entries = Object.entries(p ?? {});
+function paramsText(entries: [string, unknown][]): string {
   return entries.length ? entries.map(([k, v]) => `${k}=${Array.isArray(v) ? v.join("×") : JSON.stringify(v)}`).join(", ") : "defaults";
 }
 
@@ -190,4 +209,15 @@ export function jobMessage(job: Job): string {
   const rest = tasks.length - ok - failed - cancelled;
   if (rest) parts.push(`${rest} not finished`);
   return parts.join(", ");
+}
+
+/** A task's view changes when it gets its result or fails. */
+function taskState(t: Task): string {
+  return `${t.result ? "result" : t.status === "FAILED" || t.status === "CANCELLED" ? t.status : "waiting"}`;
+}
+
+/** A task's picture in the gallery: its volume preview or its 2D result. */
+function taskThumbnail(t: Task): string {
+  const images = (t.result ? outputsOf(t.result) : []).filter((o) => viewKind(o) === "image");
+  return (images.find((o) => o.role === "preview") ?? images.find((o) => o.role === "primary"))?.url ?? "";
 }

@@ -7,6 +7,7 @@ import { thumbnailOutput } from "./results";
 import { Backoff, isFinal, retry } from "./retry";
 import { isTerminal, STATUSES } from "./status";
 import { formatTime, h, ProgressBar, showStatus, statusBadge } from "./util";
+import { StudiesView } from "./studies";
 import { showInterrupted, Watcher } from "./watcher";
 
 const PAGE_SIZE = 20;
@@ -59,6 +60,9 @@ export class JobsView {
   private watcher: Watcher;
   private generation = 0;
   private statusFilter: HTMLSelectElement;
+  private studies: StudiesView;
+  private studiesTimer = 0;
+  private tabs: HTMLButtonElement[];
 
   constructor() {
     this.ul = h("ul", { class: "job-list", "aria-label": "Your jobs" });
@@ -75,18 +79,29 @@ export class JobsView {
       ...STATUSES.map((st) => h("option", { value: st }, st.charAt(0) + st.slice(1).toLowerCase())),
     );
     this.statusFilter.addEventListener("change", () => void this.reload());
+    this.studies = new StudiesView((jobId, taskId) => void this.openTask(jobId, taskId));
+    const jobsBox = h("div", { class: "jobs-box", role: "tabpanel", "aria-labelledby": "tab-jobs", id: "panel-jobs" }, this.ul, this.listStatus, this.more);
+    const studiesBox = h("div", { class: "studies-box", role: "tabpanel", "aria-labelledby": "tab-studies", id: "panel-studies", hidden: true }, this.studies.el);
+    const tab = (id: string, label: string, panel: HTMLElement) => {
+      const b = h("button", { type: "button", role: "tab", id, class: "tab", "aria-controls": panel.id, "aria-selected": String(id === "tab-jobs") }, label);
+      b.addEventListener("click", () => {
+        for (const t of this.tabs) t.setAttribute("aria-selected", String(t === b));
+        jobsBox.hidden = panel !== jobsBox;
+        studiesBox.hidden = panel !== studiesBox;
+        filterBox.hidden = panel !== jobsBox;
+        if (panel === studiesBox) this.studies.render(this.jobs.values());
+      });
+      return b;
+    };
+    this.tabs = [tab("tab-jobs", "Jobs", jobsBox), tab("tab-studies", "Studies", studiesBox)];
+    const filterBox = h("span", { class: "panel-tools" }, h("label", { for: filterId }, "Status"), this.statusFilter, refresh);
     this.listEl = h(
       "section",
       { class: "panel jobs-panel", "aria-labelledby": "jobs-title" },
-      h(
-        "div",
-        { class: "panel-head" },
-        h("h2", { id: "jobs-title" }, "Jobs"),
-        h("span", { class: "panel-tools" }, h("label", { for: filterId }, "Status"), this.statusFilter, refresh),
-      ),
-      this.ul,
-      this.listStatus,
-      this.more,
+      h("h2", { id: "jobs-title", class: "visually-hidden" }, "Jobs and studies"),
+      h("div", { class: "panel-head" }, h("div", { class: "tabs", role: "tablist", "aria-label": "Browse by" }, ...this.tabs), filterBox),
+      jobsBox,
+      studiesBox,
     );
     this.detailEl = h(
       "section",
@@ -180,6 +195,7 @@ export class JobsView {
     this.jobs.clear();
     this.rows.clear();
     this.ul.replaceChildren();
+    this.studies.render([]);
   }
 
   /** Loads a page of the list. The first page is retried with backoff until it loads (or a
@@ -249,8 +265,39 @@ export class JobsView {
       this.listStatus.textContent = "";
     }
     this.fillRow(row, job);
+    this.refreshStudies();
     if (!isTerminal(job.status)) this.watcher.watch(job.job_id, job.job_id === this.selected);
     if (this.selected === job.job_id) this.detail?.update(job);
+  }
+
+  private refreshStudies(): void {
+    if (this.studiesTimer) return;
+    this.studiesTimer = window.setTimeout(() => {
+      this.studiesTimer = 0;
+      this.studies.render(this.jobs.values());
+    }, 150);
+  }
+
+  /** Opens a job at one of its tasks (from the studies browser). */
+  async openTask(jobId: string, taskId: string): Promise<void> {
+    if (!this.jobs.has(jobId)) {
+      try {
+        this.update(await getJob(jobId), "auto");
+      } catch {
+        return;
+      }
+    }
+    this.select(jobId);
+    this.detail?.pick(taskId);
+  }
+
+  fullscreen(): void {
+    this.detail?.fullscreen();
+  }
+
+  /** Next / previous task of the open job. */
+  stepTask(by: number): void {
+    this.detail?.step(by);
   }
 
   private insertSorted(li: HTMLLIElement, job: Job): void {
@@ -269,6 +316,7 @@ export class JobsView {
     this.jobs.delete(id);
     this.rows.get(id)?.el.remove();
     this.rows.delete(id);
+    this.refreshStudies();
     if (this.selected === id) this.select(null);
     if (!this.jobs.size) this.listStatus.textContent = "No jobs yet. Upload files to start one.";
   }
@@ -285,10 +333,9 @@ export class JobsView {
       h(
         "span",
         { class: "job-row-main" },
-        h("span", { class: "job-row-title" }, job.task_type, h("span", { class: "muted" }, ` · ${job.task_results?.length ?? 0} file(s)`)),
+        h("span", { class: "job-row-line" }, h("span", { class: "job-row-title" }, job.task_type, h("span", { class: "muted" }, ` · ${job.task_results?.length ?? 0} file(s)`)), badge),
         h("span", { class: "job-row-files muted", title: inputNames(job) }, filesLabel(job)),
-        h("span", { class: "job-row-time muted" }, formatTime(job.created_at)),
-        h("span", { class: "job-row-status" }, badge, bar.el),
+        h("span", { class: "job-row-line" }, h("span", { class: "job-row-time muted" }, formatTime(job.created_at)), bar.el),
         live,
       ),
     );
@@ -314,6 +361,7 @@ export class JobsView {
     this.detail = null;
     const job = id ? this.jobs.get(id) : undefined;
     if (!id || !job) {
+      document.dispatchEvent(new CustomEvent("detail-empty")); // nothing to view: the list matters
       this.detailEl.replaceChildren(h("p", { class: "muted empty-detail" }, "Select a job to see its progress and results."));
       if (!id && clearHash) setJobInAddress(null);
       return;

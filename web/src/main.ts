@@ -6,6 +6,7 @@ import { ApiError, errorText, identity, listOperations, uploadJob, validUserId, 
 import { displayName, filesFromDrop, filesFromInput, groupForUpload, packZip } from "./files";
 import { JobsView } from "./jobList";
 import { buildParamsForm, type ParamsForm } from "./schemaForm";
+import { installShortcuts, onPageKey, showCheatSheet } from "./shortcuts";
 import { formatBytes, h, ProgressBar } from "./util";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -273,12 +274,44 @@ function setupUpload(): { reset: () => void } {
   };
 }
 
+// ---- side panel: open, or folded away so that an open result takes the screen (unless the user
+// opened it again: then it stays) -----------------------------------------------------------------
+
+function setupSidePanel(): void {
+  const layout = $<HTMLElement>("main");
+  const toggle = $<HTMLButtonElement>("toggle-side");
+  let pinned = false; // the user opened it: it stays open
+  const set = (open: boolean) => {
+    layout.dataset.side = open ? "open" : "closed";
+    toggle.setAttribute("aria-expanded", String(open));
+    toggle.setAttribute("aria-label", open ? "Hide the side panel" : "Show the side panel");
+  };
+  const flip = () => {
+    const open = layout.dataset.side !== "open";
+    pinned = open;
+    set(open);
+  };
+  set(true);
+  toggle.addEventListener("click", flip);
+  onPageKey("j", flip);
+  document.addEventListener("result-shown", () => {
+    if (!pinned) set(false);
+  });
+  document.addEventListener("detail-empty", () => set(true));
+}
+
 // ---- start --------------------------------------------------------------------------------
 
 function start(): void {
   $("jobs-slot").replaceWith(jobsView.listEl);
   $("detail-slot").replaceWith(jobsView.detailEl);
   const upload = setupUpload();
+  setupSidePanel();
+  installShortcuts();
+  $("show-shortcuts").addEventListener("click", showCheatSheet);
+  onPageKey("n", () => jobsView.stepTask(1));
+  onPageKey("p", () => jobsView.stepTask(-1));
+  onPageKey("f", () => jobsView.fullscreen());
   setupIdentity(() => {
     upload.reset();
     history.replaceState(null, "", location.pathname + location.search);

@@ -1,11 +1,15 @@
 // One task's result in the job detail: the viewer that its primary output calls for (NiiVue for a
-// volume, the 2D before/after viewer for an image), its downloads and its metadata.
+// volume, the 2D viewer for an image) taking most of the screen, and beside it the job's
+// measurements, the result's metadata and its downloads. The viewer can go full screen.
 
-import { fetchBlob, identityHeaders, type Job, type Task, type TaskResultBody } from "./api";
+import { errorFrom, fetchBlob, identityHeaders, type Job, type Task, type TaskResultBody } from "./api";
+import { MeasurementList } from "./measurements";
 import { metadataTable } from "./metadata";
-import { beforeOf, isMask, outputsOf, primaryOf, viewKind } from "./results";
+import { readNifti, readRaster } from "./nifti";
+import { afterPlane, beforeOf, beforePlane, isMask, outputsOf, type PlaneRef, primaryOf, viewKind } from "./results";
+import { setViewerKeys } from "./shortcuts";
 import { formatBytes, h } from "./util";
-import { createViewer2D, type Viewer2D } from "./viewer2d";
+import { createViewer2D, type PlaneSource, type Viewer2D } from "./viewer2d";
 
 // NiiVue is large: it is loaded on first use of the volume viewer (a separate chunk).
 type Viewer3DModule = typeof import("./viewer3d");
@@ -14,32 +18,72 @@ function loadViewer3D(): Promise<Viewer3DModule> {
   return import("./viewer3d").then((m) => (viewer3d = m));
 }
 
+function planeSource(ref: PlaneRef): PlaneSource {
+  return {
+    name: ref.name,
+    real: ref.real,
+    async load(signal) {
+      let blob: Blob;
+      if (ref.signed) {
+        const res = await fetch(ref.url, { signal });
+        if (!res.ok) throw errorFrom(res.status, await res.text());
+        blob = await res.blob();
+      } else blob = await fetchBlob(ref.url, signal);
+      if (ref.real || /\.nii(\.gz)?$/i.test(ref.name)) return readNifti(await blob.arrayBuffer());
+      if (viewKind({ media_type: blob.type, filename: ref.name }) !== "image") throw new Error(`${ref.name} is not an image`);
+      return readRaster(blob);
+    },
+  };
+}
+
 export class ResultView {
   readonly el: HTMLElement = h("div", { class: "result" });
+  readonly measurements = new MeasurementList();
   private viewer2d: Viewer2D | null = null;
-  private objectUrls: string[] = [];
   private abort = new AbortController();
+  private workspace: HTMLElement | null = null;
 
   /** Shows the task's result, or why it has none. */
   show(job: Job, task: Task): void {
     this.clear();
+    this.measurements.open(job.job_id);
     const head = h("h3", { class: "result-title" }, `Result: ${task.input_file}`);
     const result = task.result;
     if (!result) {
       this.el.replaceChildren(
         head,
-        h("p", { class: task.error ? "error-text" : "muted" }, task.error ? `This task failed: ${task.error}` : "No result yet."),
+        h(
+          "p",
+          { class: task.error ? "error-text result-note" : "muted result-note" },
+          task.error ? `This task failed: ${task.error}` : `Waiting for the result of ${task.input_file}…`,
+        ),
       );
       return;
     }
     const outputs = outputsOf(result);
+    const full = h("button", { type: "button", class: "small secondary", title: "Full screen (f)" }, "Full screen");
+    full.addEventListener("click", () => this.toggleFullscreen());
     const side = h(
-      "div",
-      { class: "result-side" },
-      h("section", { class: "downloads-wrap", "aria-label": "Downloads" }, h("h4", {}, "Downloads"), downloadList(outputs)),
+      "aside",
+      { class: "result-side", "aria-label": "Result details" },
+      h("div", { class: "result-head" }, head, full),
+      this.measurements.el,
       metadataTable(result.metadata),
+      h("section", { class: "downloads-wrap", "aria-label": "Downloads" }, h("h4", {}, "Downloads"), downloadList(outputs)),
     );
-    this.el.replaceChildren(head, h("div", { class: "result-grid" }, this.viewer(job, task, result), side));
+    const viewer = this.viewer(job, task, result);
+    this.workspace = h("div", { class: "workspace" }, h("div", { class: "viewer-col" }, viewer), side);
+    this.el.replaceChildren(this.workspace);
+    // viewer first: the page may fold its side panel away
+    document.dispatchEvent(new CustomEvent("result-shown"));
+  }
+
+  toggleFullscreen(): void {
+    const ws = this.workspace;
+    if (!ws) return;
+    if (document.fullscreenElement) void document.exitFullscreen();
+    else if (ws.requestFullscreen) ws.requestFullscreen().catch(() => ws.classList.toggle("pseudo-fullscreen"));
+    else ws.classList.toggle("pseudo-fullscreen");
   }
 
   private viewer(job: Job, task: Task, result: TaskResultBody): HTMLElement {
@@ -55,17 +99,32 @@ export class ResultView {
         .then((m) => {
           if (signal.aborted) return;
           status.remove();
-          return m.volumeViewer().show(box, {
+          const v = m.volumeViewer();
+          setViewerKeys(v.keys);
+          return v.show(box, {
             output: { url: primary.url, name: primary.filename },
             input: before && { url: before.url, name: before.name, headers: before.signed ? undefined : identityHeaders() },
             isMask: isMask(result),
+            meta: result.metadata ?? {},
+            measurements: this.measurements,
+            file: task.input_file,
           });
         })
         .catch((e) => {
           status.replaceChildren(h("div", { class: "viewer-status error", role: "alert" }, `The volume viewer could not start: ${String(e)}`));
         });
     } else if (primary && kind === "image") {
-      this.viewer2d = createViewer2D(primary.url, this.beforeImage(job, task, result), task.input_file);
+      const after = afterPlane(result)!;
+      const before = beforePlane(job, task, result, after.real);
+      this.viewer2d = createViewer2D({
+        after: planeSource(after),
+        before: before ? Promise.resolve(planeSource(before)) : null,
+        alt: task.input_file,
+        meta: result.metadata ?? {},
+        measurements: this.measurements,
+        file: task.input_file,
+      });
+      setViewerKeys(this.viewer2d.keys);
       box.append(this.viewer2d.el);
     } else {
       box.append(h("p", { class: "muted" }, "This result cannot be previewed in the browser; download it below."));
@@ -73,29 +132,16 @@ export class ResultView {
     return box;
   }
 
-  /** The "before" image's URL: a signed URL loads in an <img> as it is; the input file needs the
-   *  identity headers, so it is fetched and shown through an object URL. */
-  private beforeImage(job: Job, task: Task, result: TaskResultBody): Promise<string | null> | null {
-    const before = beforeOf(job, task, result, "image");
-    if (!before) return null;
-    if (before.signed) return Promise.resolve(before.url);
-    return fetchBlob(before.url, this.abort.signal).then((b) => {
-      if (viewKind({ media_type: b.type, filename: before.name }) !== "image") return null;
-      const u = URL.createObjectURL(b);
-      this.objectUrls.push(u);
-      return u;
-    });
-  }
-
-  /** Releases the viewers, pending loads and object URLs of the shown result. */
+  /** Releases the viewers and pending loads of the shown result. */
   clear(): void {
+    setViewerKeys(null);
+    if (document.fullscreenElement && this.workspace?.contains(document.fullscreenElement)) void document.exitFullscreen();
     this.viewer2d?.destroy();
     this.viewer2d = null;
     viewer3d?.volumeViewer().detach();
     this.abort.abort();
     this.abort = new AbortController();
-    for (const u of this.objectUrls) URL.revokeObjectURL(u);
-    this.objectUrls = [];
+    this.workspace = null;
   }
 }
 

@@ -1,7 +1,8 @@
 // What a task's result holds, read from what the processor marks (services/processor/imaging/
 // outputs.py): each output's role ("primary": the result; "preview": a PNG of a volume's middle
 // slice; "input": the unprocessed input in a form a browser can show, written for DICOM and
-// DICOM-series ZIP inputs), its media type, and the result's metadata (`format` of the input,
+// DICOM-series ZIP inputs; "values" / "input_values": a grey 2D DICOM result / input in real units
+// as a one-slice NIfTI, for windowing), its media type, and the result's metadata (`format` of the input,
 // `content: "mask"` for a mask). The viewer is chosen from these, never from the operation's name.
 
 import { fileUrl, type Job, type Output, type Task, type TaskResultBody } from "./api";
@@ -78,4 +79,60 @@ export function thumbnailOutput(job: Job): Output | null {
     if (o) return o;
   }
   return null;
+}
+
+/** A 2D image for the 2D viewer: real units (a NIfTI of values) or display pixels (PNG/JPEG). */
+export interface PlaneRef {
+  url: string;
+  name: string;
+  signed: boolean;
+  real: boolean;
+}
+
+/** The result as the 2D viewer reads it: its real values when the processor wrote them, else the
+ *  primary image. */
+export function afterPlane(result: TaskResultBody): PlaneRef | null {
+  const outputs = outputsOf(result);
+  const values = withRole(outputs, "values");
+  if (values) return { url: values.url, name: values.filename, signed: true, real: true };
+  const primary = primaryOf(outputs);
+  return primary && viewKind(primary) === "image" ? { url: primary.url, name: primary.filename, signed: true, real: false } : null;
+}
+
+/** The input as the 2D viewer reads it, in the same kind of values as the result when possible. */
+export function beforePlane(job: Job, task: Task, result: TaskResultBody, realAfter: boolean): PlaneRef | null {
+  const values = withRole(outputsOf(result), "input_values");
+  if (values && realAfter) return { url: values.url, name: values.filename, signed: true, real: true };
+  const before = beforeOf(job, task, result, "image");
+  return before ? { ...before, real: false } : null;
+}
+
+/** The kind of a task's result ("2d" / "volume"), from its metadata, else guessed from the input
+ *  name (a DICOM file may be either: null). */
+export function resultKind(task: Task): "2d" | "volume" | null {
+  const k = task.result?.metadata?.["kind"];
+  if (k === "2d" || k === "volume") return k;
+  if (/\.(nii|nii\.gz|zip)$/i.test(task.input_file)) return "volume";
+  if (/\.(png|jpe?g)$/i.test(task.input_file)) return "2d";
+  return null;
+}
+
+/**
+ * Params that apply to one kind of result only. The catalogue's schema may say so itself with
+ * `x-applies-to: ["2d"]` on a property (read first); otherwise this table, from the catalogue's
+ * descriptions: output_format picks the file format of 2D results (volumes are always .nii.gz),
+ * spacing and shape resample volumes.
+ */
+const PARAM_KINDS: Record<string, ("2d" | "volume")[]> = { output_format: ["2d"], spacing: ["volume"], shape: ["volume"] };
+
+/** The job's params that apply to its tasks' kinds (all of them while the kinds are unknown). */
+export function applicableParams(job: Job, schema?: Record<string, unknown>): [string, unknown][] {
+  const kinds = new Set((job.task_results ?? []).map(resultKind));
+  const props = (schema?.["properties"] ?? {}) as Record<string, Record<string, unknown>>;
+  return Object.entries(job.params ?? {}).filter(([name]) => {
+    const declared = props[name]?.["x-applies-to"];
+    const applies = Array.isArray(declared) ? (declared as string[]) : PARAM_KINDS[name];
+    if (!applies || !kinds.size || kinds.has(null)) return true;
+    return [...kinds].some((k) => k !== null && applies.includes(k));
+  });
 }

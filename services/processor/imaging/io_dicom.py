@@ -128,12 +128,18 @@ def _first(value: Any) -> float | None:
     return values[0] if values else None
 
 
+def _whole(value: Any) -> int | None:
+    number = _first(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
 def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
 def describe(ds: Dataset) -> dict[str, Any]:
-    """JSON-friendly facts about a DICOM data set (no patient identifiers)."""
+    """JSON-friendly facts about a DICOM data set. Of the patient identifiers only PatientID, so
+    that a viewer can group a user's results by patient / study / series."""
     ts = transfer_syntax(ds)
     sop = ds.get("SOPClassUID")
     modality = _text(ds.get("Modality"))
@@ -165,6 +171,12 @@ def describe(ds: Dataset) -> dict[str, Any]:
         "body_part_examined": _text(ds.get("BodyPartExamined")),
         "manufacturer": _text(ds.get("Manufacturer")),
         "series_instance_uid": _text(ds.get("SeriesInstanceUID")),
+        "series_number": _whole(ds.get("SeriesNumber")),
+        "study_instance_uid": _text(ds.get("StudyInstanceUID")),
+        "study_date": _text(ds.get("StudyDate")),
+        "patient_id": _text(ds.get("PatientID")),
+        "image_position_patient": _floats(ds.get("ImagePositionPatient")),
+        "image_orientation_patient": _floats(ds.get("ImageOrientationPatient")),
     }
     return {k: (int(v) if isinstance(v, int) else v) for k, v in facts.items() if v is not None}
 

@@ -12,7 +12,7 @@ from nibabel.orientations import apply_orientation, io_orientation
 
 from services.common.keys import output_name
 
-from . import display, io_nifti, io_raster
+from . import display, geometry, io_nifti, io_raster
 from .image import Image
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "nifti": "application/gzip"}
@@ -59,7 +59,35 @@ def write_outputs(
     written = _write_result(image, out_dir, stem, output_format)
     if source is not None and source.metadata.get("format") in NEEDS_INPUT_VIEW:
         written.append(write_input_view(source, out_dir, stem, result=image))
+        for shown, kind, role in (
+            (image, "values_nifti", "values"),
+            (source, "input_values_nifti", "input_values"),
+        ):
+            if has_real_values(shown):
+                written.append(write_values(shown, out_dir / output_name(stem, kind), role))
     return written
+
+
+def has_real_values(image: Image) -> bool:
+    """A single grey 2D image in real units (HU, ...), which a PNG shows only through one window."""
+    return image.kind == "2d" and image.samples == "L" and not image.display.native and image.data.ndim == 2
+
+
+def write_values(image: Image, path: Path, role: str) -> dict[str, str]:
+    """A 2D image's real values as a float32 NIfTI of one slice (column, row, 1), so that a viewer
+    can window it: the affine places it in the patient (the DICOM position and orientation when
+    known, else only the pixel spacing); without a pixel spacing the spatial unit is "unknown"."""
+    meta = image.metadata
+    spacing = image.spacing
+    affine = geometry.dicom_affine(
+        meta.get("image_orientation_patient"), meta.get("image_position_patient"), spacing or (1.0, 1.0), 1.0
+    )
+    units = {} if spacing else {"xyzt_units": ("unknown", "unknown")}
+    plane = Image(
+        data=np.ascontiguousarray(image.data.T[:, :, None]), kind="volume", affine=affine, metadata=units
+    )
+    io_nifti.write_nifti(plane, path, dtype=np.float32)
+    return _entry(path, MEDIA_TYPES["nifti"], role)
 
 
 def write_input_view(source: Image, out_dir: Path, stem: str, result: Image | None = None) -> dict[str, str]:
