@@ -10,13 +10,19 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import imagecodecs
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def _pillow(level: int) -> Callable[[np.ndarray], bytes]:
@@ -31,6 +37,12 @@ def _imagecodecs(level: int) -> Callable[[np.ndarray], bytes]:
     return lambda a: imagecodecs.png_encode(a, level=level)
 
 
+def _processor(a: np.ndarray) -> bytes:
+    from services.processor.imaging.io_raster import encode_png
+
+    return encode_png(a, "L")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50)
@@ -39,6 +51,7 @@ def main() -> None:
     image = np.clip(np.rint(ndimage.gaussian_filter(noise.astype(np.float32), 1.0)), 0, 255).astype(np.uint8)
     encoders = {f"pillow level {lv}": _pillow(lv) for lv in (1, 6)}
     encoders.update({f"imagecodecs level {lv}": _imagecodecs(lv) for lv in (1, 6)})
+    encoders["processor (1, Paeth, RLE)"] = _processor
     times: dict[str, list[float]] = {name: [] for name in encoders}
     sizes: dict[str, int] = {}
     for _ in range(args.repeat):  # interleaved: every encoder sees the same machine
@@ -50,10 +63,10 @@ def main() -> None:
     for name, encode in encoders.items():
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode(image)))), image), name
     base = statistics.median(times["pillow level 1"])
-    print(f"{'encoder':<22} {'median ms':>10} {'vs pillow 1':>12} {'bytes':>9}")
+    print(f"{'encoder':<26} {'median ms':>10} {'vs pillow 1':>12} {'bytes':>9}")
     for name in encoders:
         med = statistics.median(times[name])
-        print(f"{name:<22} {med * 1000:>10.2f} {med / base:>11.2f}x {sizes[name]:>9}")
+        print(f"{name:<26} {med * 1000:>10.2f} {med / base:>11.2f}x {sizes[name]:>9}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from opentelemetry import context as otel_context
 from prometheus_client import start_http_server
 
 from services.common import logging as log_ctx
-from services.common import tracing
+from services.common import runtime, tracing
 from services.common.config import Settings, listen_port
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ async def run_server(
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving on %s", bind)
+    runtime.settle()
     watcher = asyncio.create_task(_watch_readiness(ready, health_servicer, ["", *service_names]))
 
     await stop.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,17 +30,27 @@ def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
 def from_struct_plain(value: struct_pb2.Struct) -> dict[str, Any]:
     """from_struct with whole numbers as ints: Struct stores every number as a double, so
     "width": 512 would otherwise come back as 512.0 ("shape": [512, 512], not [512.0, 512.0])."""
-    return _whole_numbers_as_ints(from_struct(value))
+    # Read field by field in one pass: what MessageToDict and a second pass did at about twice the
+    # CPU, for every job the gateway answers with.
+    return {k: _plain(v) for k, v in value.fields.items()}
 
 
-def _whole_numbers_as_ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_numbers_as_ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers_as_ints(v) for v in value]
-    return value
+def _plain(v: struct_pb2.Value) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "number_value":
+        n = v.number_value
+        if not math.isfinite(n):
+            raise ValueError(f"not valid JSON: {n} is not a finite number")
+        return int(n) if n.is_integer() and abs(n) < 2**53 else n
+    if kind == "string_value":
+        return v.string_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "struct_value":
+        return {k: _plain(x) for k, x in v.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(x) for x in v.list_value.values]
+    return None  # null_value, or no kind set (MessageToDict says None too)
 
 
 def to_timestamp(dt: datetime | None) -> timestamp_pb2.Timestamp | None:

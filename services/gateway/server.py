@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 from fastapi import FastAPI
 
+from services.common import runtime
 from services.common.config import Settings
 from services.common.logging import setup_logging
 from services.common.tracing import setup_tracing
@@ -23,6 +24,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: object) -> uvi
         "host": settings.http_host,
         "port": settings.http_port,
         "http": "httptools",
+        "loop": "uvloop",  # as every service: services/common/runtime.py
         "log_config": None,
         "access_log": False,  # the gateway writes its own JSON access line
         "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds),
@@ -39,6 +41,7 @@ def main() -> None:
         app = create_app(settings)
     except AuthConfigError as exc:
         raise SystemExit(f"gateway not started: {exc}") from None
+    runtime.settle()
     uvicorn.Server(uvicorn_config(app, settings)).run()
 
 

@@ -4,8 +4,9 @@ line as keep-alive while nothing changes, and the end after a terminal state."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
+
+import orjson
 
 from services.common.gen.radiology.v1 import common_pb2
 from services.common.status import TERMINAL
@@ -19,7 +20,7 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _event(job: common_pb2.Job, signer: UrlSigner) -> bytes:
-    return f"event: job\ndata: {json.dumps(job_json(job, signer), separators=(',', ':'))}\n\n".encode()
+    return b"event: job\ndata: " + orjson.dumps(job_json(job, signer)) + b"\n\n"
 
 
 async def job_events(first: common_pb2.Job, watch: JobWatch, signer: UrlSigner) -> AsyncIterator[bytes]:

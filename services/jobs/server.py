@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from services.common import runtime
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import jobs_pb2
 from services.common.grpc_server import create_server, run_server
@@ -32,4 +31,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    runtime.run(main())

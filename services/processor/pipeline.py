@@ -1,9 +1,13 @@
 """One task from input to result: fetch the input, run the operation, store the outputs.
 
 Events: RUNNING 10 "fetched" -> (in the pool) 40 "decoded", 70 "processed" -> SUCCESS 100 "stored"
-with the TaskResult. Output keys are deterministic, so a redelivered task overwrites its earlier
-outputs. Whether and when to retry is the consumer's business (worker.py): this module raises
-TaskFailed for what no retry can fix and lets transient errors through.
+with the TaskResult. The steps reported from inside the pool are held for PROGRESS_HOLD_SECONDS and
+dropped when a later step or the result overtakes them: a task of a few milliseconds reports
+"fetched" and its result (each event costs a database transaction and a message to every watcher),
+a longer one every step, late by at most the hold. Output keys are deterministic, so a redelivered
+task overwrites its earlier outputs. Whether and when to retry is the consumer's business
+(worker.py): this module raises TaskFailed for what no retry can fix and lets transient errors
+through.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -30,6 +35,8 @@ RUNNING, SUCCESS = common_pb2.STATUS_RUNNING, common_pb2.STATUS_SUCCESS
 
 # Scratch folders with less than this in them are removed on the event loop (see run).
 SMALL_SCRATCH_BYTES = 4 * 1024 * 1024
+# How long a step reported from inside the operation waits for a later one before it is published.
+PROGRESS_HOLD_SECONDS = 0.1
 
 
 class TaskFailed(Exception):
@@ -70,14 +77,20 @@ class TaskPipeline:
             progress_sent.append(self._events.publish_soon(task, RUNNING, 10, "fetched"))
             self._cancelled.check(task.job_id)
 
+            held = _HeldStep(lambda pct, step: progress_sent.append(
+                self._events.publish_soon(task, RUNNING, pct, step)))
+
             async def progress(pct: int, step: str) -> None:
-                progress_sent.append(self._events.publish_soon(task, RUNNING, pct, step))
+                held.offer(pct, step)
 
             stem = task.output_stem or choose_output_stems([Path(task.input_file).name])[0]
-            result = await self._pool.run_operation(
-                task.task_type, from_struct_plain(task.params), str(input_path), str(out_dir), stem,
-                progress, {"job_id": task.job_id, "series_instance_uid": task.series_instance_uid},
-            )
+            try:
+                result = await self._pool.run_operation(
+                    task.task_type, from_struct_plain(task.params), str(input_path), str(out_dir), stem,
+                    progress, {"job_id": task.job_id, "series_instance_uid": task.series_instance_uid},
+                )
+            finally:
+                held.drop()  # overtaken by the result (or the failure)
             self._cancelled.check(task.job_id)
             outputs = [await self._store(task, out) for out in result["outputs"]]
             if not outputs:
@@ -118,3 +131,25 @@ class TaskPipeline:
             filename=filename, key=key, media_type=out["media_type"], size=info.size,
             sha256=info.sha256, role=out.get("role") or "primary",
         )
+
+
+class _HeldStep:
+    """The latest progress step, published by `send` once it has stood PROGRESS_HOLD_SECONDS
+    without a later one replacing it. Steps only grow, so what is published stays monotonic."""
+
+    def __init__(self, send: Callable[[int, str], None]) -> None:
+        self._send = send
+        self._timer: asyncio.TimerHandle | None = None
+
+    def offer(self, pct: int, step: str) -> None:
+        self.drop()
+        self._timer = asyncio.get_running_loop().call_later(PROGRESS_HOLD_SECONDS, self._fire, pct, step)
+
+    def _fire(self, pct: int, step: str) -> None:
+        self._timer = None
+        self._send(pct, step)
+
+    def drop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

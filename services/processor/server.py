@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common import grpc_client, messaging, tracing
+from services.common import grpc_client, messaging, runtime, tracing
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import processor_pb2_grpc
 from services.common.grpc_server import create_server, run_server
@@ -55,4 +55,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    runtime.run(main())

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from services.common import runtime
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import storage_pb2_grpc
 from services.common.grpc_server import create_server, run_server
@@ -28,4 +27,4 @@ async def serve() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    runtime.run(serve())

@@ -51,7 +51,7 @@ async def _settled(h: Harness, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_png_blur_reports_each_step_stores_outputs_and_acks(harness: Harness) -> None:
+async def test_png_blur_reports_its_steps_stores_outputs_and_acks(harness: Harness) -> None:
     await harness.worker()
     data = png_bytes(80, 60)
     done_before = _metric("tasks_processed_total", task_type="blur", outcome="success")
@@ -62,17 +62,14 @@ async def test_png_blur_reports_each_step_stores_outputs_and_acks(harness: Harne
 
     final = await harness.wait_terminal(task.task_id)
     events = harness.events_of(task.task_id)
-    assert _steps(events) == [
-        (RUNNING, 10, "fetched"),
-        (RUNNING, 40, "decoded"),
-        (RUNNING, 70, "processed"),
-        (SUCCESS, 100, "stored"),
-    ]
+    # The steps inside the operation are held back and dropped when a later one overtakes them
+    # (pipeline.PROGRESS_HOLD_SECONDS): this task takes a few ms, but a loaded machine may hold it.
+    steps = _steps(events)
+    assert steps[0] == (RUNNING, 10, "fetched") and steps[-1] == (SUCCESS, 100, "stored")
+    assert set(steps[1:-1]) <= {(RUNNING, 40, "decoded"), (RUNNING, 70, "processed")}
+    assert [p for _, p, _ in steps] == sorted(set(p for _, p, _ in steps))
     assert [s.headers["Nats-Msg-Id"] for s in harness.events if s.event.task_id == task.task_id] == [
-        f"{task.task_id}:10:RUNNING",
-        f"{task.task_id}:40:RUNNING",
-        f"{task.task_id}:70:RUNNING",
-        f"{task.task_id}:100:SUCCESS",
+        f"{task.task_id}:{p}:{'SUCCESS' if p == 100 else 'RUNNING'}" for _, p, _ in steps
     ]
     result = final.result
     assert result.input_file == "scan.png" and result.task_type == "blur"
@@ -101,6 +98,16 @@ async def test_png_blur_reports_each_step_stores_outputs_and_acks(harness: Harne
     assert _metric("tasks_processed_total", task_type="blur", outcome="success") == done_before + 1
     assert _metric("task_latency_seconds_count", task_type="blur") == latency_before + 1
     assert _metric("worker_active_tasks") == 0
+
+
+async def test_a_step_that_lasts_is_reported(harness: Harness) -> None:
+    await harness.worker()
+    task = await harness.publish_task(slow_png(), params=SLOW)  # a blur of about a second
+    await harness.wait_terminal(task.task_id)
+    steps = _steps(harness.events_of(task.task_id))
+    assert steps[:2] == [(RUNNING, 10, "fetched"), (RUNNING, 40, "decoded")]
+    assert steps[-1] == (SUCCESS, 100, "stored")
+    assert [p for _, p, _ in steps] == sorted(set(p for _, p, _ in steps))
 
 
 async def test_corrupt_file_fails_once_with_clear_message(harness: Harness, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from services.gateway.errors import (
     error_responses,
 )
 from services.gateway.framing import BodyStream
-from services.gateway.serializers import job_json
+from services.gateway.serializers import JsonBody, job_json
 from services.gateway.submit import DEFAULT_TASK_TYPE
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -131,8 +131,8 @@ _JOB_ERRORS = error_responses(*IDENTITY_ERRORS, NOT_FOUND, BACKEND_ERROR, SERVIC
 @router.get("/{job_id}", summary="One job with its tasks and results", responses=_JOB_ERRORS)
 async def get_job(
     job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
-) -> dict[str, Any]:
-    return job_json(await backends.jobs.get_job(user, job_id), signer)
+) -> JsonBody:
+    return JsonBody(job_json(await backends.jobs.get_job(user, job_id), signer))
 
 
 @router.get(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path
 
 from services.common import logging as log_ctx
 from services.gateway.deps import IDENTITY_ERRORS, BackendsDep, CurrentUser, SignerDep
 from services.gateway.errors import BACKEND_ERROR, NOT_FOUND, SERVICE_UNAVAILABLE, error_responses
-from services.gateway.serializers import task_json
+from services.gateway.serializers import JsonBody, task_json
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -24,6 +24,6 @@ async def get_task(
     user: CurrentUser,
     backends: BackendsDep,
     signer: SignerDep,
-) -> dict[str, Any]:
+) -> JsonBody:
     log_ctx.task_id.set(task_id)
-    return task_json(await backends.jobs.get_task(user, task_id), signer)
+    return JsonBody(task_json(await backends.jobs.get_task(user, task_id), signer))
