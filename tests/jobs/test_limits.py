@@ -95,8 +95,9 @@ async def test_stored_bytes_count_inputs_and_outputs(repo: Repository) -> None:
                                  media_type="image/png", role="primary") for name, size in names.items()]
     result = common_pb2.TaskResult(input_file="a.png", output_file=outputs[0].filename, task_type="blur",
                                    outputs=outputs)
-    await repo.apply_events([tasks_pb2.TaskEvent(
-        task_id=task.task_id, job_id=job.job_id, status=common_pb2.STATUS_SUCCESS, progress=100, result=result)])
+    await repo.apply_events([tasks_pb2.TaskEvent(task_id=task.task_id, job_id=job.job_id,
+                                                 status=common_pb2.STATUS_SUCCESS, progress=100,
+                                                 result=result)])
     usage = await repo.usage("alice", lim)
     assert (usage.stored_bytes, usage.active_jobs) == (800, 1)
     assert (await repo.usage("bob", lim)).stored_bytes == 999 and other
