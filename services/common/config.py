@@ -6,6 +6,7 @@ Each service reads only the fields it needs; keeping them together means one pla
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
@@ -132,7 +133,7 @@ def available_memory_bytes() -> int:
     """The memory limit of this container (cgroup v2 or v1), else the machine's physical memory."""
     for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = open(limit_file).read().strip()
+            text = Path(limit_file).read_text().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < 1 << 60:  # "max", or v1's huge number: no limit

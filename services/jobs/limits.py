@@ -14,8 +14,6 @@ from datetime import datetime
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import jobs_pb2
 
-# Trailing metadata key of the LimitExceeded message (binary: the "-bin" suffix).
-LIMIT_METADATA_KEY = "radiology-limit-exceeded-bin"
 # A hint only: when one of the user's jobs finishes is not known.
 ACTIVE_JOBS_RETRY_SECONDS = 5.0
 

@@ -15,12 +15,13 @@ from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 from services.common.identity import is_valid_user_id
 from services.common.keys import FILENAME_RULE, is_valid_filename, job_prefix, object_key
 from services.common.protobuf import NOT_JSON, from_struct
+from services.common.refusals import limit_trailer
 from services.common.status import TERMINAL, status_name
 from services.common.storage_client import StorageClient
 from services.common.task_types import is_valid_task_type
 from services.jobs import metrics
 from services.jobs.convert import job_to_proto, task_to_proto
-from services.jobs.limits import LIMIT_METADATA_KEY, LimitExceededError, UserLimits, remaining_bytes
+from services.jobs.limits import LimitExceededError, UserLimits, remaining_bytes
 from services.jobs.models import JobState, NewInput
 from services.jobs.outbox import Outbox
 from services.jobs.publisher import TaskPublisher
@@ -193,8 +194,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     # --- per-user limits ---
 
     async def _refuse(self, exc: LimitExceededError, context: grpc.aio.ServicerContext) -> None:
-        detail = exc.proto(self.limits).SerializeToString()
-        context.set_trailing_metadata(((LIMIT_METADATA_KEY, detail),))
+        context.set_trailing_metadata(limit_trailer(exc.proto(self.limits)))
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
 
     async def AdmitSubmission(

@@ -15,8 +15,9 @@ import pytest
 
 from services.common import messaging
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, tasks_pb2
+from services.common.refusals import limit_exceeded
 from services.jobs import limits
-from services.jobs.limits import LIMIT_METADATA_KEY, LimitExceededError, UserLimits
+from services.jobs.limits import LimitExceededError, UserLimits
 from services.jobs.models import NewInput
 from services.jobs.repository import Repository
 
@@ -160,9 +161,9 @@ async def limited(private_nats: Any, fake_storage: StorageServer, tmp_path: Path
 
 def refusal(exc: grpc.aio.AioRpcError) -> jobs_pb2.LimitExceeded:
     assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    found = [v for k, v in (exc.trailing_metadata() or ()) if k == LIMIT_METADATA_KEY]
-    assert len(found) == 1, exc.trailing_metadata()
-    return jobs_pb2.LimitExceeded.FromString(found[0])
+    found = limit_exceeded(exc.trailing_metadata())
+    assert found is not None, exc.trailing_metadata()
+    return found
 
 
 async def test_admit_and_usage_over_grpc(limited: Running) -> None:
