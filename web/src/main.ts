@@ -2,7 +2,7 @@
 // the jobs view.
 
 import "./styles.css";
-import { ApiError, errorText, identity, listOperations, uploadJob, validUserId, type Operation } from "./api";
+import { ApiError, errorText, identity, listOperations, loadAuthMode, tokenSubject, uploadJob, validUserId, type Operation } from "./api";
 import { displayName, filesFromDrop, filesFromInput, groupForUpload, packZip } from "./files";
 import { JobsView } from "./jobList";
 import { buildParamsForm, type ParamsForm } from "./schemaForm";
@@ -18,6 +18,10 @@ function setupIdentity(onChange: () => void): void {
   const form = $<HTMLFormElement>("identity");
   const user = $<HTMLInputElement>("user-id");
   const msg = $<HTMLElement>("identity-msg");
+  if (identity.mode === "jwt") {
+    setupToken(form, user, msg, onChange);
+    return;
+  }
   user.value = identity.userId;
   form.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -35,6 +39,33 @@ function setupIdentity(onChange: () => void): void {
     if (changed) onChange();
   });
   msg.textContent = identity.userId ? `Signed in as ${identity.userId}` : "Enter your user ID to start.";
+}
+
+/** jwt mode: the same form takes an access token (kept for this tab only, never shown again). */
+function setupToken(form: HTMLFormElement, input: HTMLInputElement, msg: HTMLElement, onChange: () => void): void {
+  const label = form.querySelector("label");
+  if (label) label.textContent = "Access token";
+  Object.assign(input, { type: "password", autocomplete: "off", placeholder: "paste a token", value: "" });
+  input.removeAttribute("pattern");
+  input.removeAttribute("maxlength");
+  $<HTMLButtonElement>("switch-user").textContent = "Use this token";
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = input.value.trim();
+    const sub = tokenSubject(token);
+    if (!sub) {
+      msg.textContent = "That is not an access token (a JWT with a subject).";
+      msg.classList.add("error");
+      return;
+    }
+    msg.classList.remove("error");
+    const changed = token !== identity.token;
+    identity.setToken(token);
+    input.value = "";
+    msg.textContent = `Signed in as ${sub}`;
+    if (changed) onChange();
+  });
+  msg.textContent = identity.userId ? `Signed in as ${identity.userId}` : "Paste an access token to start.";
 }
 
 // ---- new job ------------------------------------------------------------------------------
@@ -275,7 +306,8 @@ function setupUpload(): { reset: () => void } {
 
 // ---- start --------------------------------------------------------------------------------
 
-function start(): void {
+async function start(): Promise<void> {
+  await loadAuthMode();
   $("jobs-slot").replaceWith(jobsView.listEl);
   $("detail-slot").replaceWith(jobsView.detailEl);
   const upload = setupUpload();
@@ -294,4 +326,4 @@ function start(): void {
   }
 }
 
-start();
+void start();
