@@ -14,58 +14,56 @@ const jobsView = new JobsView();
 
 // ---- identity -----------------------------------------------------------------------------
 
-function setupIdentity(onChange: () => void): void {
+/** The identity form: a user ID (header mode) or an access token (jwt mode). Its submit handler is
+ *  there from the start; it waits for the gateway's answer to GET /config (`ready`). */
+function setupIdentity(ready: Promise<unknown>, onChange: () => void): void {
   const form = $<HTMLFormElement>("identity");
-  const user = $<HTMLInputElement>("user-id");
+  const input = $<HTMLInputElement>("user-id");
   const msg = $<HTMLElement>("identity-msg");
-  if (identity.mode === "jwt") {
-    setupToken(form, user, msg, onChange);
-    return;
-  }
-  user.value = identity.userId;
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    const id = user.value.trim();
-    if (!validUserId(id)) {
-      msg.textContent = "A user ID is 1-64 characters: letters, digits, . _ @ -";
-      msg.classList.add("error");
-      user.focus();
-      return;
-    }
+  const refuse = (text: string) => {
+    msg.textContent = text;
+    msg.classList.add("error");
+    input.focus();
+  };
+  const signedIn = (who: string, changed: boolean) => {
     msg.classList.remove("error");
+    msg.textContent = `Signed in as ${who}`;
+    if (changed) onChange();
+  };
+  const useUserId = () => {
+    const id = input.value.trim();
+    if (!validUserId(id)) return refuse("A user ID is 1-64 characters: letters, digits, . _ @ -");
     const changed = id !== identity.userId;
     identity.set(id);
-    msg.textContent = `Signed in as ${id}`;
-    if (changed) onChange();
-  });
-  msg.textContent = identity.userId ? `Signed in as ${identity.userId}` : "Enter your user ID to start.";
-}
-
-/** jwt mode: the same form takes an access token (kept for this tab only, never shown again). */
-function setupToken(form: HTMLFormElement, input: HTMLInputElement, msg: HTMLElement, onChange: () => void): void {
-  const label = form.querySelector("label");
-  if (label) label.textContent = "Access token";
-  Object.assign(input, { type: "password", autocomplete: "off", placeholder: "paste a token", value: "" });
-  input.removeAttribute("pattern");
-  input.removeAttribute("maxlength");
-  $<HTMLButtonElement>("switch-user").textContent = "Use this token";
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
+    signedIn(id, changed);
+  };
+  // jwt mode: the token is kept for this tab only and never shown again.
+  const useToken = () => {
     const token = input.value.trim();
     const sub = tokenSubject(token);
-    if (!sub) {
-      msg.textContent = "That is not an access token (a JWT with a subject).";
-      msg.classList.add("error");
-      return;
-    }
-    msg.classList.remove("error");
+    if (!sub) return refuse("That is not an access token (a JWT with a subject).");
     const changed = token !== identity.token;
     identity.setToken(token);
     input.value = "";
-    msg.textContent = `Signed in as ${sub}`;
-    if (changed) onChange();
+    signedIn(sub, changed);
+  };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void ready.then(() => (identity.mode === "jwt" ? useToken() : useUserId()));
   });
-  msg.textContent = identity.userId ? `Signed in as ${identity.userId}` : "Paste an access token to start.";
+  input.value = identity.userId;
+  void ready.then(() => {
+    if (identity.mode === "jwt") {
+      const label = form.querySelector("label");
+      if (label) label.textContent = "Access token";
+      Object.assign(input, { type: "password", autocomplete: "off", placeholder: "paste a token", value: "" });
+      input.removeAttribute("pattern");
+      input.removeAttribute("maxlength");
+      $<HTMLButtonElement>("switch-user").textContent = "Use this token";
+    }
+    const ask = identity.mode === "jwt" ? "Paste an access token to start." : "Enter your user ID to start.";
+    msg.textContent = identity.userId ? `Signed in as ${identity.userId}` : ask;
+  });
 }
 
 // ---- new job ------------------------------------------------------------------------------
@@ -306,12 +304,12 @@ function setupUpload(): { reset: () => void } {
 
 // ---- start --------------------------------------------------------------------------------
 
-async function start(): Promise<void> {
-  await loadAuthMode();
+function start(): void {
+  const ready = loadAuthMode();
   $("jobs-slot").replaceWith(jobsView.listEl);
   $("detail-slot").replaceWith(jobsView.detailEl);
   const upload = setupUpload();
-  setupIdentity(() => {
+  setupIdentity(ready, () => {
     upload.reset();
     history.replaceState(null, "", location.pathname + location.search);
     void jobsView.reload(false);
@@ -319,11 +317,13 @@ async function start(): Promise<void> {
   window.addEventListener("hashchange", () => {
     if (identity.userId) void jobsView.openFromHash();
   });
-  if (identity.userId) void jobsView.reload();
-  else {
-    jobsView.clear();
-    $("user-id").focus();
-  }
+  void ready.then(() => {
+    if (identity.userId) void jobsView.reload();
+    else {
+      jobsView.clear();
+      $("user-id").focus();
+    }
+  });
 }
 
-void start();
+start();

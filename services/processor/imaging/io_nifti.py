@@ -61,7 +61,8 @@ def check_header(img: nib.Nifti1Image | nib.Nifti2Image, path: Path) -> None:
             f"NIfTI file is truncated: its header needs {needed} bytes, the file has {size}"
         )
     if gzipped:  # the header says how much the stream must inflate to: refuse a bomb before it does
-        limits.check_inflated_size("gzip-compressed NIfTI file", needed, size)
+        floor = limits.IMAGE_INFLATE_RATIO_FLOOR
+        limits.check_inflated_size("gzip-compressed NIfTI file", needed, size, floor)
     limits.check_memory("NIfTI image", math.prod(shape) * samples, stored.itemsize / samples, "volume")
     if not np.all(np.isfinite(img.affine)):
         raise ImagingError("NIfTI header is corrupt: its voxel-to-world affine is not finite")

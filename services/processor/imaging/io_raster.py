@@ -65,7 +65,8 @@ def _check_before_decoding(path: Path, pil: PILImage.Image, fmt: str) -> None:
     else:
         samples, bits = len(pil.getbands()), 8
     decoded = height * -(-width * samples * bits // 8)
-    limits.check_inflated_size(f"{name} image", decoded, path.stat().st_size)
+    size = path.stat().st_size
+    limits.check_inflated_size(f"{name} image", decoded, size, limits.IMAGE_INFLATE_RATIO_FLOOR)
     limits.check_memory(f"{name} image", width * height * samples, bits / 8, "2d")
 
 

@@ -19,11 +19,13 @@ MAX_VOLUME_SHAPE = (512, 512, 1024)
 MAX_VOLUME_VOXELS = math.prod(MAX_VOLUME_SHAPE)  # voxels x frames x samples: 256 Mi
 MAX_VOLUME_SIDE = 32767  # NIfTI-1, the format of volume results, stores each dimension as int16
 
-# Compressed data (PNG and JPEG images, gzip NIfTI, ZIP members, deflated DICOM, compressed DICOM
+# Compressed data (ZIP members, deflated DICOM; PNG and JPEG images, gzip NIfTI, compressed DICOM
 # pixel data): beyond this many times its compressed size, once larger than the floor, it is
-# treated as a decompression bomb.
+# treated as a decompression bomb. Images have a higher floor: flat synthetic images of a few
+# megapixels (masks, test patterns) compress that well, and the memory budget bounds them anyway.
 MAX_INFLATE_RATIO = 200
 INFLATE_RATIO_FLOOR = 1024**2
+IMAGE_INFLATE_RATIO_FLOOR = 64 * 1024**2
 
 # Peak memory of a task per decoded value (pixel x frame x sample) on top of the stored bytes:
 # decoding, conversion to floating point, the operation's working copies and the written outputs.
@@ -94,9 +96,9 @@ def check_volume_size(what: str, shape: Sequence[int], samples: int = 1) -> None
         )
 
 
-def check_inflated_size(what: str, inflated: int, compressed: int) -> None:
+def check_inflated_size(what: str, inflated: int, compressed: int, floor: int = INFLATE_RATIO_FLOOR) -> None:
     """Refuse a compressed stream that expands suspiciously much (a decompression bomb)."""
-    if inflated > INFLATE_RATIO_FLOOR and inflated > MAX_INFLATE_RATIO * max(compressed, 1):
+    if inflated > floor and inflated > MAX_INFLATE_RATIO * max(compressed, 1):
         raise ImagingError(
             f"{what} has a suspicious compression ratio: it expands more than {MAX_INFLATE_RATIO} "
             "times (a decompression bomb?)"
