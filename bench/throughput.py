@@ -247,7 +247,9 @@ async def run(args: argparse.Namespace) -> int:
     compute = {sc.name: compute_only(sc, args.compute_repeat) for sc in scenarios}
     results = {sc.name: Collected() for sc in scenarios}
 
-    env = {"RADIOLOGY_LOG_LEVEL": "WARNING", **dict(kv.split("=", 1) for kv in args.env)}
+    # One user is the whole load here: their submission rate and active-jobs limits are off.
+    env = {"RADIOLOGY_LOG_LEVEL": "WARNING", "RADIOLOGY_RATE_LIMIT_PER_MINUTE": "0",
+           "RADIOLOGY_MAX_ACTIVE_JOBS_PER_USER": "0", **dict(kv.split("=", 1) for kv in args.env)}
     with tempfile.TemporaryDirectory(prefix="radiology-bench-") as tmp:
         platform = Platform(Path(tmp) / "data", Ports.free(), env=env, log_to_files=True)
         print(f"starting the platform in {tmp} ...", file=sys.stderr)
