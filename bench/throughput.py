@@ -438,7 +438,9 @@ async def run(args: argparse.Namespace) -> int:
     results = {sc.name: Collected() for sc in scenarios}
     load_before = os.getloadavg()[0]
 
-    env = {"RADIOLOGY_LOG_LEVEL": "WARNING", **dict(kv.split("=", 1) for kv in args.env)}
+    # One user is the whole load here: their submission rate and active-jobs limits are off.
+    env = {"RADIOLOGY_LOG_LEVEL": "WARNING", "RADIOLOGY_RATE_LIMIT_PER_MINUTE": "0",
+           "RADIOLOGY_MAX_ACTIVE_JOBS_PER_USER": "0", **dict(kv.split("=", 1) for kv in args.env)}
     profilers = Profilers(args.py_spy)
     failed = 0
     with tempfile.TemporaryDirectory(prefix="radiology-bench-") as tmp:

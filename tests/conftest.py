@@ -126,6 +126,9 @@ PLATFORM_TEST_ENV = {
     "RADIOLOGY_MAX_FILES_PER_JOB": "12",
     "RADIOLOGY_MAX_FILE_BYTES": str(8 * 1024 * 1024),
     "RADIOLOGY_MAX_JOB_BYTES": str(12 * 1024 * 1024),
+    # Tests submit many jobs as one user within a minute; tests/e2e/test_limits.py sets tight limits.
+    "RADIOLOGY_RATE_LIMIT_PER_MINUTE": "600",
+    "RADIOLOGY_RATE_LIMIT_BURST": "300",
 }
 
 

@@ -6,6 +6,7 @@ Each service reads only the fields it needs; keeping them together means one pla
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
@@ -49,6 +50,15 @@ class Settings(BaseSettings):
     # object must be (longer than any upload) before they are removed.
     janitor_interval_seconds: float = 3600.0
     orphan_grace_seconds: float = 24 * 3600.0
+    # Jobs: per-user limits (0: none), shared by every replica through the database. Submissions
+    # are a token bucket: `rate_limit_per_minute` tokens a minute, at most `rate_limit_burst` saved.
+    rate_limit_per_minute: float = 60.0
+    rate_limit_burst: int = 30
+    max_active_jobs_per_user: int = 100  # jobs PENDING or RUNNING
+    max_stored_bytes_per_user: int = 20 * 1024**3  # inputs and outputs
+    # Jobs: fair share. A user's tasks are published to the task stream only while fewer than this
+    # many of theirs are published and unfinished; the rest wait in the database (0: no cap).
+    max_dispatched_tasks_per_user: int = 8
 
     # --- storage ---
     storage_url: str = ""  # default: file://{data_dir}/objects ; or s3://host:port/bucket
@@ -66,6 +76,9 @@ class Settings(BaseSettings):
     ack_wait_seconds: float = 30.0
     max_deliver: int = 5
     retry_backoff_seconds: float = 1.0
+    # Memory one task may use in a worker process, estimated from the input's header before
+    # decoding; 0: a share of the machine's (or container's) memory per worker (see task_memory_bytes).
+    task_memory_mb: int = 0
 
     # --- gateway ---
     http_host: str = "127.0.0.1"
@@ -106,6 +119,26 @@ class Settings(BaseSettings):
     @property
     def task_concurrency(self) -> int:
         return self.concurrency or 2 * max(1, self.workers)
+
+    @property
+    def task_memory_bytes(self) -> int:
+        """RADIOLOGY_TASK_MEMORY_MB, or by default 3/4 of the memory this process may use (the
+        cgroup limit of a container, else the machine's) divided among the pool's workers."""
+        if self.task_memory_mb > 0:
+            return self.task_memory_mb * 1024**2
+        return int(available_memory_bytes() * 0.75) // max(1, self.workers)
+
+
+def available_memory_bytes() -> int:
+    """The memory limit of this container (cgroup v2 or v1), else the machine's physical memory."""
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # "max", or v1's huge number: no limit
+            return int(text)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def listen_port(addr: str) -> int:

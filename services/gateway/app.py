@@ -19,7 +19,7 @@ from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
 from services.gateway.errors import ANY_OPERATION, error_responses
 from services.gateway.metrics import RequestContextMiddleware
-from services.gateway.routes import files, health, jobs, operations, tasks
+from services.gateway.routes import files, health, jobs, operations, tasks, usage
 from services.gateway.signing import UrlSigner
 from services.gateway.submit import Submissions
 
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(HeadAsGetMiddleware)
 
-    for module in (jobs, tasks, files, operations, health):
+    for module in (jobs, tasks, files, operations, usage, health):
         app.include_router(module.router)
 
     web = Path(settings.web_dir)

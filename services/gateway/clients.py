@@ -103,6 +103,12 @@ class JobsClient(_Unary):
     async def delete_job(self, user_id: str, job_id: str) -> jobs_pb2.DeleteJobResponse:
         return await self._call("DeleteJob", jobs_pb2.DeleteJobRequest(user_id=user_id, job_id=job_id))
 
+    async def admit_submission(self, user_id: str) -> jobs_pb2.Admission:
+        return await self._call("AdmitSubmission", jobs_pb2.AdmitSubmissionRequest(user_id=user_id))
+
+    async def get_usage(self, user_id: str) -> jobs_pb2.Usage:
+        return await self._call("GetUsage", jobs_pb2.GetUsageRequest(user_id=user_id))
+
     async def watch_job(self, user_id: str, job_id: str) -> tuple[common_pb2.Job, JobWatch]:
         """The job now (waited for within the deadline, so a missing job or a down service is an
         ApiError before anything is streamed) and the watch of its later states."""

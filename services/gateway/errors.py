@@ -9,6 +9,7 @@ same registry by `error_responses`) lists exactly the codes that are sent.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from services.common.gen.radiology.v1 import jobs_pb2
+from services.common.refusals import limit_exceeded
 from services.gateway.asgi import HttpMiddleware, ResponseStart
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,11 @@ FIELD_TOO_LARGE = _register(413, "field_too_large", "`task_type` or `params` is 
 TOO_LARGE = _register(
     413, "too_large", "a backing service refused the request as too large", "The request is too large."
 )
+STORAGE_QUOTA_EXCEEDED = _register(
+    413, "storage_quota_exceeded",
+    "the upload would take the caller's stored bytes (inputs and outputs of their jobs) over their "
+    "quota; nothing of it is kept (GET /usage shows the quota; deleting jobs frees space)",
+)
 UNSUPPORTED_FILE = _register(
     415, "unsupported_file",
     "a file is not PNG, JPEG, DICOM, NIfTI or a ZIP of DICOM, decided from its content; the detail names it",
@@ -119,6 +127,15 @@ INPUT_NOT_ACCEPTED = _register(
     "a file's format is not one the operation accepts (`accepts` in GET /operations); the detail names it",
 )
 UNKNOWN_TASK_TYPE = _register(422, "unknown_task_type", "`task_type` is not an operation of GET /operations")
+_RETRY_AFTER = {"Retry-After": "Seconds to wait before retrying"}
+RATE_LIMITED = _register(
+    429, "rate_limited", "the caller submitted more jobs a minute than allowed (GET /usage shows the rate)",
+    header_docs=_RETRY_AFTER,
+)
+TOO_MANY_ACTIVE_JOBS = _register(
+    429, "too_many_active_jobs", "the caller has their maximum of jobs PENDING or RUNNING at once",
+    header_docs=_RETRY_AFTER,
+)
 INTERNAL_ERROR = _register(
     500, "internal_error", "a fault of the gateway's own, logged with its details",
     "Something went wrong on our side; it has been logged.",
@@ -126,7 +143,7 @@ INTERNAL_ERROR = _register(
 BACKEND_ERROR = _register(502, "backend_error", "a backing service failed in an unexpected way (logged)")
 SERVICE_UNAVAILABLE = _register(
     503, "service_unavailable", "a backing service is not reachable; retry after Retry-After seconds",
-    headers={"Retry-After": "1"}, header_docs={"Retry-After": "Seconds to wait before retrying"},
+    headers={"Retry-After": "1"}, header_docs=_RETRY_AFTER,
 )
 NOT_READY = _register(503, "not_ready", "a backing service is not serving; the detail names it")
 
@@ -202,12 +219,34 @@ for (_service, _method, _grpc_code), _meaning in FROM_RPC.items():
     if _meaning.error.status != _status:
         raise ValueError(f"{_service}.{_method}: {_grpc_code.name} must stay HTTP {_status}")
 
+# A refusal for a user's limit names the limit explicitly (services/common/refusals.py): its own
+# code, whichever gRPC status it came with; the rule above is for everything else.
+FROM_LIMIT: dict[int, ErrorCode] = {
+    jobs_pb2.LimitExceeded.LIMIT_SUBMISSION_RATE: RATE_LIMITED,
+    jobs_pb2.LimitExceeded.LIMIT_ACTIVE_JOBS: TOO_MANY_ACTIVE_JOBS,
+    jobs_pb2.LimitExceeded.LIMIT_STORED_BYTES: STORAGE_QUOTA_EXCEEDED,
+}
+
+
+def limit_error(refusal: jobs_pb2.LimitExceeded, details: str) -> ApiError:
+    """The ApiError of a limit refusal: the service's words, and when to retry (whole seconds)."""
+    error = FROM_LIMIT[refusal.limit]
+    headers = {}
+    if "Retry-After" in error.header_docs:
+        headers["Retry-After"] = str(max(1, math.ceil(refusal.retry_after_seconds)))
+    detail = details[:1].upper() + details[1:] + ("." if details and not details.endswith(".") else "")
+    return ApiError(error, detail, headers)
+
 
 def from_grpc(
-    service: str, method: str, code: grpc.StatusCode, details: str, subject: str = "The file"
+    service: str, method: str, code: grpc.StatusCode, details: str, subject: str = "The file",
+    trailing_metadata: Any = None,
 ) -> ApiError:
     """The ApiError that gRPC status `code` of `service`.`method` means; `subject` names what the
     call was about where a message says so (a file of an upload)."""
+    refusal = limit_exceeded(trailing_metadata) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    if refusal is not None and refusal.limit in FROM_LIMIT:
+        return limit_error(refusal, details)
     meaning = FROM_RPC.get((service, method, code)) or FROM_GRPC.get(code) or _FAILED
     if meaning is _FAILED:
         log.error("%s service failed in %s: %s %s", service, method, code.name, details)
@@ -221,7 +260,9 @@ def rpc_errors(service: str, method: str, subject: str = "The file") -> Iterator
     try:
         yield
     except grpc.aio.AioRpcError as exc:
-        raise from_grpc(service, method, exc.code(), exc.details() or "", subject) from None
+        raise from_grpc(
+            service, method, exc.code(), exc.details() or "", subject, exc.trailing_metadata()
+        ) from None
 
 
 # --- the OpenAPI document -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from services.gateway.errors import EXPECTED_MULTIPART, JOB_TOO_LARGE, NO_FILES,
 from services.gateway.framing import BodyStream
 from services.gateway.series import add_series
 from services.gateway.text import ascii_digits
-from services.gateway.uploads import UploadReceiver
+from services.gateway.uploads import UploadReceiver, quota_exceeded
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,18 @@ def _boundary(content_type: str) -> bytes:
     return boundary
 
 
+def _declared(content_length: str | None) -> int:
+    return int(content_length) if content_length and ascii_digits(content_length) else 0
+
+
 def _check_content_length(content_length: str | None, max_job_bytes: int) -> None:
-    declared = int(content_length) if content_length and ascii_digits(content_length) else 0
-    if declared > max_job_bytes + MULTIPART_OVERHEAD:
+    if _declared(content_length) > max_job_bytes + MULTIPART_OVERHEAD:
         raise ApiError(JOB_TOO_LARGE, f"The upload exceeds the limit of {max_job_bytes} bytes per job.")
+
+
+def _check_quota(content_length: str | None, remaining: int) -> None:
+    if remaining >= 0 and _declared(content_length) > remaining + MULTIPART_OVERHEAD:
+        raise quota_exceeded(remaining)
 
 
 class Submissions:
@@ -62,9 +70,13 @@ class Submissions:
         """The new job (PENDING) from a multipart/form-data body; ApiError when refused."""
         boundary = _boundary(content_type)
         _check_content_length(content_length, self._settings.max_job_bytes)
+        # The user's rate and quotas, before a byte of the upload is stored.
+        remaining = (await self._backends.jobs.admit_submission(user_id)).remaining_bytes
+        _check_quota(content_length, remaining)
         job_id = str(uuid.uuid4())
         log_ctx.job_id.set(job_id)
         receiver = UploadReceiver(
+            quota_bytes=remaining,
             storage=self._backends.storage,
             settings=self._settings,
             user_id=user_id,

@@ -32,6 +32,7 @@ from services.gateway.errors import (
     INVALID_PARAMS,
     JOB_TOO_LARGE,
     MALFORMED_MULTIPART,
+    STORAGE_QUOTA_EXCEEDED,
     TOO_MANY_FILES,
     UNSUPPORTED_FILE,
     UPLOAD_STALLED,
@@ -166,6 +167,14 @@ async def _idle_timeout(body: AsyncIterator[bytes], seconds: float) -> AsyncIter
         yield chunk
 
 
+def quota_exceeded(left: int) -> ApiError:
+    return ApiError(
+        STORAGE_QUOTA_EXCEEDED,
+        f"The upload exceeds your storage quota: {left} bytes are left. Delete jobs you no longer need "
+        "(GET /usage shows your usage).",
+    )
+
+
 class UploadReceiver:
     """Receives one POST /jobs body for `user_id`/`job_id` into storage. Call `receive`, and on any
     failure `abort` (then remove `prefix` if `touched_storage`)."""
@@ -179,7 +188,10 @@ class UploadReceiver:
         job_id: str,
         boundary: bytes,
         on_task_type: Callable[[str], Awaitable[None]] | None = None,
+        quota_bytes: int = -1,
     ) -> None:
+        # What the user's storage quota leaves for this upload (-1: no quota), counted as it streams.
+        self._quota_bytes = quota_bytes
         self._storage = storage
         self._settings = settings
         self._user_id, self._job_id = user_id, job_id
@@ -312,6 +324,8 @@ class UploadReceiver:
             raise ApiError(
                 JOB_TOO_LARGE, f"The files exceed the limit of {self._settings.max_job_bytes} bytes per job."
             )
+        if 0 <= self._quota_bytes < self._job_bytes:
+            raise quota_exceeded(self._quota_bytes)
         if part.writer is None:
             part.head += data
             if len(part.head) >= SNIFF_BYTES:

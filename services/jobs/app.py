@@ -81,10 +81,13 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
     publisher = TaskPublisher(nc)
     storage_channel = grpc_client.channel(settings.storage_addr)
     storage = StorageClient(storage_channel, settings.rpc_timeout_seconds)
-    servicer = JobService(settings=settings, repo=repo, nc=nc, publisher=publisher, hub=hub, storage=storage)
+    outbox = Outbox(repo, publisher, settings.outbox_interval_seconds, settings.max_dispatched_tasks_per_user)
+    servicer = JobService(
+        settings=settings, repo=repo, nc=nc, publisher=publisher, hub=hub, storage=storage, outbox=outbox
+    )
     return JobsApp(
-        engine=engine, nc=nc, repo=repo, hub=hub,
-        outbox=Outbox(repo, publisher, settings.outbox_interval_seconds),
-        consumer=EventConsumer(nc, repo, hub, storage), storage_channel=storage_channel, servicer=servicer,
+        engine=engine, nc=nc, repo=repo, hub=hub, outbox=outbox,
+        consumer=EventConsumer(nc, repo, hub, storage, on_finished=outbox.wake),
+        storage_channel=storage_channel, servicer=servicer,
         janitor=Janitor(repo, storage, settings.janitor_interval_seconds, settings.orphan_grace_seconds),
     )

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
@@ -42,8 +43,10 @@ DB_RETRY_SECONDS = 1.0
 
 class EventConsumer:
     def __init__(
-        self, nc: NATS, repo: Repository, hub: WatchHub, storage: StorageClient | None = None
+        self, nc: NATS, repo: Repository, hub: WatchHub, storage: StorageClient | None = None,
+        on_finished: Callable[[], None] | None = None,
     ) -> None:
+        self.on_finished = on_finished  # tasks became terminal (the dispatcher's cue)
         self.nc = nc
         self.js = nc.jetstream()
         self.repo = repo
@@ -166,6 +169,8 @@ class EventConsumer:
             return
         for msg, _ in decoded:
             await _quietly(msg.ack())
+        if result.finished and self.on_finished is not None:
+            self.on_finished()
         if result.orphan_keys and self.storage is not None:
             cleanup = asyncio.create_task(self._remove_orphans(result.orphan_keys))
             self._cleanups.add(cleanup)

@@ -7,4 +7,7 @@ TASK_EVENTS_APPLIED = Counter("task_events_applied_total", "Task events that cha
 EVENT_BATCH_SIZE = Histogram(
     "event_batch_size", "Task events per applied batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
-OUTBOX_UNPUBLISHED = Gauge("outbox_unpublished", "Pending tasks not yet published to NATS")
+OUTBOX_UNPUBLISHED = Gauge(
+    "outbox_unpublished",
+    "Pending tasks not yet published to NATS (waiting for their user's share, or NATS down)",
+)

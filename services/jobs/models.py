@@ -21,9 +21,11 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -81,6 +83,8 @@ class TaskState:
     finished_at: datetime | None
     updated_at: datetime
     series_uid: str = ""  # the one series of a ZIP input this task processes; "" for the whole input
+    output_bytes: int = 0  # sizes of its outputs, from its SUCCESS event (counted in the user's quota)
+    claimed_at: datetime | None = None  # a dispatcher is publishing it (a lease: see outbox.py)
 
 
 @dataclass(slots=True)
@@ -156,7 +160,7 @@ tasks = Table(
     Column("input_file", String(255), nullable=False),
     Column("input_key", Text, nullable=False),
     Column("input_format", String(16), nullable=False),
-    Column("size", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),  # an upload may pass 2 GiB
     Column("output_stem", String(255), nullable=False),
     Column("error", Text, nullable=False),
     Column("result", JSON, nullable=True),
@@ -166,6 +170,20 @@ tasks = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("series_uid", String(64), nullable=False, server_default=""),
+    Column("output_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("claimed_at", UTCDateTime, nullable=True),
+    # The dispatcher counts each user's unfinished tasks (PENDING, RUNNING) among all the others.
+    Index("ix_tasks_status_user_id", "status", "user_id"),
+)
+
+# One row per user who ever asked to submit: their submission token bucket. CreateJob and
+# AdmitSubmission lock it (PostgreSQL), so one user's quota checks and inserts never interleave.
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("tokens_at", UTCDateTime, nullable=False),
 )
 
 JOB_COLUMNS = tuple(c.key for c in jobs.c)

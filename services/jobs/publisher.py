@@ -1,5 +1,5 @@
-"""Publishes TaskMessages to JetStream with the task id as Nats-Msg-Id (used by CreateJob and the
-outbox, so a repeat is dropped by JetStream's duplicate window)."""
+"""Publishes TaskMessages to JetStream with the task id as Nats-Msg-Id (used by the outbox, so a
+repeat is dropped by JetStream's duplicate window)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from services.common import messaging, tracing
 from services.common.gen.radiology.v1 import tasks_pb2
 from services.common.protobuf import to_struct
 from services.jobs.models import JobState, TaskState
-from services.jobs.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -60,41 +59,3 @@ class TaskPublisher:
             return []
         done = await asyncio.gather(*(self._publish_one(job, task) for job, task in pairs))
         return [task_id for task_id in done if task_id]
-
-
-class PublishedMarker:
-    """Marks published tasks in the database, several CreateJob calls per UPDATE.
-
-    The first caller's UPDATE starts at once; ids that arrive while it runs go together in the
-    next one. Each caller returns once its ids are committed (or gets the error)."""
-
-    def __init__(self, repo: Repository) -> None:
-        self._repo = repo
-        self._pending: list[str] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def mark(self, task_ids: Sequence[str]) -> None:
-        if not task_ids:
-            return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.extend(task_ids)
-        self._waiters.append(done)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            ids, waiters = self._pending, self._waiters
-            self._pending, self._waiters = [], []
-            try:
-                await self._repo.mark_published(ids)
-            except Exception as exc:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-            else:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)

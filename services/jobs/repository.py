@@ -23,15 +23,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.gen.radiology.v1 import tasks_pb2
 from services.common.keys import parse_key
-from services.common.status import PENDING
+from services.common.status import PENDING, RUNNING, TERMINAL_NAMES
+from services.jobs import limits as user_limits
 from services.jobs import rules
+from services.jobs.limits import Usage, UserLimits
 from services.jobs.models import (
     JOB_COLUMNS,
     TASK_COLUMNS,
@@ -41,6 +45,7 @@ from services.jobs.models import (
     jobs,
     make_sync_sqlite_engine,
     tasks,
+    users,
     utcnow,
 )
 
@@ -72,6 +77,7 @@ class ApplyResult:
     jobs: list[JobState] = field(default_factory=list)
     # Output keys reported for jobs that no longer exist (deleted while a processor stored them).
     orphan_keys: list[str] = field(default_factory=list)
+    finished: int = 0  # tasks that became terminal (each frees a dispatch slot of its user)
 
 
 # --- statements ---
@@ -105,10 +111,62 @@ _MARK_PUBLISHED = (
 # from these keys.
 _TASK_CHANGED = (
     "status", "progress", "message", "started_at", "finished_at", "error", "result", "updated_at",
+    "output_bytes",
 )
 _JOB_CHANGED = ("status", "progress", "message", "updated_at")
 _UPDATE_TASK = update(tasks).where(tasks.c.task_id == bindparam("b_task_id"))
 _UPDATE_JOB = update(jobs).where(jobs.c.job_id == bindparam("b_job_id"))
+
+
+# Per-user limits.
+_JOB_EXISTS = select(jobs.c.job_id).where(jobs.c.job_id == bindparam("job_id"))
+_LOAD_USER = select(users.c.tokens, users.c.tokens_at).where(users.c.user_id == bindparam("user_id"))
+_LOCK_USER = _LOAD_USER.with_for_update()
+_TAKE_TOKEN = (
+    update(users).where(users.c.user_id == bindparam("b_user_id"))
+    .values(tokens=bindparam("tokens"), tokens_at=bindparam("at"))
+)
+_ACTIVE_JOBS = select(func.count()).select_from(jobs).where(
+    jobs.c.user_id == bindparam("user_id"), jobs.c.status.in_((PENDING, RUNNING))
+)
+_STORED_BYTES = select(func.coalesce(func.sum(tasks.c.size + tasks.c.output_bytes), 0)).where(
+    tasks.c.user_id == bindparam("user_id")
+)
+
+# Fair dispatch. In flight: running, or pending and published (or claimed within the lease).
+_FRESH_CLAIM = tasks.c.claimed_at >= bindparam("fresh")
+_IN_FLIGHT = (
+    select(tasks.c.user_id, func.count())
+    .where(or_(
+        tasks.c.status == RUNNING,
+        and_(tasks.c.status == PENDING, or_(tasks.c.published.is_(True), _FRESH_CLAIM)),
+    ))
+    .group_by(tasks.c.user_id)
+)
+_RANK = func.row_number().over(
+    partition_by=tasks.c.user_id, order_by=(jobs.c.created_at, tasks.c.job_id, tasks.c.position)
+)
+_WAITING_RANKED = (
+    select(tasks.c.task_id, tasks.c.job_id, tasks.c.user_id, _RANK.label("rank"),
+           jobs.c.created_at.label("job_created_at"), tasks.c.position)
+    .join(jobs, tasks.c.job_id == jobs.c.job_id)
+    .where(_UNPUBLISHED, or_(tasks.c.claimed_at.is_(None), tasks.c.claimed_at < bindparam("fresh")))
+    .subquery()
+)
+# Round-robin: every user's first task, then every user's second, ...; older jobs first.
+_WAITING = (
+    select(_WAITING_RANKED.c.task_id, _WAITING_RANKED.c.job_id, _WAITING_RANKED.c.user_id,
+           _WAITING_RANKED.c.rank)
+    .where(_WAITING_RANKED.c.rank <= bindparam("per_user"))
+    .order_by(_WAITING_RANKED.c.rank, _WAITING_RANKED.c.job_created_at, _WAITING_RANKED.c.job_id,
+              _WAITING_RANKED.c.position)
+)
+_CLAIM = update(tasks).where(tasks.c.task_id.in_(_TASK_IDS)).values(claimed_at=bindparam("at"))
+_RELEASE = (
+    update(tasks).where(tasks.c.task_id.in_(_TASK_IDS), tasks.c.published.is_(False)).values(claimed_at=None)
+)
+# Any fixed number: the key of the advisory lock that serialises claims on PostgreSQL.
+_DISPATCH_LOCK = text("SELECT pg_advisory_xact_lock(740011)")
 
 
 def _load_jobs(conn: Connection, job_ids: Iterable[str], *, lock: bool) -> list[JobState]:
@@ -208,13 +266,18 @@ class Repository:
         task_type: str,
         params: dict[str, Any],
         inputs: Sequence[NewInput],
+        limits: UserLimits | None = None,
     ) -> JobState:
-        """Insert the job and its tasks (unpublished) in one transaction."""
+        """Insert the job and its tasks (unpublished) in one transaction. With `limits`, the user's
+        quotas are checked in that transaction, their row locked (limits.LimitExceededError)."""
         job = rules.new_job(
             job_id=job_id, user_id=user_id, task_type=task_type, params=params, inputs=inputs, now=utcnow()
         )
 
         def insert_rows(conn: Connection) -> None:
+            if limits is not None and conn.execute(_JOB_EXISTS, {"job_id": job_id}).first() is None:
+                usage = self._user_usage(conn, user_id, limits, job.created_at)
+                user_limits.check_quotas(usage, limits, new_bytes=sum(i.size for i in inputs))
             conn.execute(_INSERT_JOB, {k: getattr(job, k) for k in JOB_COLUMNS})
             conn.execute(_INSERT_TASK, [{k: getattr(t, k) for k in TASK_COLUMNS} for t in job.tasks])
 
@@ -299,28 +362,6 @@ class Repository:
         task = TaskState(*row) if row is not None else None
         return task if task is not None and task.user_id == user_id else None
 
-    async def unpublished_tasks(
-        self, *, older_than: float = 1.0, limit: int = _IDS_PER_QUERY
-    ) -> list[tuple[JobState, TaskState]]:
-        """Pending tasks never marked published, of jobs created more than `older_than` seconds
-        ago, oldest job first; each with its job."""
-        cutoff = utcnow() - timedelta(seconds=older_than)
-        stmt = (
-            select(tasks.c.task_id, tasks.c.job_id)
-            .join(jobs, tasks.c.job_id == jobs.c.job_id)
-            .where(_UNPUBLISHED, jobs.c.created_at <= cutoff)
-            .order_by(jobs.c.created_at, jobs.c.job_id, tasks.c.position)
-            .limit(limit)
-        )
-
-        def load(conn: Connection) -> list[tuple[JobState, TaskState]]:
-            rows = conn.execute(stmt).all()
-            by_job = {j.job_id: j for j in _load_jobs(conn, (job_id for _, job_id in rows), lock=False)}
-            by_task = {t.task_id: (j, t) for j in by_job.values() for t in j.tasks}
-            return [by_task[task_id] for task_id, _ in rows if task_id in by_task]
-
-        return await self._run(load)
-
     async def count_unpublished(self) -> int:
         return int(await self._run(lambda conn: conn.execute(_COUNT_UNPUBLISHED).scalar()) or 0)
 
@@ -333,6 +374,94 @@ class Repository:
     async def ping(self) -> None:
         """A trivial query: raises while the database cannot be reached."""
         await self._run(lambda conn: conn.execute(select(1)))
+
+    # --- per-user limits (limits.py has the rules) ---
+
+    def _user_usage(self, conn: Connection, user_id: str, limits: UserLimits, now: datetime) -> Usage:
+        """The user's usage, their row locked (created on first use) so that their checks and
+        inserts never interleave across replicas; tokens refilled up to `now`."""
+        params = {"user_id": user_id}
+        row = conn.execute(_LOCK_USER if self._lock_rows else _LOAD_USER, params).first()
+        if row is None:
+            new = {"user_id": user_id, "tokens": float(limits.burst), "tokens_at": now}
+            maker = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            conn.execute(maker(users).values(**new).on_conflict_do_nothing(index_elements=["user_id"]))
+            row = conn.execute(_LOCK_USER if self._lock_rows else _LOAD_USER, params).one()
+        tokens, tokens_at = row
+        return Usage(
+            user_id=user_id,
+            active_jobs=int(conn.execute(_ACTIVE_JOBS, params).scalar() or 0),
+            stored_bytes=int(conn.execute(_STORED_BYTES, params).scalar() or 0),
+            tokens=user_limits.refill(tokens, tokens_at, now, limits) if limits.per_minute else 0.0,
+        )
+
+    async def admit(self, user_id: str, limits: UserLimits) -> Usage:
+        """Take one submission token of the user if their rate and quotas allow a new job
+        (limits.LimitExceededError otherwise, and nothing taken); their usage after it."""
+        now = utcnow()
+
+        def admit(conn: Connection) -> Usage:
+            usage = self._user_usage(conn, user_id, limits, now)
+            user_limits.check_rate(usage, limits)
+            user_limits.check_quotas(usage, limits)
+            if limits.per_minute:
+                usage.tokens -= 1.0
+                conn.execute(_TAKE_TOKEN, {"b_user_id": user_id, "tokens": usage.tokens, "at": now})
+            return usage
+
+        return await self._run(admit, write=True)
+
+    async def usage(self, user_id: str, limits: UserLimits) -> Usage:
+        now = utcnow()
+
+        def read(conn: Connection) -> Usage:
+            params = {"user_id": user_id}
+            row = conn.execute(_LOAD_USER, params).first()
+            tokens = user_limits.refill(row[0], row[1], now, limits) if row else float(limits.burst)
+            return Usage(
+                user_id=user_id,
+                active_jobs=int(conn.execute(_ACTIVE_JOBS, params).scalar() or 0),
+                stored_bytes=int(conn.execute(_STORED_BYTES, params).scalar() or 0),
+                tokens=tokens if limits.per_minute else 0.0,
+            )
+
+        return await self._run(read)
+
+    # --- fair dispatch (outbox.py) ---
+
+    async def claim_dispatchable(
+        self, *, cap: int, limit: int, lease_seconds: float
+    ) -> list[tuple[JobState, TaskState]]:
+        """Claim (for `lease_seconds`) up to `limit` pending unpublished tasks to publish, each with
+        its job: of each user, their oldest, only as many as keep their tasks in flight (published
+        or claimed, and unfinished) at most `cap` (0: no cap), round-robin across users."""
+        now = utcnow()
+        fresh = now - timedelta(seconds=lease_seconds)
+
+        def claim(conn: Connection) -> list[tuple[JobState, TaskState]]:
+            if conn.dialect.name == "postgresql":  # one claimer at a time across replicas
+                conn.execute(_DISPATCH_LOCK)
+            in_flight: dict[str, int] = {}
+            if cap:
+                in_flight = {user: n for user, n in conn.execute(_IN_FLIGHT, {"fresh": fresh})}
+            rows = conn.execute(_WAITING, {"fresh": fresh, "per_user": cap or limit}).all()
+            chosen = [
+                (task_id, job_id) for task_id, job_id, user_id, rank in rows
+                if not cap or rank <= cap - in_flight.get(user_id, 0)
+            ][:limit]
+            if not chosen:
+                return []
+            conn.execute(_CLAIM, {"task_ids": [t for t, _ in chosen], "at": now})
+            by_job = {j.job_id: j for j in _load_jobs(conn, {j for _, j in chosen}, lock=False)}
+            by_task = {t.task_id: (j, t) for j in by_job.values() for t in j.tasks}
+            return [by_task[task_id] for task_id, _ in chosen if task_id in by_task]
+
+        return await self._run(claim, write=True)
+
+    async def release_claims(self, task_ids: Sequence[str]) -> None:
+        """Tasks whose publish failed: claimable again at once."""
+        if task_ids:
+            await self._run(lambda conn: conn.execute(_RELEASE, {"task_ids": list(task_ids)}), write=True)
 
     # --- events ---
 
@@ -364,6 +493,7 @@ class Repository:
                 task = by_id.get(event.task_id)
                 if task is not None and rules.apply_event(task, event, now):
                     result.applied += 1
+                    result.finished += task.status in TERMINAL_NAMES
                     result.job_ids.add(task.job_id)
                     changed[task.task_id] = task
             if not changed:

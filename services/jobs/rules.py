@@ -140,6 +140,7 @@ def apply_event(task: TaskState, event: tasks_pb2.TaskEvent, now: datetime) -> b
             task.progress = 100
             task.message = event.message or "done"
             task.result = json_format.MessageToDict(event.result, preserving_proto_field_name=True)
+            task.output_bytes = sum(max(0, o.size) for o in event.result.outputs)  # the user's quota
             task.error = ""
         elif status == FAILED:
             task.progress = 100

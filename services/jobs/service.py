@@ -15,13 +15,16 @@ from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 from services.common.identity import is_valid_user_id
 from services.common.keys import FILENAME_RULE, is_valid_filename, job_prefix, object_key
 from services.common.protobuf import NOT_JSON, from_struct
+from services.common.refusals import limit_trailer
 from services.common.status import TERMINAL, status_name
 from services.common.storage_client import StorageClient
 from services.common.task_types import is_valid_task_type
 from services.jobs import metrics
 from services.jobs.convert import job_to_proto, task_to_proto
+from services.jobs.limits import LimitExceededError, UserLimits, remaining_bytes
 from services.jobs.models import JobState, NewInput
-from services.jobs.publisher import PublishedMarker, TaskPublisher
+from services.jobs.outbox import Outbox
+from services.jobs.publisher import TaskPublisher
 from services.jobs.repository import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -54,6 +57,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         publisher: TaskPublisher,
         hub: WatchHub,
         storage: StorageClient,
+        outbox: Outbox,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -61,7 +65,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self.publisher = publisher
         self.hub = hub
         self.storage = storage
-        self.marker = PublishedMarker(repo)
+        self.outbox = outbox
+        self.limits = UserLimits.from_settings(settings)
 
     async def _user(self, user_id: str, context: grpc.aio.ServicerContext) -> str:
         if not is_valid_user_id(user_id):
@@ -118,18 +123,16 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         try:
             job = await self.repo.create_job(
                 job_id=job_id, user_id=user, task_type=request.task_type, params=params, inputs=inputs,
+                limits=self.limits,
             )
         except JobExistsError as exc:
             if exc.job is not None and exc.job.user_id == user:
                 return job_to_proto(exc.job)  # a retried CreateJob: same answer
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "job id already in use")
+        except LimitExceededError as exc:
+            await self._refuse(exc, context)
         metrics.JOBS_CREATED.inc()
-        published = await self.publisher.publish([(job, task) for task in job.tasks])
-        if published:
-            try:
-                await self.marker.mark(published)
-            except Exception:  # the outbox republishes; JetStream drops the duplicate
-                log.exception("marking tasks published failed", extra={"job_id": job_id})
+        await self.outbox.dispatch()  # publishes its tasks now, as far as its user's share allows
         return job_to_proto(job)
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext):
@@ -174,6 +177,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             except Exception as exc:  # processors still skip it: its task events are ignored
                 log.warning("announcing cancellation failed: %s", exc, extra={"job_id": job_id})
             await self.hub.announce([job_id])
+            self.outbox.wake()  # its tasks no longer hold its user's dispatch slots
         return job
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext):
@@ -196,6 +200,28 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         await self.repo.delete_job(user, job.job_id)
         await self.hub.announce([job.job_id])
         return jobs_pb2.DeleteJobResponse(objects_deleted=deleted)
+
+    # --- per-user limits ---
+
+    async def _refuse(self, exc: LimitExceededError, context: grpc.aio.ServicerContext) -> None:
+        context.set_trailing_metadata(limit_trailer(exc.proto(self.limits)))
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.detail)
+
+    async def AdmitSubmission(
+        self, request: jobs_pb2.AdmitSubmissionRequest, context: grpc.aio.ServicerContext
+    ):
+        user = await self._user(request.user_id, context)
+        try:
+            usage = await self.repo.admit(user, self.limits)
+        except LimitExceededError as exc:
+            await self._refuse(exc, context)
+        return jobs_pb2.Admission(
+            usage=usage.proto(self.limits), remaining_bytes=remaining_bytes(usage, self.limits)
+        )
+
+    async def GetUsage(self, request: jobs_pb2.GetUsageRequest, context: grpc.aio.ServicerContext):
+        user = await self._user(request.user_id, context)
+        return (await self.repo.usage(user, self.limits)).proto(self.limits)
 
     # --- streaming ---
 

@@ -36,12 +36,15 @@ _DONE = "__done__"
 _progress_queue: Any = None
 
 
-def _init_worker(queue: Any, service_pid: int) -> None:
+def _init_worker(queue: Any, service_pid: int, memory_budget: int) -> None:
     global _progress_queue
     _progress_queue = queue
     threading.Thread(target=_exit_with_service, args=(service_pid,), daemon=True).start()
     # Import the heavy modules once per process, not on the first task.
     from services.processor import imaging, operations  # noqa: F401
+    from services.processor.imaging import limits
+
+    limits.set_memory_budget(memory_budget)
 
 
 def _exit_with_service(service_pid: int) -> None:
@@ -84,8 +87,10 @@ def _inspect(path: str) -> tuple[str, dict]:
 class ProcessPool:
     """A ProcessPoolExecutor that forwards progress and replaces itself after a worker crash."""
 
-    def __init__(self, workers: int, start_method: str = "forkserver") -> None:
+    def __init__(self, workers: int, start_method: str = "forkserver", memory_budget: int = 0) -> None:
+        """`memory_budget`: bytes a task may use in a worker process (imaging/limits.py); 0: none."""
         self._workers = max(1, workers)
+        self._memory_budget = memory_budget
         self._ctx = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # The fork server imports these once; each worker forked from it starts warm.
@@ -101,7 +106,7 @@ class ProcessPool:
             max_workers=self._workers,
             mp_context=self._ctx,
             initializer=_init_worker,
-            initargs=(self._queue, os.getpid()),
+            initargs=(self._queue, os.getpid(), self._memory_budget),
         )
 
     async def start(self) -> None:

@@ -31,7 +31,7 @@ async def main() -> None:
 
     storage_channel = grpc_client.channel(settings.storage_addr)
     storage = StorageClient(storage_channel, settings.rpc_timeout_seconds)
-    pool = ProcessPool(settings.workers)
+    pool = ProcessPool(settings.workers, memory_budget=settings.task_memory_bytes)
     await pool.start()
     worker = Worker(settings=settings, nc=nc, sub=sub, storage=storage, pool=pool)
 

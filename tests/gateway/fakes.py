@@ -26,6 +26,7 @@ from services.common.gen.radiology.v1 import (
 )
 from services.common.keys import job_prefix, object_key
 from services.common.protobuf import from_struct_plain, to_struct
+from services.common.refusals import limit_trailer
 from services.common.status import TERMINAL
 from tests.conftest import free_port
 from tests.gateway import catalogue_fixture
@@ -188,11 +189,40 @@ class FakeJobs(Failures, jobs_pb2_grpc.JobServiceServicer):
         self.created: list[jobs_pb2.CreateJobRequest] = []
         self.changed = asyncio.Condition()
         self.active_watches = 0
+        self.admitted: list[str] = []
+        # What AdmitSubmission answers: refuse with this LimitExceeded, or admit with this quota left.
+        self.refusal: jobs_pb2.LimitExceeded | None = None
+        self.remaining_bytes = -1
 
     def reset(self) -> None:
         super().reset()
         self.jobs.clear()
         self.created.clear()
+        self.admitted.clear()
+        self.refusal = None
+        self.remaining_bytes = -1
+
+    def usage(self, user_id: str) -> jobs_pb2.Usage:
+        mine = [j for j in self.jobs.values() if j.user_id == user_id]
+        return jobs_pb2.Usage(
+            user_id=user_id, active_jobs=sum(j.status not in TERMINAL for j in mine),
+            stored_bytes=sum(i.size for r in self.created if r.user_id == user_id for i in r.inputs),
+            limits=jobs_pb2.UsageLimits(submissions_per_minute=60, submission_burst=10, max_active_jobs=5,
+                                        max_stored_bytes=max(self.remaining_bytes, 0)),
+            submissions_available=10 - len(self.admitted),
+        )
+
+    async def AdmitSubmission(self, request: jobs_pb2.AdmitSubmissionRequest, context: Any) -> Any:
+        await self.check("AdmitSubmission", context)
+        if self.refusal is not None:
+            context.set_trailing_metadata(limit_trailer(self.refusal))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "limit reached as the test asked")
+        self.admitted.append(request.user_id)
+        return jobs_pb2.Admission(usage=self.usage(request.user_id), remaining_bytes=self.remaining_bytes)
+
+    async def GetUsage(self, request: jobs_pb2.GetUsageRequest, context: Any) -> Any:
+        await self.check("GetUsage", context)
+        return self.usage(request.user_id)
 
     async def _job(self, request: Any, context: grpc.aio.ServicerContext) -> common_pb2.Job:
         """The caller's job, or NOT_FOUND (also for another user's)."""

@@ -47,7 +47,7 @@ async def test_openapi_documents_the_real_error_shape(client: httpx.AsyncClient)
     service = {502, 503}  # a backing service failed or is not reachable
     one_job = {400, 401, 404} | service | every
     expected = {
-        ("/jobs", "post"): {400, 401, 408, 409, 413, 415, 422} | service | every,
+        ("/jobs", "post"): {400, 401, 408, 409, 413, 415, 422, 429} | service | every,
         ("/jobs", "get"): {400, 401, 422} | service | every,
         ("/jobs/{job_id}", "get"): one_job,
         ("/jobs/{job_id}", "delete"): one_job,
@@ -56,6 +56,8 @@ async def test_openapi_documents_the_real_error_shape(client: httpx.AsyncClient)
         ("/tasks/{task_id}", "get"): one_job,
         ("/files/{user_id}/{job_id}/{filename}", "get"): {400, 401, 404, 416} | service | every,
         ("/operations", "get"): service | every,
+        ("/usage", "get"): {400, 401} | service | every,
+        ("/config", "get"): every,
         ("/readyz", "get"): {503} | every,
         ("/healthz", "get"): every,
     }
@@ -72,7 +74,11 @@ async def test_openapi_documents_the_real_error_shape(client: httpx.AsyncClient)
     upload = paths["/jobs"]["post"]["responses"]
     assert "file_too_large" in upload["413"]["description"]
     assert "unknown_task_type" in upload["422"]["description"]
-    assert "Retry-After" in upload["503"]["headers"]
+    assert "Retry-After" in upload["503"]["headers"] and "Retry-After" in upload["429"]["headers"]
+    assert {"rate_limited", "too_many_active_jobs"} <= set(_CODE_LINE.findall(upload["429"]["description"]))
+    assert "storage_quota_exceeded" in upload["413"]["description"]
+    usage = paths["/usage"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert usage == {"$ref": "#/components/schemas/Usage"}
     assert "Allow" in spec["components"]["responses"]["method_not_allowed"]["headers"]
     files = paths["/files/{user_id}/{job_id}/{filename}"]["get"]["responses"]
     assert "Content-Range" in files["416"]["headers"] and {"206", "304"} <= set(files)

@@ -49,6 +49,8 @@ CALLS: dict[tuple[str, str], Request] = {
     ("jobs", "CancelJob"): lambda c, ids: c.post(f"/jobs/{ids['job']}/cancel", headers=ALICE),
     ("jobs", "DeleteJob"): lambda c, ids: c.delete(f"/jobs/{ids['job']}", headers=ALICE),
     ("jobs", "CreateJob"): lambda c, ids: upload(c, [("files", "new.png", PNG)]),
+    ("jobs", "AdmitSubmission"): lambda c, ids: upload(c, [("files", "new.png", PNG)]),
+    ("jobs", "GetUsage"): _get("/usage"),
     # Params not validated before (validations are remembered for a few seconds).
     ("processor", "ValidateParams"): lambda c, ids: upload(
         c, [("files", "new.png", PNG), ("params", None, b'{"sigma": 3}')]

@@ -61,14 +61,15 @@ class Running:
         return self.nc.jetstream()
 
 
-async def start_jobs(nats_url: str, storage_addr: str, db_path: Path) -> Running:
-    settings = Settings(
-        nats_url=nats_url,
-        database_url=f"sqlite+aiosqlite:///{db_path}",
-        storage_addr=storage_addr,
-        outbox_interval_seconds=0.3,
-        rpc_timeout_seconds=2.0,
-    )
+async def start_jobs(nats_url: str, storage_addr: str, db_path: Path, **overrides: Any) -> Running:
+    settings = Settings(**{
+        "nats_url": nats_url,
+        "database_url": f"sqlite+aiosqlite:///{db_path}",
+        "storage_addr": storage_addr,
+        "outbox_interval_seconds": 0.3,
+        "rpc_timeout_seconds": 2.0,
+        **overrides,
+    })
     app = await build(settings)
     await app.start()
     server = create_server()

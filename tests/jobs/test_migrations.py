@@ -86,3 +86,21 @@ async def test_replicas_starting_together_take_turns(postgres_url: str) -> None:
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
+
+
+async def test_limits_revision_fills_in_output_sizes_of_earlier_results(engine: AsyncEngine) -> None:
+    await upgrade(engine, "0001")
+    now = "2025-01-01 00:00:00"
+    result = '{"outputs": [{"key": "a/j/x.png", "size": "120"}, {"key": "a/j/y.png", "size": "30"}]}'
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO jobs VALUES ('j', 'a', 'SUCCESS', 100, '', 'blur', '{}', :now, :now)"), {"now": now})
+        for task_id, status, res in (("t1", "SUCCESS", result), ("t2", "FAILED", None)):
+            await conn.execute(text(
+                "INSERT INTO tasks VALUES (:id, 'j', 'a', 0, :status, 100, '', 'x.png', 'a/j/x.png', 'png', "
+                "7, 'x', '', :res, true, :now, :now, :now, :now)"),
+                {"id": task_id, "status": status, "res": res, "now": now})
+    await upgrade(engine)
+    async with engine.connect() as conn:
+        rows = dict((await conn.execute(text("SELECT task_id, output_bytes FROM tasks"))).all())
+    assert rows == {"t1": 150, "t2": 0}

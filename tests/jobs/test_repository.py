@@ -1,4 +1,4 @@
-"""Repository on SQLite and PostgreSQL: create/get/list, isolation, idempotent events, outbox rows."""
+"""Repository on SQLite and PostgreSQL: create/get/list, isolation, idempotent events, fair dispatch."""
 
 from __future__ import annotations
 
@@ -204,14 +204,59 @@ async def test_delete_removes_tasks(repo: Repository) -> None:
     assert await repo.delete_job("alice", job.job_id) is False
 
 
-async def test_outbox_rows(repo: Repository) -> None:
+async def claim(repo: Repository, cap: int = 0, limit: int = 100, lease: float = 30.0) -> list[str]:
+    return [t.task_id for _, t in await repo.claim_dispatchable(cap=cap, limit=limit, lease_seconds=lease)]
+
+
+async def test_dispatch_claims_and_publishes_once(repo: Repository) -> None:
     job = await create(repo, "alice", "a.png", "b.png")
-    assert await repo.unpublished_tasks(older_than=60) == []  # too young: CreateJob publishes these
-    pairs = await repo.unpublished_tasks(older_than=0)
+    pairs = await repo.claim_dispatchable(cap=0, limit=100, lease_seconds=30)
     assert [t.task_id for _, t in pairs] == [t.task_id for t in job.tasks]
     assert pairs[0][0].task_type == "blur"
+    assert await claim(repo) == []  # claimed: no other pass takes them within the lease
     assert await repo.count_unpublished() == 2
     await repo.mark_published([job.tasks[0].task_id])
-    assert [t.task_id for _, t in await repo.unpublished_tasks(older_than=0)] == [job.tasks[1].task_id]
+    await repo.release_claims([t.task_id for t in job.tasks])  # the second one's publish failed
+    assert await claim(repo) == [job.tasks[1].task_id]
+    await repo.release_claims([job.tasks[1].task_id])
     await repo.cancel_job("alice", job.job_id)  # a cancelled task is never published
-    assert await repo.unpublished_tasks(older_than=0) == [] and await repo.count_unpublished() == 0
+    assert await claim(repo) == [] and await repo.count_unpublished() == 0
+
+
+async def test_dispatch_lease_expires(repo: Repository) -> None:
+    job = await create(repo, "alice", "a.png")
+    assert await claim(repo) == [job.tasks[0].task_id]
+    # The claimer died before publishing: after the lease, another pass takes the task.
+    assert await claim(repo, lease=0.0) == [job.tasks[0].task_id]
+
+
+async def test_dispatch_caps_each_user_and_goes_round_robin(repo: Repository) -> None:
+    flood = [await create(repo, "alice", *(f"a{i}.png" for i in range(5))) for _ in range(3)]
+    small = await create(repo, "bob", "b.png")
+    later = await create(repo, "carol", "c1.png", "c2.png", "c3.png")
+    alice = [t.task_id for j in flood for t in j.tasks]
+    first = await claim(repo, cap=2)
+    # Every user's oldest before anyone's second; then the second of those who have one.
+    assert first == [alice[0], small.tasks[0].task_id, later.tasks[0].task_id,
+                     alice[1], later.tasks[1].task_id]
+    await repo.mark_published(first)
+    assert await claim(repo, cap=2) == []  # every user is at their cap
+    # Two of alice's tasks finish: two more of hers go, her oldest waiting first.
+    await repo.apply_events([ev(flood[0].tasks[0], SUCCESS, 100, result=result_for(flood[0].tasks[0])),
+                             ev(flood[0].tasks[1], FAILED, 100, error="bad")])
+    assert await claim(repo, cap=2) == alice[2:4]
+    assert await claim(repo, cap=2) == []
+    assert await claim(repo, cap=2, lease=0.0) == alice[2:4]  # claims whose lease is over go again
+    # A running task holds a slot whether or not it was marked published.
+    await repo.apply_events([ev(small.tasks[0], RUNNING, 40)])
+    async with repo.engine.begin() as conn:
+        await conn.execute(update(models.tasks).where(models.tasks.c.task_id == small.tasks[0].task_id)
+                           .values(published=False))
+    assert await claim(repo, cap=1) == []
+    assert len(await claim(repo, cap=0, lease=0.0)) == 15 - 2 + 1  # no cap: every waiting task
+
+
+async def test_limit_caps_a_pass(repo: Repository) -> None:
+    await create(repo, "alice", *(f"a{i}.png" for i in range(4)))
+    assert len(await claim(repo, limit=3)) == 3
+    assert len(await claim(repo, limit=3)) == 1

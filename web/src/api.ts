@@ -56,25 +56,70 @@ export interface Operation {
 }
 
 // ---- identity -----------------------------------------------------------------------------
+// The gateway says how it learns who calls (GET /config): the X-User-ID header ("header" mode) or
+// a Bearer token ("jwt" mode; pasted, or handed over by an OIDC redirect as #access_token=...).
 
 const USER_KEY = "radiology.userId";
+const TOKEN_KEY = "radiology.accessToken";
 const USER_ID_RE = /^[A-Za-z0-9._@-]{1,64}$/;
+
+export type AuthMode = "header" | "jwt";
+let authMode: AuthMode = "header";
 
 export function validUserId(id: string): boolean {
   return USER_ID_RE.test(id) && id !== "." && id !== "..";
 }
 
+/** The `sub` claim of a JWT, for display only (the gateway verifies the token); "" if none. */
+export function tokenSubject(token: string): string {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(payload)) as { sub?: unknown };
+    return typeof claims.sub === "string" ? claims.sub : "";
+  } catch {
+    return "";
+  }
+}
+
 export const identity = {
+  get mode(): AuthMode {
+    return authMode;
+  },
+  /** Who is signed in: the user id (header mode) or the token's subject (jwt mode). */
   get userId(): string {
-    return localStorage.getItem(USER_KEY) ?? "";
+    return authMode === "jwt" ? tokenSubject(this.token) : (localStorage.getItem(USER_KEY) ?? "");
+  },
+  get token(): string {
+    return sessionStorage.getItem(TOKEN_KEY) ?? "";
   },
   set(userId: string): void {
     localStorage.setItem(USER_KEY, userId);
   },
+  setToken(token: string): void {
+    sessionStorage.setItem(TOKEN_KEY, token);
+  },
 };
 
-/** Headers that say who the caller is (the gateway's identity is the X-User-ID header). */
+/** Asks the gateway for its auth mode; in jwt mode takes a token from `#access_token=` (an OIDC
+ *  redirect) and removes it from the address bar and history. */
+export async function loadAuthMode(): Promise<AuthMode> {
+  try {
+    const res = await fetch("/config");
+    if (res.ok) authMode = ((await res.json()) as { auth: AuthMode }).auth === "jwt" ? "jwt" : "header";
+  } catch {
+    /* an older gateway or none: header mode */
+  }
+  const token = new URLSearchParams(location.hash.slice(1)).get("access_token");
+  if (authMode === "jwt" && token) {
+    identity.setToken(token);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return authMode;
+}
+
+/** Headers that say who the caller is: X-User-ID, or Authorization: Bearer in jwt mode. */
 export function identityHeaders(): Record<string, string> {
+  if (authMode === "jwt") return identity.token ? { Authorization: `Bearer ${identity.token}` } : {};
   return identity.userId ? { "X-User-ID": identity.userId } : {};
 }
 

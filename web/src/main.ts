@@ -2,7 +2,7 @@
 // the jobs view.
 
 import "./styles.css";
-import { ApiError, errorText, identity, listOperations, uploadJob, validUserId, type Operation } from "./api";
+import { ApiError, errorText, identity, listOperations, loadAuthMode, tokenSubject, uploadJob, validUserId, type Operation } from "./api";
 import { displayName, filesFromDrop, filesFromInput, groupForUpload, packZip } from "./files";
 import { JobsView } from "./jobList";
 import { buildParamsForm, type ParamsForm } from "./schemaForm";
@@ -15,27 +15,56 @@ const jobsView = new JobsView();
 
 // ---- identity -----------------------------------------------------------------------------
 
-function setupIdentity(onChange: () => void): void {
+/** The identity form: a user ID (header mode) or an access token (jwt mode). Its submit handler is
+ *  there from the start; it waits for the gateway's answer to GET /config (`ready`). */
+function setupIdentity(ready: Promise<unknown>, onChange: () => void): void {
   const form = $<HTMLFormElement>("identity");
-  const user = $<HTMLInputElement>("user-id");
+  const input = $<HTMLInputElement>("user-id");
   const msg = $<HTMLElement>("identity-msg");
-  user.value = identity.userId;
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    const id = user.value.trim();
-    if (!validUserId(id)) {
-      msg.textContent = "A user ID is 1-64 characters: letters, digits, . _ @ -";
-      msg.classList.add("error");
-      user.focus();
-      return;
-    }
+  const refuse = (text: string) => {
+    msg.textContent = text;
+    msg.classList.add("error");
+    input.focus();
+  };
+  const signedIn = (who: string, changed: boolean) => {
     msg.classList.remove("error");
+    msg.textContent = `Signed in as ${who}`;
+    if (changed) onChange();
+  };
+  const useUserId = () => {
+    const id = input.value.trim();
+    if (!validUserId(id)) return refuse("A user ID is 1-64 characters: letters, digits, . _ @ -");
     const changed = id !== identity.userId;
     identity.set(id);
-    msg.textContent = `Signed in as ${id}`;
-    if (changed) onChange();
+    signedIn(id, changed);
+  };
+  // jwt mode: the token is kept for this tab only and never shown again.
+  const useToken = () => {
+    const token = input.value.trim();
+    const sub = tokenSubject(token);
+    if (!sub) return refuse("That is not an access token (a JWT with a subject).");
+    const changed = token !== identity.token;
+    identity.setToken(token);
+    input.value = "";
+    signedIn(sub, changed);
+  };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void ready.then(() => (identity.mode === "jwt" ? useToken() : useUserId()));
   });
-  msg.textContent = identity.userId ? `Signed in as ${identity.userId}` : "Enter your user ID to start.";
+  input.value = identity.userId;
+  void ready.then(() => {
+    if (identity.mode === "jwt") {
+      const label = form.querySelector("label");
+      if (label) label.textContent = "Access token";
+      Object.assign(input, { type: "password", autocomplete: "off", placeholder: "paste a token", value: "" });
+      input.removeAttribute("pattern");
+      input.removeAttribute("maxlength");
+      $<HTMLButtonElement>("switch-user").textContent = "Use this token";
+    }
+    const ask = identity.mode === "jwt" ? "Paste an access token to start." : "Enter your user ID to start.";
+    msg.textContent = identity.userId ? `Signed in as ${identity.userId}` : ask;
+  });
 }
 
 // ---- new job ------------------------------------------------------------------------------
@@ -303,6 +332,7 @@ function setupSidePanel(): void {
 // ---- start --------------------------------------------------------------------------------
 
 function start(): void {
+  const ready = loadAuthMode();
   $("jobs-slot").replaceWith(jobsView.listEl);
   $("detail-slot").replaceWith(jobsView.detailEl);
   const upload = setupUpload();
@@ -312,7 +342,7 @@ function start(): void {
   onPageKey("n", () => jobsView.stepTask(1));
   onPageKey("p", () => jobsView.stepTask(-1));
   onPageKey("f", () => jobsView.fullscreen());
-  setupIdentity(() => {
+  setupIdentity(ready, () => {
     upload.reset();
     history.replaceState(null, "", location.pathname + location.search);
     void jobsView.reload(false);
@@ -320,11 +350,13 @@ function start(): void {
   window.addEventListener("hashchange", () => {
     if (identity.userId) void jobsView.openFromHash();
   });
-  if (identity.userId) void jobsView.reload();
-  else {
-    jobsView.clear();
-    $("user-id").focus();
-  }
+  void ready.then(() => {
+    if (identity.userId) void jobsView.reload();
+    else {
+      jobsView.clear();
+      $("user-id").focus();
+    }
+  });
 }
 
 start();

@@ -29,8 +29,11 @@ from services.gateway.errors import (
     MALFORMED_MULTIPART,
     NO_FILES,
     NOT_FOUND,
+    RATE_LIMITED,
     SERVICE_UNAVAILABLE,
+    STORAGE_QUOTA_EXCEEDED,
     TOO_LARGE,
+    TOO_MANY_ACTIVE_JOBS,
     TOO_MANY_FILES,
     UNKNOWN_TASK_TYPE,
     UNSUPPORTED_FILE,
@@ -77,12 +80,15 @@ _UPLOAD_BODY = {
     status_code=202,
     openapi_extra=_UPLOAD_BODY,
     summary="Upload files and start a job",
-    description="A refused upload leaves nothing stored.",
+    description=(
+        "A refused upload leaves nothing stored. The caller's submission rate and quotas (GET /usage) "
+        "are checked before the upload is read, and the stored-bytes quota again as it streams."
+    ),
     responses=error_responses(
         *IDENTITY_ERRORS, EXPECTED_MULTIPART, MALFORMED_MULTIPART, DUPLICATE_FIELD, NO_FILES,
         CLIENT_DISCONNECTED, UPLOAD_STALLED, CONFLICT, FILE_TOO_LARGE, JOB_TOO_LARGE, TOO_MANY_FILES,
         FIELD_TOO_LARGE, TOO_LARGE, INCOMPLETE_BODY, UNSUPPORTED_FILE, UNKNOWN_TASK_TYPE, INPUT_NOT_ACCEPTED,
-        INVALID_PARAMS, INVALID_PARAMETERS,
+        INVALID_PARAMS, INVALID_PARAMETERS, RATE_LIMITED, TOO_MANY_ACTIVE_JOBS, STORAGE_QUOTA_EXCEEDED,
         BACKEND_ERROR,
         SERVICE_UNAVAILABLE,
     ),

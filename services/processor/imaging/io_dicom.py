@@ -207,7 +207,11 @@ def check_pixel_data(ds: Dataset) -> None:
     if frames > 1:
         limits.check_volume_size("DICOM image", (cols, rows, frames), samples)
     pixels = rows * cols * frames * samples
+    limits.check_memory("DICOM image", pixels, bits / 8, "volume" if frames > 1 else "2d")
     ts = transfer_syntax(ds)
+    if "PixelData" in ds and ts is not None and ts.is_compressed:
+        limits.check_inflated_size("Compressed DICOM pixel data", pixels * bits // 8, len(ds.PixelData),
+                                   limits.IMAGE_INFLATE_RATIO_FLOOR)
     if "PixelData" not in ds or (ts is not None and ts.is_compressed):
         return
     if str(ds.get("PhotometricInterpretation", "")).startswith("YBR_FULL_422"):

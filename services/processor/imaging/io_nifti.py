@@ -47,7 +47,8 @@ def check_header(img: nib.Nifti1Image | nib.Nifti2Image, path: Path) -> None:
     if not 2 <= len(shape) <= 5:
         raise ImagingError(f"NIfTI image has {len(shape)} dimensions; 2 to 5 are supported")
     stored = img.get_data_dtype()
-    limits.check_volume_size("NIfTI image", shape, samples=3 if stored == _RGB24 else 1)
+    samples = 3 if stored == _RGB24 else 1
+    limits.check_volume_size("NIfTI image", shape, samples=samples)
     offset = int(img.dataobj.offset)
     if not 0 <= offset <= MAX_VOX_OFFSET:
         raise ImagingError(f"NIfTI header is corrupt: its voxel data offset ({offset}) is not plausible")
@@ -59,6 +60,10 @@ def check_header(img: nib.Nifti1Image | nib.Nifti2Image, path: Path) -> None:
         raise ImagingError(
             f"NIfTI file is truncated: its header needs {needed} bytes, the file has {size}"
         )
+    if gzipped:  # the header says how much the stream must inflate to: refuse a bomb before it does
+        floor = limits.IMAGE_INFLATE_RATIO_FLOOR
+        limits.check_inflated_size("gzip-compressed NIfTI file", needed, size, floor)
+    limits.check_memory("NIfTI image", math.prod(shape) * samples, stored.itemsize / samples, "volume")
     if not np.all(np.isfinite(img.affine)):
         raise ImagingError("NIfTI header is corrupt: its voxel-to-world affine is not finite")
 

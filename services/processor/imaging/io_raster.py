@@ -35,7 +35,7 @@ def read_raster(path: Path, fmt: str) -> Image:
             # A decompression bomb above MAX_IMAGE_PIXELS is refused, not just warned about.
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(path) as pil:
-                limits.check_image_size(f"{name} image", pil.height, pil.width)  # before decoding
+                _check_before_decoding(path, pil, fmt)
                 pil.load()  # decode everything now so that truncation is detected here
                 info = {"mode": pil.mode, "width": pil.width, "height": pil.height}
                 if fmt == "jpeg":
@@ -49,6 +49,31 @@ def read_raster(path: Path, fmt: str) -> Image:
         raise ImagingError(f"{name} file is truncated or corrupt: {exc}") from None
     metadata = {"format": fmt, "source_mode": info["mode"]}
     return Image(data=data, kind="2d", samples=samples, display=Display(native=True), metadata=metadata)
+
+
+def _png_layout(path: Path) -> tuple[int, int]:
+    """(samples per pixel, bits per sample) from a PNG's IHDR chunk; palette images count as the
+    RGBA they are expanded to."""
+    with open(path, "rb") as f:
+        head = f.read(29)
+    bits, colour = head[24], head[25]
+    samples = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}.get(colour, 4)
+    return samples, (8 if colour == 3 else bits)
+
+
+def _check_before_decoding(path: Path, pil: PILImage.Image, fmt: str) -> None:
+    """Size, inflation ratio and memory budget, from the header alone."""
+    name = _NAMES[fmt]
+    width, height = pil.width, pil.height
+    limits.check_image_size(f"{name} image", height, width)
+    if fmt == "png":
+        samples, bits = _png_layout(path)
+    else:
+        samples, bits = len(pil.getbands()), 8
+    decoded = height * -(-width * samples * bits // 8)
+    size = path.stat().st_size
+    limits.check_inflated_size(f"{name} image", decoded, size, limits.IMAGE_INFLATE_RATIO_FLOOR)
+    limits.check_memory(f"{name} image", width * height * samples, bits / 8, "2d")
 
 
 def _to_array(pil: PILImage.Image) -> tuple[np.ndarray, str]:

@@ -359,6 +359,10 @@ def _check_size(series: list[_Slice]) -> None:
         limits.check_image_size("DICOM image", rows, columns)
     else:
         limits.check_volume_size("DICOM series", (columns, rows, len(series)))
+    samples = int(facts.get("samples_per_pixel") or 1)
+    bits = int(facts.get("bits_allocated") or 16)
+    limits.check_memory("DICOM series", rows * columns * len(series) * samples, bits / 8,
+                        "2d" if len(series) == 1 else "volume")
 
 
 def _stack(archive: _Archive, chosen: list[_Slice], series_meta: dict[str, Any]) -> Image:

@@ -23,6 +23,7 @@ def resize(image: Image, params: dict[str, Any]) -> Image:
         rows, cols = image.data.shape[:2]
         if keep_aspect:
             width, height = filters.fit_inside(cols, rows, width, height)
+        limits.check_memory("The resized image", height * width * math.prod(image.data.shape[2:]), 1, "2d")
         data = restore(filters.resample_linear(image.data, (height, width)), image)
         spacing = None
         if image.spacing is not None:
@@ -50,6 +51,7 @@ def resize(image: Image, params: dict[str, Any]) -> Image:
             f"The resized volume would be {' x '.join(map(str, new_shape))} voxels; at most "
             f"{limits.MAX_VOLUME_SIDE} are allowed along each axis"
         )
+    limits.check_memory("The resized volume", voxels, 4, "volume")  # a result larger than its input
     affine = geometry.resampled_affine(image.affine, old_shape, new_shape)
     data = restore(filters.resample_linear(image.data, new_shape), image)
     return image.with_data(data, affine=affine, spacing=geometry.voxel_sizes(affine))

@@ -1,6 +1,7 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from services.common.gen.radiology.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -109,3 +110,69 @@ class WatchJobRequest(_message.Message):
     user_id: str
     job_id: str
     def __init__(self, user_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class AdmitSubmissionRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class UsageLimits(_message.Message):
+    __slots__ = ("submissions_per_minute", "submission_burst", "max_active_jobs", "max_stored_bytes")
+    SUBMISSIONS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_BURST_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    submissions_per_minute: int
+    submission_burst: int
+    max_active_jobs: int
+    max_stored_bytes: int
+    def __init__(self, submissions_per_minute: _Optional[int] = ..., submission_burst: _Optional[int] = ..., max_active_jobs: _Optional[int] = ..., max_stored_bytes: _Optional[int] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("user_id", "active_jobs", "stored_bytes", "limits", "submissions_available")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSIONS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    active_jobs: int
+    stored_bytes: int
+    limits: UsageLimits
+    submissions_available: int
+    def __init__(self, user_id: _Optional[str] = ..., active_jobs: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., limits: _Optional[_Union[UsageLimits, _Mapping]] = ..., submissions_available: _Optional[int] = ...) -> None: ...
+
+class Admission(_message.Message):
+    __slots__ = ("usage", "remaining_bytes")
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    usage: Usage
+    remaining_bytes: int
+    def __init__(self, usage: _Optional[_Union[Usage, _Mapping]] = ..., remaining_bytes: _Optional[int] = ...) -> None: ...
+
+class LimitExceeded(_message.Message):
+    __slots__ = ("limit", "retry_after_seconds", "usage")
+    class Limit(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        LIMIT_UNSPECIFIED: _ClassVar[LimitExceeded.Limit]
+        LIMIT_SUBMISSION_RATE: _ClassVar[LimitExceeded.Limit]
+        LIMIT_ACTIVE_JOBS: _ClassVar[LimitExceeded.Limit]
+        LIMIT_STORED_BYTES: _ClassVar[LimitExceeded.Limit]
+    LIMIT_UNSPECIFIED: LimitExceeded.Limit
+    LIMIT_SUBMISSION_RATE: LimitExceeded.Limit
+    LIMIT_ACTIVE_JOBS: LimitExceeded.Limit
+    LIMIT_STORED_BYTES: LimitExceeded.Limit
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    limit: LimitExceeded.Limit
+    retry_after_seconds: float
+    usage: Usage
+    def __init__(self, limit: _Optional[_Union[LimitExceeded.Limit, str]] = ..., retry_after_seconds: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...

@@ -31,6 +31,10 @@ class JobServiceStub:
     state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
     indistinguishable from one that never existed. Every call returns INVALID_ARGUMENT when user_id
     is not 1-64 characters of A-Z a-z 0-9 . _ @ - (or is "." or "..").
+
+    Per-user limits (configured on the jobs service, shared by its replicas through the database):
+    a call refused by one is RESOURCE_EXHAUSTED and carries a LimitExceeded message, serialized, in
+    the binary trailing metadata entry "radiology-limit-exceeded-bin", which names the limit.
     """
 
     def __init__(self, channel):
@@ -74,6 +78,16 @@ class JobServiceStub:
                 request_serializer=radiology_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=radiology_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
+        self.AdmitSubmission = channel.unary_unary(
+                '/radiology.v1.JobService/AdmitSubmission',
+                request_serializer=radiology_dot_v1_dot_jobs__pb2.AdmitSubmissionRequest.SerializeToString,
+                response_deserializer=radiology_dot_v1_dot_jobs__pb2.Admission.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/radiology.v1.JobService/GetUsage',
+                request_serializer=radiology_dot_v1_dot_jobs__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=radiology_dot_v1_dot_jobs__pb2.Usage.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -81,6 +95,10 @@ class JobServiceServicer:
     state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
     indistinguishable from one that never existed. Every call returns INVALID_ARGUMENT when user_id
     is not 1-64 characters of A-Z a-z 0-9 . _ @ - (or is "." or "..").
+
+    Per-user limits (configured on the jobs service, shared by its replicas through the database):
+    a call refused by one is RESOURCE_EXHAUSTED and carries a LimitExceeded message, serialized, in
+    the binary trailing metadata entry "radiology-limit-exceeded-bin", which names the limit.
     """
 
     def CreateJob(self, request, context):
@@ -90,7 +108,10 @@ class JobServiceServicer:
         Errors: INVALID_ARGUMENT when job_id is not empty and not a UUID, task_type is not 1-64
         characters of a-z 0-9 _, there are no inputs, an input filename is empty, contains "/", is "."
         or "..", or repeats another, or an input key is not under "{user_id}/"; ALREADY_EXISTS when
-        job_id belongs to another user's job.
+        job_id belongs to another user's job; RESOURCE_EXHAUSTED with LimitExceeded (nothing recorded)
+        when the user already has their maximum of active jobs, or the inputs would take the user's
+        stored bytes over their quota (checked atomically with the insert, so concurrent calls never
+        pass a quota together).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,6 +169,26 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AdmitSubmission(self, request, context):
+        """Admits one new submission of the user, to be called before its files are stored: takes one
+        token of the user's submission rate limit (a token bucket kept in the database, shared by
+        every caller and replica), then checks the user's active jobs and stored bytes against their
+        quotas. Returns the usage and how many bytes the submission's files may take. A refused call
+        takes no token.
+        Errors: RESOURCE_EXHAUSTED with LimitExceeded (LIMIT_SUBMISSION_RATE with the seconds until the
+        next token, LIMIT_ACTIVE_JOBS, or LIMIT_STORED_BYTES).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """The user's current usage and limits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +227,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=radiology_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
                     response_serializer=radiology_dot_v1_dot_common__pb2.Job.SerializeToString,
             ),
+            'AdmitSubmission': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdmitSubmission,
+                    request_deserializer=radiology_dot_v1_dot_jobs__pb2.AdmitSubmissionRequest.FromString,
+                    response_serializer=radiology_dot_v1_dot_jobs__pb2.Admission.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=radiology_dot_v1_dot_jobs__pb2.GetUsageRequest.FromString,
+                    response_serializer=radiology_dot_v1_dot_jobs__pb2.Usage.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'radiology.v1.JobService', rpc_method_handlers)
@@ -199,6 +250,10 @@ class JobService:
     state. Every call is scoped to user_id: another user's job or task is NOT_FOUND,
     indistinguishable from one that never existed. Every call returns INVALID_ARGUMENT when user_id
     is not 1-64 characters of A-Z a-z 0-9 . _ @ - (or is "." or "..").
+
+    Per-user limits (configured on the jobs service, shared by its replicas through the database):
+    a call refused by one is RESOURCE_EXHAUSTED and carries a LimitExceeded message, serialized, in
+    the binary trailing metadata entry "radiology-limit-exceeded-bin", which names the limit.
     """
 
     @staticmethod
@@ -380,6 +435,60 @@ class JobService:
             '/radiology.v1.JobService/WatchJob',
             radiology_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
             radiology_dot_v1_dot_common__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdmitSubmission(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radiology.v1.JobService/AdmitSubmission',
+            radiology_dot_v1_dot_jobs__pb2.AdmitSubmissionRequest.SerializeToString,
+            radiology_dot_v1_dot_jobs__pb2.Admission.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/radiology.v1.JobService/GetUsage',
+            radiology_dot_v1_dot_jobs__pb2.GetUsageRequest.SerializeToString,
+            radiology_dot_v1_dot_jobs__pb2.Usage.FromString,
             options,
             channel_credentials,
             insecure,
