@@ -10,7 +10,7 @@ import pytest
 from pydicom.pixels import apply_windowing
 from scipy import ndimage
 
-from services.processor.imaging import display, filters, geometry
+from services.processor.imaging import display, filters, geometry, intensity
 from services.processor.imaging.image import Display, VoiTable
 from tests.processor.imaging.helpers import dicom_file, high_frequency_energy
 
@@ -218,3 +218,27 @@ def test_band_mask_is_inclusive_and_never_takes_nan() -> None:
     assert filters.band_mask(values, 0.0, 10.0).tolist() == [False, False, True, True, True, False]
     assert filters.band_mask(values, None, 0.0).tolist() == [False, True, True, False, False, False]
     assert filters.band_mask(np.arange(4), 2, None).tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("method", ["minmax", "zscore", "percentile"])
+def test_normalize_a_large_volume_without_float64_copies(method: str) -> None:
+    # 8M voxels, two blocks: float64 maths block by block, so the peak stays near the float32 output
+    values = RNG.normal(100.0, 30.0, (256, 256, 128)).astype(np.float32)
+    tracemalloc.start()
+    intensity.normalize(values, method, 2.0, 98.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    values[0, 0, 0] = np.nan  # NaN stays NaN and is left out of the statistics
+    out, _ = intensity.normalize(values, method, 2.0, 98.0)
+    x = values.astype(np.float64)
+    finite = x[np.isfinite(x)]
+    if method == "minmax":
+        expected = (x - finite.min()) / (finite.max() - finite.min())
+    elif method == "zscore":
+        expected = (x - finite.mean()) / finite.std()
+    else:
+        lo, hi = np.percentile(finite, [2.0, 98.0])
+        expected = (np.clip(x, lo, hi) - lo) / (hi - lo)
+    assert out.dtype == np.float32 and np.isnan(out[0, 0, 0])
+    np.testing.assert_allclose(out, expected.astype(np.float32), rtol=1e-6, atol=1e-7)
+    assert peak < 2.5 * values.nbytes  # was 4x: a copy of the finite values and a float64 copy
