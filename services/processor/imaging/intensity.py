@@ -33,15 +33,26 @@ def window_uint8(values: np.ndarray, center: float, width: float, invert: bool =
     c, w = float(center) - 0.5, float(width) - 1.0
     out = np.empty(values.shape, np.uint8)
     source, target = values.reshape(-1), out.reshape(-1)
+    block = np.empty(min(source.size, BLOCK_VALUES), np.float64)  # one buffer, reused
     for start in range(0, source.size, BLOCK_VALUES):
-        x = source[start : start + BLOCK_VALUES].astype(np.float64)
+        part = source[start : start + BLOCK_VALUES]
+        x = block[: part.size]
         if w == 0:  # width 1: a threshold at the center
-            grey = np.where(x <= c, 0.0, 255.0)
-        else:
-            grey = np.clip(((x - c) / w + 0.5) * 255.0, 0.0, 255.0)
-        if invert:
-            grey = 255.0 - grey
-        target[start : start + BLOCK_VALUES] = np.rint(np.nan_to_num(grey, nan=0.0))
+            x[...] = np.where(part <= c, 0.0, 255.0)
+            if invert:
+                np.subtract(255.0, x, out=x)
+        else:  # the formula's own steps and order, in place
+            x[...] = part
+            x -= c
+            x /= w
+            x += 0.5
+            x *= 255.0
+            if invert:  # before clipping: 255 - clip(v) = clip(255 - v) on 0..255
+                np.subtract(255.0, x, out=x)
+            np.fmax(x, 0.0, out=x)  # fmax/fmin clip and send NaN to 0 (black)
+            np.fmin(x, 255.0, out=x)
+        np.rint(x, out=x)
+        target[start : start + BLOCK_VALUES] = x
     return out
 
 

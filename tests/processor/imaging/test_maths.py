@@ -242,3 +242,22 @@ def test_normalize_a_large_volume_without_float64_copies(method: str) -> None:
     assert out.dtype == np.float32 and np.isnan(out[0, 0, 0])
     np.testing.assert_allclose(out, expected.astype(np.float32), rtol=1e-6, atol=1e-7)
     assert peak < 2.5 * values.nbytes  # was 4x: a copy of the finite values and a float64 copy
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_window_uint8_of_a_large_volume_is_the_standards_formula_in_little_memory(invert: bool) -> None:
+    # 8M voxels, two blocks of float64 maths in one reused buffer: no full-size float64 temporaries
+    values = RNG.normal(40.0, 300.0, (256, 256, 128)).astype(np.float32)
+    values[0, 0, :3] = [np.nan, -np.inf, np.inf]
+    tracemalloc.start()
+    out = intensity.window_uint8(values, 40.0, 400.0, invert=invert)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    x = values.astype(np.float64)  # PS3.3 C.11.2.1.2.1, output range 0..255
+    linear = ((x - 39.5) / 399 + 0.5) * 255
+    expected = np.where(x <= 39.5 - 399 / 2, 0.0, np.where(x > 39.5 + 399 / 2, 255.0, linear))
+    if invert:
+        expected = 255.0 - expected
+    expected[0, 0, 0] = 0.0  # NaN: black, inverted or not
+    np.testing.assert_array_equal(out, np.rint(expected).astype(np.uint8))
+    assert peak < 1.5 * values.nbytes
