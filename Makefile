@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 WEB_SOURCES := $(shell find web -path web/node_modules -prune -o -path web/dist -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test venv web buf protos lint clean bench bench-upload wheels image
+.PHONY: run test venv web buf protos lint clean bench bench-upload bench-ops wheels image
 
 run: venv web
 	$(BIN)/python -m tools.launcher
@@ -52,6 +52,11 @@ bench: venv
 # One 2 GiB upload and download through gateway and storage: MiB/s and peak memory growth.
 bench-upload: venv
 	$(BIN)/python bench/upload_memory.py $(BENCH_ARGS)
+
+# Each 3D operation on a 256^3 float32 volume: time against its scipy/scikit-image call, peak memory.
+# Quick mode: make bench-ops BENCH_ARGS="--size 96".
+bench-ops: venv
+	$(BIN)/python bench/operations_3d.py $(BENCH_ARGS)
 
 # A wheel of every runtime dependency in wheelhouse/, for the image's Python (3.11, manylinux, this
 # machine's architecture), so that `docker build` installs with `pip --no-index` (air-gapped builds).

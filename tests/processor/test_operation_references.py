@@ -6,6 +6,7 @@ sample files. Cine frames must come out as each frame processed alone."""
 from __future__ import annotations
 
 import io
+import tracemalloc
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -615,3 +616,15 @@ def test_anonymize_zip_renames_members_and_keeps_one_series(tmp_path: Path) -> N
     assert len({s.SeriesInstanceUID for s in slices}) == 1
     assert all("Doe^Jane" not in str(s) for s in slices)
     assert imaging.load(primary["path"]).data.shape == (5, 6, 3)  # still one volume
+
+
+def test_denoise_median_of_a_float32_volume_makes_no_extra_copy() -> None:
+    data = np.random.default_rng(3).normal(0.0, 20.0, (96, 96, 96)).astype(np.float32)
+    image = Image(data=data, kind="volume", affine=np.diag([0.9, 0.9, 1.2, 1.0]))
+    tracemalloc.start()
+    out = apply("denoise", image, method="median", size=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(out.data, ndimage.median_filter(data, size=3, mode="reflect"))
+    assert out.data.dtype == np.float32
+    assert peak < 1.5 * data.nbytes  # the result only: no float32 copy of it

@@ -33,20 +33,36 @@ def window_uint8(values: np.ndarray, center: float, width: float, invert: bool =
     c, w = float(center) - 0.5, float(width) - 1.0
     out = np.empty(values.shape, np.uint8)
     source, target = values.reshape(-1), out.reshape(-1)
+    block = np.empty(min(source.size, BLOCK_VALUES), np.float64)  # one buffer, reused
     for start in range(0, source.size, BLOCK_VALUES):
-        x = source[start : start + BLOCK_VALUES].astype(np.float64)
+        part = source[start : start + BLOCK_VALUES]
+        x = block[: part.size]
         if w == 0:  # width 1: a threshold at the center
-            grey = np.where(x <= c, 0.0, 255.0)
-        else:
-            grey = np.clip(((x - c) / w + 0.5) * 255.0, 0.0, 255.0)
-        if invert:
-            grey = 255.0 - grey
-        target[start : start + BLOCK_VALUES] = np.rint(np.nan_to_num(grey, nan=0.0))
+            x[...] = np.where(part <= c, 0.0, 255.0)
+            if invert:
+                np.subtract(255.0, x, out=x)
+        else:  # the formula's own steps and order, in place
+            x[...] = part
+            x -= c
+            x /= w
+            x += 0.5
+            x *= 255.0
+            if invert:  # before clipping: 255 - clip(v) = clip(255 - v) on 0..255
+                np.subtract(255.0, x, out=x)
+            np.fmax(x, 0.0, out=x)  # fmax/fmin clip and send NaN to 0 (black)
+            np.fmin(x, 255.0, out=x)
+        np.rint(x, out=x)
+        target[start : start + BLOCK_VALUES] = x
     return out
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
-    return values[np.isfinite(values)] if values.dtype.kind == "f" else values.reshape(-1)
+    """The finite values, flat: a view when they all are (no full-size copy)."""
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            return values[finite]
+    return values.reshape(-1)
 
 
 def normalize(
@@ -61,14 +77,11 @@ def normalize(
     finite = _finite(values)
     if finite.size == 0:
         raise ValueError("the image has no finite values to normalise")
-    out = values.astype(np.float64)
     if method == "zscore":
         mean = float(np.mean(finite, dtype=np.float64))
         std = float(np.std(finite, dtype=np.float64))
-        out -= mean
-        if std > 0:
-            out /= std
-        return out.astype(np.float32), {"mean": mean, "std": std}
+        return _affine_float32(values, mean, std, None), {"mean": mean, "std": std}
+    clip: tuple[float, float] | None = None
     if method == "minmax":
         lo, hi = float(finite.min()), float(finite.max())
         facts = {"min": lo, "max": hi}
@@ -76,14 +89,32 @@ def normalize(
         if not 0 <= low < high <= 100:
             raise ValueError("percentiles need 0 <= low < high <= 100")
         lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
-        np.clip(out, lo, hi, out=out)
+        clip = (lo, hi)
         facts = {"low_value": lo, "high_value": hi, "low_percent": low, "high_percent": high}
     else:
         raise ValueError(f"unknown normalisation {method!r}")
-    out -= lo
-    if hi > lo:
-        out /= hi - lo
-    return out.astype(np.float32), facts
+    return _affine_float32(values, lo, hi - lo, clip), facts
+
+
+def _affine_float32(
+    values: np.ndarray, shift: float, scale: float, clip: tuple[float, float] | None
+) -> np.ndarray:
+    """float32 of (clip(values) - shift) / scale (not divided when scale <= 0), computed in float64
+    block by block: no full-size float64 temporary."""
+    out = np.empty(values.shape, np.float32)
+    source, target = values.reshape(-1), out.reshape(-1)
+    block = np.empty(min(source.size, BLOCK_VALUES), np.float64)  # one buffer, reused
+    for start in range(0, source.size, BLOCK_VALUES):
+        part = source[start : start + BLOCK_VALUES]
+        x = block[: part.size]
+        x[...] = part
+        if clip is not None:
+            np.clip(x, clip[0], clip[1], out=x)
+        x -= shift
+        if scale > 0:
+            x /= scale
+        target[start : start + BLOCK_VALUES] = x
+    return out
 
 
 def rescale_unit(values: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ def denoise(image: Image, params: dict[str, Any]) -> Image:
         if frame.display.native or frame.has_samples:
             values = restore(values, frame)
         elif values.dtype.kind == "f":
-            values = values.astype(np.float32)
+            values = values.astype(np.float32, copy=False)  # the median of float32 is float32
         return frame.with_data(values)
 
     out = per_frame(image, one)

@@ -10,7 +10,7 @@ import pytest
 from pydicom.pixels import apply_windowing
 from scipy import ndimage
 
-from services.processor.imaging import display, filters, geometry
+from services.processor.imaging import display, filters, geometry, intensity
 from services.processor.imaging.image import Display, VoiTable
 from tests.processor.imaging.helpers import dicom_file, high_frequency_energy
 
@@ -218,3 +218,46 @@ def test_band_mask_is_inclusive_and_never_takes_nan() -> None:
     assert filters.band_mask(values, 0.0, 10.0).tolist() == [False, False, True, True, True, False]
     assert filters.band_mask(values, None, 0.0).tolist() == [False, True, True, False, False, False]
     assert filters.band_mask(np.arange(4), 2, None).tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("method", ["minmax", "zscore", "percentile"])
+def test_normalize_a_large_volume_without_float64_copies(method: str) -> None:
+    # 8M voxels, two blocks: float64 maths block by block, so the peak stays near the float32 output
+    values = RNG.normal(100.0, 30.0, (256, 256, 128)).astype(np.float32)
+    tracemalloc.start()
+    intensity.normalize(values, method, 2.0, 98.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    values[0, 0, 0] = np.nan  # NaN stays NaN and is left out of the statistics
+    out, _ = intensity.normalize(values, method, 2.0, 98.0)
+    x = values.astype(np.float64)
+    finite = x[np.isfinite(x)]
+    if method == "minmax":
+        expected = (x - finite.min()) / (finite.max() - finite.min())
+    elif method == "zscore":
+        expected = (x - finite.mean()) / finite.std()
+    else:
+        lo, hi = np.percentile(finite, [2.0, 98.0])
+        expected = (np.clip(x, lo, hi) - lo) / (hi - lo)
+    assert out.dtype == np.float32 and np.isnan(out[0, 0, 0])
+    np.testing.assert_allclose(out, expected.astype(np.float32), rtol=1e-6, atol=1e-7)
+    assert peak < 2.5 * values.nbytes  # was 4x: a copy of the finite values and a float64 copy
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_window_uint8_of_a_large_volume_is_the_standards_formula_in_little_memory(invert: bool) -> None:
+    # 8M voxels, two blocks of float64 maths in one reused buffer: no full-size float64 temporaries
+    values = RNG.normal(40.0, 300.0, (256, 256, 128)).astype(np.float32)
+    values[0, 0, :3] = [np.nan, -np.inf, np.inf]
+    tracemalloc.start()
+    out = intensity.window_uint8(values, 40.0, 400.0, invert=invert)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    x = values.astype(np.float64)  # PS3.3 C.11.2.1.2.1, output range 0..255
+    linear = ((x - 39.5) / 399 + 0.5) * 255
+    expected = np.where(x <= 39.5 - 399 / 2, 0.0, np.where(x > 39.5 + 399 / 2, 255.0, linear))
+    if invert:
+        expected = 255.0 - expected
+    expected[0, 0, 0] = 0.0  # NaN: black, inverted or not
+    np.testing.assert_array_equal(out, np.rint(expected).astype(np.uint8))
+    assert peak < 1.5 * values.nbytes
