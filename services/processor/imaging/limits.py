@@ -35,6 +35,14 @@ IMAGE_INFLATE_RATIO_FLOOR = 64 * 1024**2
 WORK_BYTES_PER_VALUE = {"2d": 16, "volume": 48}
 # Set in each worker process from RADIOLOGY_TASK_MEMORY_MB (pool.py); 0: no budget.
 _memory_budget = 0
+# The running task's operation's own figures where they exceed the defaults (set by the runner).
+_work_bytes: dict[str, int] = {}
+
+
+def set_work_bytes(per_kind: dict[str, int] | None) -> None:
+    """The working bytes per value of the operation the next inputs are decoded for (None: defaults)."""
+    _work_bytes.clear()
+    _work_bytes.update(per_kind or {})
 
 
 def set_memory_budget(budget_bytes: int) -> None:
@@ -46,10 +54,12 @@ def memory_budget() -> int:
     return _memory_budget
 
 
-def estimated_peak_bytes(values: int, stored_bytes_per_value: float, kind: str) -> int:
+def estimated_peak_bytes(values: int, stored_bytes_per_value: float, kind: str,
+                         work_bytes: dict[str, int] | None = None) -> int:
     """What a task on an input of `values` decoded values, stored with this many bytes each, is
-    expected to use at most."""
-    return int(values * (stored_bytes_per_value + WORK_BYTES_PER_VALUE[kind]))
+    expected to use at most (`work_bytes`: an operation's own figures; default: the running one's)."""
+    work = (work_bytes if work_bytes is not None else _work_bytes).get(kind, WORK_BYTES_PER_VALUE[kind])
+    return int(values * (stored_bytes_per_value + work))
 
 
 def check_memory(what: str, values: int, stored_bytes_per_value: float, kind: str) -> None:

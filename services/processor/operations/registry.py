@@ -78,6 +78,9 @@ class Operation:
     output: OutputRules = OutputRules()
     # Instead of apply: the whole task on the file ({"outputs": [...], "metadata": {...}}).
     run_file: Callable[[FileTask], dict[str, Any]] | None = None
+    # Working bytes per decoded value ("2d", "volume") where the operation needs more than
+    # imaging.limits.WORK_BYTES_PER_VALUE (checked by tests/processor/test_memory_budget.py).
+    work_bytes: dict[str, int] | None = None
 
     @property
     def accepts(self) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from services.common.keys import is_valid_stem
 from services.processor import imaging
+from services.processor.imaging import limits
 from services.processor.imaging.io_dicom_write import DicomWriteError
 from services.processor.imaging.outputs import DicomTarget
 from services.processor.operations import registry
@@ -52,6 +53,7 @@ def run(
             f"input is {file_format.upper()}: choose png or jpeg"
         )
     series = series_instance_uid or None
+    limits.set_work_bytes(op.work_bytes)  # the memory budget check of the decoders below
     if op.run_file is not None:
         report(40, "decoded")
         done = op.run_file(FileTask(path, file_format, Path(out_dir), output_stem, params, job_id, series))
