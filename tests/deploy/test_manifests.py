@@ -191,6 +191,8 @@ def test_k8s_settings_exist_and_each_service_gets_what_it_needs(overlay: str) ->
                 for item in c.get("env", []):
                     ref = item.get("valueFrom", {}).get("secretKeyRef")
                     if ref:
+                        if ref.get("optional"):
+                            continue  # a key the operator adds only for the feature that needs it
                         assert ref["name"] in secrets, ref
                         assert ref["key"] in secrets[ref["name"]]["data"], ref
     else:
@@ -389,6 +391,29 @@ def test_compose_has_no_secrets_only_local_defaults() -> None:
         if v.startswith("RADIOLOGY_") and v != "RADIOLOGY_IMAGE" and _setting(v) not in SETTINGS
     }
     assert not unknown, unknown
+
+
+# Settings that the deployment itself wires (addresses, credentials, paths), not an operator's choice.
+WIRED_BY_THE_DEPLOYMENT = {
+    "data_dir", "jobs_addr", "storage_addr", "processor_addr", "listen_host", "metrics_port",
+    "nats_url", "nats_user", "nats_password", "nats_creds_file", "database_url", "storage_url",
+    "storage_fsync", "s3_access_key", "s3_secret_key", "http_host", "http_port", "web_dir",
+}
+
+
+def test_every_operator_setting_is_documented_and_reaches_its_services() -> None:
+    """A setting of services/common/config.py is in .env.example, passed by docker-compose.yml to
+    a service and set in the Kubernetes ConfigMap (or a Secret), unless the deployment wires it."""
+    example = set(re.findall(r"^RADIOLOGY_([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    compose = set(re.findall(r"\$\{RADIOLOGY_([A-Z0-9_]+)", COMPOSE_FILE.read_text()))
+    objects = render_overlay("dev")
+    k8s: set[str] = set()
+    for _, container in _containers(objects).values():
+        k8s |= {_setting(v).upper() for v in _k8s_env(objects, container) if v.startswith("RADIOLOGY_")}
+    operator = {name.upper() for name in SETTINGS - WIRED_BY_THE_DEPLOYMENT}
+    assert operator - example == set(), "not in .env.example"
+    assert operator - compose == set(), "not passed by docker-compose.yml"
+    assert operator - k8s == set(), "not set in deploy/k8s"
 
 
 # --- observability ------------------------------------------------------------------------------
