@@ -1,16 +1,21 @@
-"""The launcher (`make run`) takes its ports from the services' own variables and explains clashes."""
+"""The launcher (`make run`) takes its ports from the services' own variables, explains clashes, and
+supervises: what dies is restarted with backoff, a crash loop is reported, Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tools.launcher import ROOT, Ports, free_port
+from tools.launcher import ROOT, Ports, RestartPolicy, free_port
 
 
 def test_ports_follow_the_service_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +63,166 @@ def test_a_service_whose_metrics_port_is_taken_says_so(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "cannot serve metrics" in proc.stderr and "RADIOLOGY_METRICS_PORT" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- supervision (`make run` restarts what dies) ---------------------------------------------
+
+
+def test_restart_backoff_doubles_to_its_cap() -> None:
+    policy = RestartPolicy()
+    assert [policy.delay(n) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 10, 10]
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Direct children of `pid`: pid -> command line (from /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                child = int(stat.parent.name)
+                found[child] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _group_members(pgids: set[int]) -> list[int]:
+    """Live processes (not zombies) in any of these process groups."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) in pgids:
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def _pid_of(launcher: subprocess.Popen[bytes], name: str) -> int:
+    marker = "nats-server" if name == "nats" else f"services.{name}.server"
+    pids = [pid for pid, cmd in _children(launcher.pid).items() if marker in cmd]
+    assert len(pids) == 1, (name, _children(launcher.pid))
+    return pids[0]
+
+
+class Launched:
+    """`python -m tools.launcher` as `make run` starts it, on free ports, output in files."""
+
+    def __init__(self, tmp: Path) -> None:
+        from tests.conftest import PLATFORM_TEST_ENV
+
+        self.ports = Ports.free()
+        self.base_url = f"http://127.0.0.1:{self.ports.http}"
+        self.out = tmp / "launcher.out"
+        self.err = tmp / "launcher.err"
+        env = {**os.environ, **PLATFORM_TEST_ENV, "PYTHONPATH": str(ROOT),
+               "RADIOLOGY_DATA_DIR": str(tmp / "data"),
+               "RADIOLOGY_HTTP_PORT": str(self.ports.http), "RADIOLOGY_NATS_PORT": str(self.ports.nats),
+               "RADIOLOGY_JOBS_ADDR": f"127.0.0.1:{self.ports.jobs}",
+               "RADIOLOGY_STORAGE_ADDR": f"127.0.0.1:{self.ports.storage}",
+               "RADIOLOGY_PROCESSOR_ADDR": f"127.0.0.1:{self.ports.processor}"}
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tools.launcher"], cwd=ROOT, env=env,
+                                         stdout=out, stderr=err)
+        self.wait_for(lambda: "platform ready" in self.out.read_text(), 120, "the platform to start")
+        self.pgids = set(_children(self.proc.pid))  # each child leads its own process group
+
+    def wait_for(self, check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            if self.proc.poll() is not None and not check():
+                raise AssertionError(f"launcher exited ({self.proc.returncode}) waiting for {what}:\n"
+                                     + self.err.read_text()[-3000:])
+            time.sleep(0.2)
+        raise AssertionError(f"no {what} after {timeout}s:\n" + self.err.read_text()[-3000:])
+
+    def events(self) -> list[dict[str, object]]:
+        lines = [line for line in self.err.read_text().splitlines() if '"service": "launcher"' in line]
+        return [json.loads(line) for line in lines]
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def blur_succeeds(self) -> None:
+        from tests.e2e.conftest import png_bytes, submit, wait_job
+
+        with httpx.Client(base_url=self.base_url, headers={"X-User-ID": "alice"}, timeout=30) as c:
+            r = submit(c, [("a.png", png_bytes())])
+            assert r.status_code == 202, r.text
+            assert wait_job(c, r.json()["job_id"], 90)["status"] == "SUCCESS"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for pid in _group_members(self.pgids):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def launched(tmp_path: Path):  # type: ignore[no-untyped-def]
+    launcher = Launched(tmp_path)
+    yield launcher
+    launcher.close()
+
+
+@pytest.mark.slow
+def test_a_killed_service_and_nats_come_back_and_serve(launched: Launched) -> None:
+    launched.blur_succeeds()
+    for name in ("processor", "nats"):
+        old = _pid_of(launched.proc, name)
+        os.kill(old, signal.SIGKILL)
+        launched.wait_for(lambda: any(e.get("message") == f"{name} is serving again"  # noqa: B023
+                                      for e in launched.events()), 60, f"{name} to come back")
+        assert _pid_of(launched.proc, name) != old
+        died = [e for e in launched.events() if e.get("service_name") == name and e.get("signal")]
+        assert died and died[0]["signal"] == "SIGKILL" and died[0]["level"] == "warning"
+        assert any(e.get("restarts") == 1 and e["message"].startswith(f"restarting {name}")
+                   for e in launched.events())
+        launched.wait_for(launched.ready, 60, "readiness after the restart")
+        launched.blur_succeeds()
+    assert launched.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_a_crash_loop_is_reported_and_stops_the_platform(launched: Launched) -> None:
+    # The gateway is killed and its port taken: every restart exits at once (port in use).
+    with socket.socket() as squatter:
+        os.kill(_pid_of(launched.proc, "gateway"), signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                squatter.bind(("127.0.0.1", launched.ports.http))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the gateway's port was not freed"
+                time.sleep(0.01)
+        squatter.listen()
+        assert launched.proc.wait(120) == 1
+    errors = [e for e in launched.events() if e["level"] == "error"]
+    assert len(errors) == 1 and errors[0]["service_name"] == "gateway"
+    assert "keeps crashing" in str(errors[0]["message"]) and errors[0]["restarts"] == 5
+    assert _group_members(launched.pgids) == []  # everything else stopped too
+
+
+@pytest.mark.slow
+def test_sigint_stops_every_child(launched: Launched) -> None:
+    pool = [pid for pid in _children(_pid_of(launched.proc, "processor"))]
+    assert pool, "the processor's worker pool should be running"
+    started = time.monotonic()
+    launched.proc.send_signal(signal.SIGINT)
+    assert launched.proc.wait(60) == 0
+    assert time.monotonic() - started < 30
+    assert _group_members(launched.pgids) == []
+    assert not [pid for pid in pool if Path(f"/proc/{pid}").exists()
+                and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]

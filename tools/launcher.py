@@ -3,6 +3,10 @@ its own process, waiting for each to be healthy. Used by `make run` and by the e
 
     python -m tools.launcher            # serves http://127.0.0.1:8000 until Ctrl-C
 
+`make run` then supervises (Supervisor, RestartPolicy): a process that dies, nats-server included,
+is restarted with backoff and the event logged; one that keeps crashing stops the platform with
+exit status 1. Ctrl-C or SIGTERM stops everything.
+
 Ports and folders come from RADIOLOGY_* variables (see README); data lives under RADIOLOGY_DATA_DIR
 (default var/), so a restart keeps every job and file. NATS runs with authorization: each service
 that uses it gets its own user and generated password (var/nats-auth/, kept across restarts) with
@@ -11,6 +15,7 @@ only the subjects services/common/nats_auth.py grants it; a client without crede
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -158,7 +163,7 @@ class Platform:
             self.stop()
             raise
 
-    def start_nats(self) -> None:
+    def start_nats(self, wait: bool = True) -> None:
         out = self._output("nats")
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -170,7 +175,8 @@ class Platform:
             [nats_binary(), "-c", str(config), "-l", str(logs / "nats-server.log")],
             stdout=out, stderr=out, start_new_session=True,
         )
-        self._wait(lambda: not port_is_free(self.ports.nats), "nats", 20)
+        if wait:
+            self._wait(lambda: not port_is_free(self.ports.nats), "nats", 20)
 
     def start_service(self, name: str, wait: bool = True) -> None:
         out = self._output(name)
@@ -182,11 +188,15 @@ class Platform:
             self.wait_healthy(name)
 
     def wait_healthy(self, name: str, timeout: float = 60) -> None:
+        self._wait(lambda: self.is_healthy(name), name, timeout)
+
+    def is_healthy(self, name: str) -> bool:
+        """One quick check: NATS listens, a gRPC service answers SERVING, the gateway is ready."""
+        if name == "nats":
+            return not port_is_free(self.ports.nats)
         if name == "gateway":
-            self._wait(lambda: _http_ok(self.base_url + "/readyz"), name, timeout)
-        else:
-            port = getattr(self.ports, name)
-            self._wait(lambda: _grpc_serving(port), name, timeout)
+            return _http_ok(self.base_url + "/readyz")
+        return _grpc_serving(getattr(self.ports, name))
 
     def _wait(self, check, name: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
@@ -212,6 +222,13 @@ class Platform:
                 proc.wait(10)
         _kill_group(proc.pid)  # anything the service left behind (e.g. pool workers)
         return proc.returncode
+
+    def reap(self, name: str) -> None:
+        """Forget a process that has exited, removing whatever it left in its group."""
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            proc.wait()
+            _kill_group(proc.pid)
 
     def kill(self, name: str) -> None:
         """SIGKILL a service and everything it started, as when its container dies."""
@@ -249,32 +266,154 @@ def _grpc_serving(port: int) -> bool:
         return False
 
 
+@dataclass
+class RestartPolicy:
+    """How the launcher restarts a service that dies: after `first` seconds, doubling up to `cap`;
+    back to `first` once it has stayed up `stable` seconds. `max_restarts` restarts of one service
+    within `window` seconds is a crash loop: the launcher logs an error, stops everything and exits
+    with status 1 (a platform missing a service cannot do its work, and a silent half-platform is
+    worse than a loud stop)."""
+
+    first: float = 0.5
+    cap: float = 10.0
+    stable: float = 30.0
+    max_restarts: int = 5
+    window: float = 60.0
+
+    def delay(self, consecutive: int) -> float:
+        """Seconds before restart number `consecutive` (1-based) of a service since it was stable."""
+        return min(self.cap, self.first * 2 ** max(0, consecutive - 1))
+
+
+@dataclass
+class _Watch:
+    restarts: int = 0  # in total, for the log
+    consecutive: int = 0  # since the service last stayed up `stable` seconds
+    started_at: float = 0.0
+    restart_times: list[float] = field(default_factory=list)
+    restart_at: float | None = None  # set while a restart waits out its backoff
+    healthy: bool = True
+
+
+class CrashLoopError(RuntimeError):
+    pass
+
+
+def describe_exit(returncode: int) -> dict[str, object]:
+    """Exit code, or the signal's name when a signal ended the process (Popen's negative code)."""
+    if returncode < 0:
+        try:
+            return {"signal": signal.Signals(-returncode).name}
+        except ValueError:
+            return {"signal": -returncode}
+    return {"exit_code": returncode}
+
+
+def log_event(level: str, message: str, **fields: object) -> None:
+    """One JSON line on stderr, in the services' log format, so the terminal stays one stream."""
+    entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z", "service": "launcher",
+             "level": level, "logger": "launcher", "message": message, **fields}
+    print(json.dumps(entry), file=sys.stderr, flush=True)
+
+
+class Supervisor:
+    """Watches the platform's processes and restarts the ones that die (see RestartPolicy).
+    `step()` does one non-blocking round, so the caller's loop stays responsive to Ctrl-C."""
+
+    def __init__(self, platform: Platform, policy: RestartPolicy | None = None) -> None:
+        self.platform = platform
+        self.policy = policy or RestartPolicy()
+        now = time.monotonic()
+        self.watch = {name: _Watch(started_at=now) for name in ("nats", *SERVICES)}
+
+    def step(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for name, w in self.watch.items():
+            proc = self.platform.procs.get(name)
+            if w.restart_at is not None:
+                if now >= w.restart_at:
+                    self._restart(name, w, now)
+                continue
+            if proc is None:
+                continue
+            code = proc.poll()
+            if code is None:
+                if not w.healthy and self.platform.is_healthy(name):
+                    w.healthy = True
+                    log_event("info", f"{name} is serving again", service_name=name, restarts=w.restarts)
+                if w.consecutive and now - w.started_at >= self.policy.stable:
+                    w.consecutive = 0  # it stayed up: the next crash starts the backoff afresh
+                continue
+            self._died(name, w, code, now)
+
+    def _died(self, name: str, w: _Watch, code: int, now: float) -> None:
+        self.platform.reap(name)
+        w.restart_times = [t for t in w.restart_times if now - t < self.policy.window]
+        if len(w.restart_times) >= self.policy.max_restarts:
+            log_event("error", f"{name} keeps crashing: {len(w.restart_times)} restarts within "
+                      f"{self.policy.window:.0f}s; giving up and stopping the platform",
+                      service_name=name, restarts=w.restarts, **describe_exit(code))
+            raise CrashLoopError(f"{name} keeps crashing")
+        w.consecutive += 1
+        delay = self.policy.delay(w.consecutive)
+        w.restart_at = now + delay
+        log_event("warning", f"{name} died; restarting in {delay:.1f}s", service_name=name,
+                  restarts=w.restarts, **describe_exit(code))
+
+    def _restart(self, name: str, w: _Watch, now: float) -> None:
+        w.restart_at = None
+        w.restarts += 1
+        w.restart_times.append(now)
+        w.started_at = now
+        w.healthy = False
+        log_event("warning", f"restarting {name} (restart {w.restarts})", service_name=name,
+                  restarts=w.restarts)
+        try:
+            if name == "nats":
+                self.platform.start_nats(wait=False)
+            else:
+                self.platform.start_service(name, wait=False)
+        except OSError as exc:  # counted like a crash: the next round sees no process and retries
+            log_event("error", f"cannot start {name}: {exc}", service_name=name, restarts=w.restarts)
+            w.consecutive += 1
+            w.restart_at = now + self.policy.delay(w.consecutive)
+
+
 def main() -> int:
     data_dir = Path(os.environ.get("RADIOLOGY_DATA_DIR", ROOT / "var"))
     platform = Platform(data_dir)
     stop = False
+    starting = True
 
     def on_signal(*_: object) -> None:
-        nonlocal stop
+        nonlocal stop, starting
         stop = True
+        if starting:  # interrupt a start that waits on a service's health (once: stop must finish)
+            starting = False
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     print(f"starting nats-server and services (data in {platform.data_dir}) ...", flush=True)
-    platform.start()
+    try:
+        platform.start()
+    except KeyboardInterrupt:
+        return 130
+    starting = False
     print(f"\n  Radiology platform ready: {platform.base_url}  (UI /, API docs /docs)\n"
           f"  Ctrl-C stops everything.\n", flush=True)
+    supervisor = Supervisor(platform)
+    status = 0
     try:
         while not stop:
-            for name, proc in list(platform.procs.items()):
-                if proc.poll() is not None:
-                    print(f"{name} exited with code {proc.returncode}; stopping", file=sys.stderr)
-                    stop = True
-            time.sleep(0.5)
+            supervisor.step()
+            time.sleep(0.2)
+    except CrashLoopError:
+        status = 1
     finally:
         print("stopping ...", flush=True)
         platform.stop()
-    return 0
+    return status
 
 
 if __name__ == "__main__":
