@@ -53,6 +53,7 @@ def task_json(task: common_pb2.Task, signer: UrlSigner) -> dict[str, Any]:
         "started_at": _ts(task, "started_at"),
         "finished_at": _ts(task, "finished_at"),
         "result": result,
+        "logs": list(task.logs),
     }
 
 

@@ -16,7 +16,7 @@ def task_to_proto(task: TaskState) -> common_pb2.Task:
         status=status_value(task.status), progress=task.progress, input_file=task.input_file,
         input_key=task.input_key, error=task.error, message=task.message,
         started_at=to_timestamp(task.started_at), finished_at=to_timestamp(task.finished_at),
-        series_instance_uid=task.series_uid,
+        series_instance_uid=task.series_uid, logs=task.logs or [],
     )
     if task.result:
         json_format.ParseDict(task.result, msg.result, ignore_unknown_fields=True)

@@ -4,20 +4,20 @@ Before an event changes a task (rules.apply_event), its content is checked again
 service itself knows about that task: every output must be a file of that task's own job folder
 (`{user_id}/{job_id}/`, the task's owner and job from the database, never the event's say), named as
 one of that task's outputs, with a media type from a known list and a known role. An event that fails
-is dropped and logged, never applied. Texts a user will read (message, error) are reduced to plain,
-bounded text: control and bidirectional-override characters removed; the UI shows them as text.
+is dropped and logged, never applied. Texts a user will read (message, error, logs) are reduced to
+plain, bounded text: control and bidirectional-override characters removed; the UI shows them as text.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from typing import Protocol
 
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
 from services.common.keys import OUTPUT_ROLES, is_key_of_job, is_valid_filename, output_names, parse_key
 from services.common.task_types import is_valid_task_type
+from services.common.tasklogs import clean_logs, plain_text
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,6 @@ MAX_MESSAGE_CHARS = 500
 MAX_ERROR_CHARS = 2000
 MAX_METADATA_BYTES = 256 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# Bidirectional overrides and isolates: they can make a text read differently from what it is.
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class Task(Protocol):
@@ -40,17 +38,6 @@ class Task(Protocol):
     user_id: str
     input_file: str
     output_stem: str
-
-
-def plain_text(text: str, limit: int) -> str:
-    """`text` without control or bidi-override characters (line breaks and tabs become spaces), at
-    most `limit` characters."""
-    cleaned = "".join(
-        " " if ch in "\t\n\r" else ch
-        for ch in text
-        if ch in "\t\n\r" or (unicodedata.category(ch) != "Cc" and ch not in _BIDI)
-    ).strip()
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def _output_problem(task: Task, output: common_pb2.Output, allowed_names: frozenset[str]) -> str | None:
@@ -106,4 +93,7 @@ def accept(task: Task, event: tasks_pb2.TaskEvent) -> bool:
         return False
     event.message = plain_text(event.message, MAX_MESSAGE_CHARS)
     event.error = plain_text(event.error, MAX_ERROR_CHARS)
+    logs = clean_logs(event.logs)
+    del event.logs[:]
+    event.logs.extend(logs)
     return True

@@ -85,6 +85,7 @@ class TaskState:
     series_uid: str = ""  # the one series of a ZIP input this task processes; "" for the whole input
     output_bytes: int = 0  # sizes of its outputs, from its SUCCESS event (counted in the user's quota)
     claimed_at: datetime | None = None  # a dispatcher is publishing it (a lease: see outbox.py)
+    logs: list[str] | None = None  # the processor's log lines, from the terminal event (cleaned)
 
 
 @dataclass(slots=True)
@@ -172,6 +173,7 @@ tasks = Table(
     Column("series_uid", String(64), nullable=False, server_default=""),
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("claimed_at", UTCDateTime, nullable=True),
+    Column("logs", JSON, nullable=True),
     # The dispatcher counts each user's unfinished tasks (PENDING, RUNNING) among all the others.
     Index("ix_tasks_status_user_id", "status", "user_id"),
 )

@@ -111,7 +111,7 @@ _MARK_PUBLISHED = (
 # from these keys.
 _TASK_CHANGED = (
     "status", "progress", "message", "started_at", "finished_at", "error", "result", "updated_at",
-    "output_bytes",
+    "output_bytes", "logs",
 )
 _JOB_CHANGED = ("status", "progress", "message", "updated_at")
 _UPDATE_TASK = update(tasks).where(tasks.c.task_id == bindparam("b_task_id"))

@@ -136,6 +136,7 @@ def apply_event(task: TaskState, event: tasks_pb2.TaskEvent, now: datetime) -> b
         task.status = status
         task.finished_at = at
         task.started_at = task.started_at or at
+        task.logs = list(event.logs)  # cleaned by event_checks.accept
         if status == SUCCESS:
             task.progress = 100
             task.message = event.message or "done"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,36 @@ def run(
 
     Returns {"outputs": [{"filename", "path", "media_type", "role"}, ...] (primary first; for a
     DICOM or DICOM-series ZIP input also the input itself as role "input", a PNG or .nii.gz that a
-    browser can show), "metadata": {...}}. ``series_instance_uid`` picks one series of a ZIP;
-    ``job_id`` is the task's job (operations that must agree across a job's tasks use it). Raises
+    browser can show), "metadata": {...}, "log": [...]} where "log" holds the task's log lines
+    (notes_of the metadata, the seconds of each step). ``series_instance_uid`` picks one series of a
+    ZIP; ``job_id`` is the task's job (operations that must agree across a job's tasks use it). Raises
     ImagingError for bad inputs, ParamsError for bad params and InputNotAccepted for an input the
-    operation does not take.
+    operation does not take; the exception carries the log lines written so far as its
+    ``task_log`` attribute (it survives the trip out of the worker process).
     """
+    log: list[str] = []
+    try:
+        result = _run(task_type, params, input_path, out_dir, output_stem, progress, log,
+                      job_id=job_id, series_instance_uid=series_instance_uid)
+    except Exception as exc:
+        exc.task_log = log  # type: ignore[attr-defined]
+        raise
+    result["log"] = log
+    return result
+
+
+def _run(
+    task_type: str,
+    params: dict[str, Any],
+    input_path: str,
+    out_dir: str,
+    output_stem: str,
+    progress: Callable[[int, str], None] | None,
+    log: list[str],
+    *,
+    job_id: str,
+    series_instance_uid: str,
+) -> dict[str, Any]:
     if not is_valid_stem(output_stem):
         raise ValueError(f"unsafe output_stem {output_stem!r}")
     op = registry.get(task_type)
@@ -56,17 +82,26 @@ def run(
     limits.set_work_bytes(op.work_bytes)  # the memory budget check of the decoders below
     if op.run_file is not None:
         report(40, "decoded")
+        started = time.perf_counter()
         done = op.run_file(FileTask(path, file_format, Path(out_dir), output_stem, params, job_id, series))
+        log.extend(notes_of(done["metadata"]))
+        log.append(_took(f"{task_type} (read, apply, write)", started))
         report(70, "processed")
         done["metadata"]["operation"] = task_type
         return {"outputs": done["outputs"], "metadata": imaging.jsonable(done["metadata"])}
 
+    started = time.perf_counter()
     image = imaging.load(path, series)
+    log.extend(notes_of(image.metadata, list(image.data.shape)))
+    log.append(_took("decode", started))
     op.check_kind(image)
     report(40, "decoded")
     assert op.apply is not None
+    started = time.perf_counter()
     result = op.apply(image, params)
+    log.append(_took(f"operation {task_type}", started))
     report(70, "processed")
+    started = time.perf_counter()
     dicom = None
     if output_format == "dicom":
         header = imaging.dicom_header(path, series)
@@ -79,9 +114,41 @@ def run(
         )
     except DicomWriteError as exc:
         raise OperationError(str(exc)) from None
+    log.append(_took(f"encode ({output_format})", started))
 
     metadata = dict(result.metadata)
     metadata.update(imaging.summary(result))
     metadata["input_shape"] = list(image.data.shape)
     metadata["operation"] = task_type
     return {"outputs": outputs, "metadata": imaging.jsonable(metadata)}
+
+
+def _took(step: str, started: float) -> str:
+    return f"{step}: {time.perf_counter() - started:.3f} s"
+
+
+def notes_of(meta: dict[str, Any], shape: list[int] | None = None) -> list[str]:
+    """Log lines from what the decoders and operations note in an image's metadata: how the input
+    was read (format, decoder, transfer syntax) and what was assumed or left out on the way."""
+    lines = []
+    if meta.get("format"):
+        shape = shape or meta.get("shape")
+        lines.append(f"input: {str(meta['format']).upper()}"
+                     + (f" {'x'.join(str(n) for n in shape)}" if isinstance(shape, list) and shape else ""))
+    decoder, syntax = meta.get("decoder"), meta.get("transfer_syntax")
+    if decoder:
+        lines.append(f"pixel data decoded by {decoder}" + (f" (transfer syntax: {syntax})" if syntax else ""))
+    elif syntax:
+        lines.append(f"transfer syntax: {syntax}")
+    if meta.get("frame_axis"):
+        lines.append(f"{meta.get('frames') or 'the'} frames treated as {meta['frame_axis']}")
+    if meta.get("spacing_assumed"):
+        lines.append("pixel spacing not stated: 1 mm assumed")
+    if meta.get("sorted_by") == "instance_number":
+        lines.append("slices carry no positions: stacked by instance number")
+    if meta.get("skipped_files"):
+        lines.append(f"{meta['skipped_files']} file(s) of the ZIP skipped (not DICOM images)")
+    warnings = meta.get("warnings")
+    if isinstance(warnings, list):
+        lines.extend(f"warning: {w}" for w in warnings if isinstance(w, str))
+    return lines

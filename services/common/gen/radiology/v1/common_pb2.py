@@ -26,21 +26,21 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19radiology/v1/common.proto\x12\x0cradiology.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"g\n\x06Output\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\"\x9a\x01\n\nTaskResult\x12\x12\n\ninput_file\x18\x01 \x01(\t\x12\x13\n\x0boutput_file\x18\x02 \x01(\t\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12%\n\x07outputs\x18\x04 \x03(\x0b\x32\x14.radiology.v1.Output\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xdf\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.radiology.v1.Status\x12\x10\n\x08progress\x18\x05 \x01(\x05\x12\x12\n\ninput_file\x18\x06 \x01(\t\x12\x11\n\tinput_key\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12(\n\x06result\x18\t \x01(\x0b\x32\x18.radiology.v1.TaskResult\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x0c \x01(\t\x12\x1b\n\x13series_instance_uid\x18\r \x01(\t\"\xae\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.radiology.v1.Status\x12\x10\n\x08progress\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\ttask_type\x18\x06 \x01(\t\x12\'\n\x06params\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05tasks\x18\n \x03(\x0b\x32\x12.radiology.v1.Task*\x85\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATUS_PENDING\x10\x01\x12\x12\n\x0eSTATUS_RUNNING\x10\x02\x12\x12\n\x0eSTATUS_SUCCESS\x10\x03\x12\x11\n\rSTATUS_FAILED\x10\x04\x12\x14\n\x10STATUS_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19radiology/v1/common.proto\x12\x0cradiology.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"g\n\x06Output\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x0c\n\x04role\x18\x06 \x01(\t\"\x9a\x01\n\nTaskResult\x12\x12\n\ninput_file\x18\x01 \x01(\t\x12\x13\n\x0boutput_file\x18\x02 \x01(\t\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12%\n\x07outputs\x18\x04 \x03(\x0b\x32\x14.radiology.v1.Output\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xed\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12$\n\x06status\x18\x04 \x01(\x0e\x32\x14.radiology.v1.Status\x12\x10\n\x08progress\x18\x05 \x01(\x05\x12\x12\n\ninput_file\x18\x06 \x01(\t\x12\x11\n\tinput_key\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12(\n\x06result\x18\t \x01(\x0b\x32\x18.radiology.v1.TaskResult\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x0c \x01(\t\x12\x1b\n\x13series_instance_uid\x18\r \x01(\t\x12\x0c\n\x04logs\x18\x0e \x03(\t\"\xae\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.radiology.v1.Status\x12\x10\n\x08progress\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\ttask_type\x18\x06 \x01(\t\x12\'\n\x06params\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05tasks\x18\n \x03(\x0b\x32\x12.radiology.v1.Task*\x85\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTATUS_PENDING\x10\x01\x12\x12\n\x0eSTATUS_RUNNING\x10\x02\x12\x12\n\x0eSTATUS_SUCCESS\x10\x03\x12\x11\n\rSTATUS_FAILED\x10\x04\x12\x14\n\x10STATUS_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'radiology.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATUS']._serialized_start=1028
-  _globals['_STATUS']._serialized_end=1161
+  _globals['_STATUS']._serialized_start=1042
+  _globals['_STATUS']._serialized_end=1175
   _globals['_OUTPUT']._serialized_start=106
   _globals['_OUTPUT']._serialized_end=209
   _globals['_TASKRESULT']._serialized_start=212
   _globals['_TASKRESULT']._serialized_end=366
   _globals['_TASK']._serialized_start=369
-  _globals['_TASK']._serialized_end=720
-  _globals['_JOB']._serialized_start=723
-  _globals['_JOB']._serialized_end=1025
+  _globals['_TASK']._serialized_end=734
+  _globals['_JOB']._serialized_start=737
+  _globals['_JOB']._serialized_end=1039
 # @@protoc_insertion_point(module_scope)

@@ -57,7 +57,7 @@ class TaskResult(_message.Message):
     def __init__(self, input_file: _Optional[str] = ..., output_file: _Optional[str] = ..., task_type: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "user_id", "status", "progress", "input_file", "input_key", "error", "result", "started_at", "finished_at", "message", "series_instance_uid")
+    __slots__ = ("task_id", "job_id", "user_id", "status", "progress", "input_file", "input_key", "error", "result", "started_at", "finished_at", "message", "series_instance_uid", "logs")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class Task(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     user_id: str
@@ -84,7 +85,8 @@ class Task(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     message: str
     series_instance_uid: str
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., progress: _Optional[int] = ..., input_file: _Optional[str] = ..., input_key: _Optional[str] = ..., error: _Optional[str] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., series_instance_uid: _Optional[str] = ...) -> None: ...
+    logs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., progress: _Optional[int] = ..., input_file: _Optional[str] = ..., input_key: _Optional[str] = ..., error: _Optional[str] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., logs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "user_id", "status", "progress", "message", "task_type", "params", "created_at", "updated_at", "tasks")
