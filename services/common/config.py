@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # object must be (longer than any upload) before they are removed.
     janitor_interval_seconds: float = 3600.0
     orphan_grace_seconds: float = 24 * 3600.0
+    # Jobs: retention. Finished jobs (SUCCESS, FAILED, CANCELLED) whose last change is older than
+    # this many days are deleted with all their files, like DELETE /jobs/{id}; 0: kept forever.
+    # Fractions are allowed (tests use a few seconds' worth). Checked every retention_interval_seconds.
+    retention_days: float = Field(default=0.0, ge=0)
+    retention_interval_seconds: float = Field(default=600.0, gt=0)
     # Jobs: per-user limits (0: none), shared by every replica through the database. Submissions
     # are a token bucket: `rate_limit_per_minute` tokens a minute, at most `rate_limit_burst` saved.
     rate_limit_per_minute: float = 60.0

@@ -21,6 +21,7 @@ from services.jobs.models import make_engine
 from services.jobs.outbox import Outbox
 from services.jobs.publisher import TaskPublisher
 from services.jobs.repository import Repository
+from services.jobs.retention import Retention
 from services.jobs.service import JobService
 from services.jobs.watch import WatchHub
 
@@ -36,6 +37,7 @@ class JobsApp:
     outbox: Outbox
     consumer: EventConsumer
     janitor: Janitor
+    retention: Retention
     storage_channel: grpc.aio.Channel
     servicer: JobService
 
@@ -47,6 +49,7 @@ class JobsApp:
         await self.consumer.start()
         self.outbox.start()
         self.janitor.start()
+        self.retention.start()
 
     async def ready(self) -> str | None:
         """What the service needs and cannot reach right now (None: all is well)."""
@@ -60,7 +63,8 @@ class JobsApp:
 
     async def drain(self) -> None:
         """Stop taking events after the batch in hand, and stop the outbox."""
-        await asyncio.gather(self.consumer.stop(), self.outbox.stop(), self.janitor.stop())
+        await asyncio.gather(self.consumer.stop(), self.outbox.stop(), self.janitor.stop(),
+                             self.retention.stop())
 
     async def close(self) -> None:
         await self.hub.stop()
@@ -90,4 +94,6 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
         consumer=EventConsumer(nc, repo, hub, storage, on_finished=outbox.wake),
         storage_channel=storage_channel, servicer=servicer,
         janitor=Janitor(repo, storage, settings.janitor_interval_seconds, settings.orphan_grace_seconds),
+        retention=Retention(repo, servicer.remove_job, settings.retention_days,
+                            settings.retention_interval_seconds),
     )

@@ -118,6 +118,14 @@ _UPDATE_TASK = update(tasks).where(tasks.c.task_id == bindparam("b_task_id"))
 _UPDATE_JOB = update(jobs).where(jobs.c.job_id == bindparam("b_job_id"))
 
 
+# Retention: a finished job's updated_at is when it finished (nothing changes it afterwards).
+_EXPIRED_JOBS = (
+    select(jobs.c.user_id, jobs.c.job_id)
+    .where(jobs.c.status.in_(sorted(TERMINAL_NAMES)), jobs.c.updated_at < bindparam("before"))
+    .order_by(jobs.c.updated_at)
+    .limit(bindparam("limit"))
+)
+
 # Per-user limits.
 _JOB_EXISTS = select(jobs.c.job_id).where(jobs.c.job_id == bindparam("job_id"))
 _LOAD_USER = select(users.c.tokens, users.c.tokens_at).where(users.c.user_id == bindparam("user_id"))
@@ -339,6 +347,12 @@ class Repository:
         params = {"job_id": job_id, "user_id": user_id}
         deleted = await self._run(lambda conn: conn.execute(_DELETE_JOB, params).rowcount, write=True)
         return bool(deleted)
+
+    async def expired_jobs(self, finished_before: datetime, limit: int) -> list[tuple[str, str]]:
+        """(user_id, job_id) of up to `limit` finished jobs last changed before `finished_before`,
+        oldest first (retention)."""
+        params = {"before": finished_before, "limit": limit}
+        return await self._run(lambda conn: [(u, j) for u, j in conn.execute(_EXPIRED_JOBS, params)])
 
     async def existing_jobs(self, job_ids: Sequence[str]) -> set[tuple[str, str]]:
         """(user_id, job_id) of those of job_ids that exist."""

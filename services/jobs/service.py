@@ -188,18 +188,26 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         user = await self._user(request.user_id, context)
         # Purged even when it was cancelled before: a redelivery left in the queue must not run.
         job = await self._cancel(user, request.job_id, context, purge=True)
-        prefix = job_prefix(user, job.job_id)
         try:
-            deleted = await self.storage.delete_prefix(prefix)
-        except grpc.aio.AioRpcError as exc:
-            # Rows stay, so the owner can simply retry the delete.
-            log.warning("DeletePrefix %s failed: %s", prefix, exc.code(), extra={"job_id": job.job_id})
+            deleted = await self.remove_job(user, job.job_id)
+        except grpc.aio.AioRpcError:
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "storage is unavailable; the job was not deleted, try again"
             )
-        await self.repo.delete_job(user, job.job_id)
-        await self.hub.announce([job.job_id])
         return jobs_pb2.DeleteJobResponse(objects_deleted=deleted)
+
+    async def remove_job(self, user: str, job_id: str) -> int:
+        """Every object of the job's folder, then its rows (DeleteJob, retention); returns the
+        objects removed. A storage error leaves the rows, so that the removal can simply be retried."""
+        prefix = job_prefix(user, job_id)
+        try:
+            deleted = await self.storage.delete_prefix(prefix)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("DeletePrefix %s failed: %s", prefix, exc.code(), extra={"job_id": job_id})
+            raise
+        await self.repo.delete_job(user, job_id)
+        await self.hub.announce([job_id])
+        return deleted
 
     # --- per-user limits ---
 

@@ -97,11 +97,13 @@ async def test_job_json_pending_then_success_with_signed_urls(
         "started_at": None,
         "finished_at": None,
         "result": None,
+        "logs": [],
     }
 
     job = fakes.jobs.jobs[job_id]
     for t in job.tasks:
         t.result.CopyFrom(result_for(job, t))
+        t.logs.extend(["decode: 0.001 s", "operation blur: 0.002 s"])
         t.started_at.GetCurrentTime()
         t.finished_at.GetCurrentTime()
     await fakes.jobs.update(job_id, common_pb2.STATUS_SUCCESS, 100)
@@ -121,6 +123,7 @@ async def test_job_json_pending_then_success_with_signed_urls(
     assert body["status"] == "SUCCESS" and body["progress"] == 100
     task = body["task_results"][0]
     assert task["started_at"].endswith("Z") and task["finished_at"].endswith("Z")
+    assert task["logs"] == ["decode: 0.001 s", "operation blur: 0.002 s"]
     result = task["result"]
     assert result["input_file"] == "scan0.png" and result["output_file"] == "scan0_processed.png"
     assert result["task_type"] == "blur"

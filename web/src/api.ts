@@ -31,6 +31,8 @@ export interface Task {
   started_at: string | null;
   finished_at: string | null;
   result: TaskResultBody | null;
+  /** What the processor noted (decoder, warnings, step times); empty until the task finishes. */
+  logs?: string[];
 }
 
 export interface Job {

@@ -57,6 +57,7 @@ export class ResultView {
           { class: task.error ? "error-text result-note" : "muted result-note" },
           task.error ? `This task failed: ${task.error}` : `Waiting for the result of ${task.input_file}…`,
         ),
+        ...taskLog(task),
       );
       return;
     }
@@ -69,6 +70,7 @@ export class ResultView {
       h("div", { class: "result-head" }, head, full),
       this.measurements.el,
       metadataTable(result.metadata),
+      ...taskLog(task),
       h("section", { class: "downloads-wrap", "aria-label": "Downloads" }, h("h4", {}, "Downloads"), downloadList(outputs)),
     );
     const viewer = this.viewer(job, task, result);
@@ -158,4 +160,18 @@ function downloadList(outputs: ReturnType<typeof outputsOf>): HTMLElement {
       ),
     ),
   );
+}
+
+/** The task's log lines from the processor (as text, one per line), or nothing while it has none. */
+function taskLog(task: Task): HTMLElement[] {
+  const lines = task.logs ?? [];
+  if (!lines.length) return [];
+  return [
+    h(
+      "section",
+      { class: "task-log", "aria-label": "Processing log" },
+      h("h4", {}, "Processing log"),
+      h("ol", { class: "task-log-lines" }, ...lines.map((line) => h("li", {}, line))),
+    ),
+  ];
 }
