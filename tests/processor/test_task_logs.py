@@ -44,7 +44,8 @@ def test_a_failure_carries_the_lines_written_before_it(tmp_path: Path) -> None:
     source.write_bytes(CORRUPT_PNG)
     with pytest.raises(ImagingError) as caught:
         _run(tmp_path, source)
-    assert caught.value.task_log == []  # type: ignore[attr-defined]  # it failed while decoding
+    lines = [re.sub(SECONDS, "T", line) for line in caught.value.task_log]  # type: ignore[attr-defined]
+    assert lines == ["decode of the PNG input failed after T"]
 
 
 async def test_success_event_carries_bounded_log_lines(harness: Harness) -> None:
@@ -66,7 +67,8 @@ async def test_failure_event_carries_log_lines_without_traceback(harness: Harnes
     final = await harness.wait_terminal(task.task_id)
     assert final.status == FAILED
     lines = [re.sub(SECONDS, "T", line) for line in final.logs]
-    assert lines[0].startswith("download: T (") and lines[-1] == "processing stopped after T", lines
+    assert lines[0].startswith("download: T (")
+    assert lines[1:] == ["decode of the PNG input failed after T", "processing stopped after T"], lines
     assert not any("Traceback" in line or str(harness.data_dir) in line for line in final.logs)
 
 
@@ -82,3 +84,9 @@ async def test_lines_written_in_the_worker_process_before_a_failure_reach_the_ev
     lines = [re.sub(SECONDS, "T", line) for line in final.logs]
     assert lines[1] == "input: DICOM 128x128" and lines[2].startswith("pixel data decoded by "), lines
     assert lines[3:] == ["decode: T", "processing stopped after T"], lines
+
+
+def test_runner_notes_an_operations_own_warnings(tmp_path: Path) -> None:
+    log = _run(tmp_path, dicom_file("CT_small.dcm"), "anonymize")["log"]
+    assert any(line.startswith("warning: Burned In Annotation is not stated") for line in log), log
+    assert re.fullmatch(r"anonymize \(read, apply, write\): " + SECONDS, log[-1])

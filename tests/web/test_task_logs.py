@@ -27,7 +27,7 @@ def test_log_lines_show_beside_the_result_and_the_failure(page, sample_png, tmp_
     log = page.get_by_role("region", name="Processing log")
     log.wait_for()
     lines = log.locator("li").all_inner_texts()
-    assert lines[0].startswith("download: ") and "input: PNG" in lines
+    assert lines[0].startswith("download: ") and lines[1].startswith("input: PNG ")
     assert any(re.fullmatch(r"operation blur: \d+\.\d{3} s", line) for line in lines), lines
     assert lines[-1].startswith("upload: ")
     assert log.is_visible()
@@ -40,5 +40,6 @@ def test_log_lines_show_beside_the_result_and_the_failure(page, sample_png, tmp_
     failed_log.wait_for()
     failed = failed_log.locator("li").all_inner_texts()
     assert failed[0].startswith("download: ") and failed[-1].startswith("processing stopped after")
+    assert failed[-2].startswith("decode of the PNG input failed after "), failed
     assert not any("Traceback" in line or "/tmp" in line for line in failed), failed
     page.screenshot(path=str(shots / "task-log-failure.png"))

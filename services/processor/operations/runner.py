@@ -40,14 +40,15 @@ def run(
     operation does not take; the exception carries the log lines written so far as its
     ``task_log`` attribute (it survives the trip out of the worker process).
     """
-    log: list[str] = []
+    log = StepLog()
     try:
         result = _run(task_type, params, input_path, out_dir, output_stem, progress, log,
                       job_id=job_id, series_instance_uid=series_instance_uid)
     except Exception as exc:
-        exc.task_log = log  # type: ignore[attr-defined]
+        log.failed()
+        exc.task_log = list(log)  # type: ignore[attr-defined]
         raise
-    result["log"] = log
+    result["log"] = list(log)
     return result
 
 
@@ -58,7 +59,7 @@ def _run(
     out_dir: str,
     output_stem: str,
     progress: Callable[[int, str], None] | None,
-    log: list[str],
+    log: StepLog,
     *,
     job_id: str,
     series_instance_uid: str,
@@ -82,26 +83,26 @@ def _run(
     limits.set_work_bytes(op.work_bytes)  # the memory budget check of the decoders below
     if op.run_file is not None:
         report(40, "decoded")
-        started = time.perf_counter()
+        log.begin(f"{task_type} (read, apply, write)", f"{task_type} of the {file_format.upper()} input")
         done = op.run_file(FileTask(path, file_format, Path(out_dir), output_stem, params, job_id, series))
         log.extend(notes_of(done["metadata"]))
-        log.append(_took(f"{task_type} (read, apply, write)", started))
+        log.end()
         report(70, "processed")
         done["metadata"]["operation"] = task_type
         return {"outputs": done["outputs"], "metadata": imaging.jsonable(done["metadata"])}
 
-    started = time.perf_counter()
+    log.begin("decode", f"decode of the {file_format.upper()} input")
     image = imaging.load(path, series)
     log.extend(notes_of(image.metadata, list(image.data.shape)))
-    log.append(_took("decode", started))
+    log.end()
     op.check_kind(image)
     report(40, "decoded")
     assert op.apply is not None
-    started = time.perf_counter()
+    log.begin(f"operation {task_type}")
     result = op.apply(image, params)
-    log.append(_took(f"operation {task_type}", started))
+    log.end()
     report(70, "processed")
-    started = time.perf_counter()
+    log.begin(f"encode ({output_format})")
     dicom = None
     if output_format == "dicom":
         header = imaging.dicom_header(path, series)
@@ -114,7 +115,7 @@ def _run(
         )
     except DicomWriteError as exc:
         raise OperationError(str(exc)) from None
-    log.append(_took(f"encode ({output_format})", started))
+    log.end()
 
     metadata = dict(result.metadata)
     metadata.update(imaging.summary(result))
@@ -123,8 +124,28 @@ def _run(
     return {"outputs": outputs, "metadata": imaging.jsonable(metadata)}
 
 
-def _took(step: str, started: float) -> str:
-    return f"{step}: {time.perf_counter() - started:.3f} s"
+class StepLog(list[str]):
+    """Log lines, and the seconds of each step: ``begin`` a step, ``end`` it (a line "step: 0.012
+    s"), or ``failed`` while in it (a line "<step> failed after 0.012 s")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._step: str | None = None
+        self._failing = ""
+        self._started = 0.0
+
+    def begin(self, step: str, failing: str = "") -> None:
+        self._step, self._failing, self._started = step, failing or step, time.perf_counter()
+
+    def end(self) -> None:
+        if self._step is not None:
+            self.append(f"{self._step}: {time.perf_counter() - self._started:.3f} s")
+            self._step = None
+
+    def failed(self) -> None:
+        if self._step is not None:
+            self.append(f"{self._failing} failed after {time.perf_counter() - self._started:.3f} s")
+            self._step = None
 
 
 def notes_of(meta: dict[str, Any], shape: list[int] | None = None) -> list[str]:
