@@ -226,14 +226,15 @@ def test_a_crash_loop_is_reported_and_stops_the_platform(launched: Launched) -> 
 
 
 @pytest.mark.slow
-def test_sigint_stops_every_child(launched: Launched) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_stops_every_child(launched: Launched, sig: signal.Signals) -> None:
     pool = [pid for pid in _children(_pid_of(launched.proc, "processor"))]
     assert pool, "the processor's worker pool should be running"
     started = time.monotonic()
-    launched.proc.send_signal(signal.SIGINT)
+    launched.proc.send_signal(sig)
     assert launched.proc.wait(60) == 0
     took = time.monotonic() - started
-    print(f"\n[launcher] SIGINT -> every process gone in {took:.1f}s")
+    print(f"\n[launcher] {sig.name} -> every process gone in {took:.1f}s")
     assert took < 30
     assert _group_members(launched.pgids) == []
     assert not [pid for pid in pool if Path(f"/proc/{pid}").exists()
