@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tools.launcher import ROOT, Ports, RestartPolicy, free_port
+from tools.launcher import ROOT, CrashLoopError, Ports, RestartPolicy, Supervisor, free_port
 
 
 def test_ports_follow_the_service_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,3 +239,79 @@ def test_a_stop_signal_stops_every_child(launched: Launched, sig: signal.Signals
     assert _group_members(launched.pgids) == []
     assert not [pid for pid in pool if Path(f"/proc/{pid}").exists()
                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+class _FakeProc:
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+class _FakePlatform:
+    """Just what Supervisor uses: processes by name, start/reap, and health (always fine)."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, _FakeProc] = {n: _FakeProc() for n in ("nats", "storage", "jobs",
+                                                                      "processor", "gateway")}
+        self.started: list[str] = []
+
+    def start_service(self, name: str, wait: bool = True) -> None:
+        self.procs[name] = _FakeProc()
+        self.started.append(name)
+
+    def start_nats(self, wait: bool = True) -> None:
+        self.start_service("nats")
+
+    def reap(self, name: str) -> None:
+        self.procs.pop(name, None)
+
+    def is_healthy(self, name: str) -> bool:
+        return True
+
+
+def test_backoff_grows_with_each_crash_and_resets_after_a_stable_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    platform = _FakePlatform()
+    sup = Supervisor(platform, RestartPolicy())  # type: ignore[arg-type]
+    now = 1000.0
+
+    def crash_and_restart() -> float:
+        """Crash the processor now; returns the delay before the supervisor restarted it."""
+        nonlocal now
+        platform.procs["processor"].returncode = -9
+        sup.step(now)
+        died = now
+        while "processor" not in platform.procs:
+            now += 0.05
+            sup.step(now)
+        return round(now - died, 1)
+
+    assert [crash_and_restart() for _ in range(3)] == [0.5, 1.0, 2.0]
+    now += 31
+    sup.step(now)  # up for 31 s: stable
+    assert crash_and_restart() == 0.5
+    assert platform.started == ["processor"] * 4
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    died = [e for e in events if "died" in e["message"]]
+    assert [e["restarts"] for e in died] == [0, 1, 2, 3] and died[0]["signal"] == "SIGKILL"
+    assert all(e["service_name"] == "processor" for e in events)
+
+
+def test_the_sixth_death_within_a_minute_is_a_crash_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    platform = _FakePlatform()
+    sup = Supervisor(platform, RestartPolicy(first=0.1, cap=0.1))  # type: ignore[arg-type]
+    now = 0.0
+    for _ in range(5):
+        platform.procs["jobs"].returncode = 3
+        sup.step(now)
+        now += 0.2
+        sup.step(now)  # restarted
+    platform.procs["jobs"].returncode = 3
+    with pytest.raises(CrashLoopError):
+        sup.step(now)
+    error = json.loads(capsys.readouterr().err.splitlines()[-1])
+    assert error["level"] == "error" and error["service_name"] == "jobs"
+    assert error["exit_code"] == 3 and error["restarts"] == 5
