@@ -315,3 +315,25 @@ def test_the_sixth_death_within_a_minute_is_a_crash_loop(capsys: pytest.CaptureF
     error = json.loads(capsys.readouterr().err.splitlines()[-1])
     assert error["level"] == "error" and error["service_name"] == "jobs"
     assert error["exit_code"] == 3 and error["restarts"] == 5
+
+
+def test_a_start_that_fails_counts_like_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    platform = _FakePlatform()
+
+    def cannot_start(wait: bool = True) -> None:
+        raise OSError("No such file or directory: 'nats-server'")
+
+    platform.start_nats = cannot_start  # type: ignore[method-assign]
+    sup = Supervisor(platform, RestartPolicy(first=0.1, cap=0.1))  # type: ignore[arg-type]
+    platform.procs["nats"].returncode = 1
+    now = 0.0
+    with pytest.raises(CrashLoopError):
+        for _ in range(100):
+            sup.step(now)
+            now += 0.2
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    # died, then 5 restarts that cannot start: the 5th is a crash loop
+    assert [e["message"] for e in events if "cannot start" in e["message"]] == [
+        "cannot start nats; restarting in 0.1s"] * 4
+    assert events[-1]["level"] == "error" and "nats keeps crashing" in events[-1]["message"]
+    assert events[-1]["restarts"] == 5 and "nats-server" in events[-1]["error"]

@@ -348,17 +348,21 @@ class Supervisor:
 
     def _died(self, name: str, w: _Watch, code: int, now: float) -> None:
         self.platform.reap(name)
+        self._schedule(name, w, now, f"{name} died", describe_exit(code))
+
+    def _schedule(self, name: str, w: _Watch, now: float, what: str, detail: dict[str, object]) -> None:
+        """Plan the next restart after a death (or a failed start), or raise CrashLoopError."""
         w.restart_times = [t for t in w.restart_times if now - t < self.policy.window]
         if len(w.restart_times) >= self.policy.max_restarts:
             log_event("error", f"{name} keeps crashing: {len(w.restart_times)} restarts within "
                       f"{self.policy.window:.0f}s; giving up and stopping the platform",
-                      service_name=name, restarts=w.restarts, **describe_exit(code))
+                      service_name=name, restarts=w.restarts, **detail)
             raise CrashLoopError(f"{name} keeps crashing")
         w.consecutive += 1
         delay = self.policy.delay(w.consecutive)
         w.restart_at = now + delay
-        log_event("warning", f"{name} died; restarting in {delay:.1f}s", service_name=name,
-                  restarts=w.restarts, **describe_exit(code))
+        log_event("warning", f"{what}; restarting in {delay:.1f}s", service_name=name,
+                  restarts=w.restarts, **detail)
 
     def _restart(self, name: str, w: _Watch, now: float) -> None:
         w.restart_at = None
@@ -373,10 +377,8 @@ class Supervisor:
                 self.platform.start_nats(wait=False)
             else:
                 self.platform.start_service(name, wait=False)
-        except OSError as exc:  # counted like a crash: the next round sees no process and retries
-            log_event("error", f"cannot start {name}: {exc}", service_name=name, restarts=w.restarts)
-            w.consecutive += 1
-            w.restart_at = now + self.policy.delay(w.consecutive)
+        except OSError as exc:  # counted like a crash
+            self._schedule(name, w, now, f"cannot start {name}", {"error": str(exc)})
 
 
 def main() -> int:
