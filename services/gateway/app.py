@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One long-lived channel per peer for the life of the process: no per-request set-up.
         backends = Backends(settings)
         app.state.backends = backends
-        app.state.catalogue = Catalogue(backends.processor)
+        app.state.catalogue = Catalogue(backends.processor, timeout=settings.validate_timeout_seconds)
         app.state.submissions = Submissions(backends, app.state.catalogue, settings)
         try:
             yield

@@ -37,9 +37,11 @@ class _Unary:
         self._stub = stub
         self.timeout = timeout
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         with rpc_errors(self.service, method):
-            return await getattr(self._stub, method)(request, timeout=self.timeout, metadata=call_metadata())
+            return await getattr(self._stub, method)(
+                request, timeout=timeout or self.timeout, metadata=call_metadata()
+            )
 
 
 class JobWatch:
@@ -135,14 +137,16 @@ class ProcessorClient(_Unary):
     def __init__(self, ch: grpc.aio.Channel, timeout: float) -> None:
         super().__init__(processor_pb2_grpc.ProcessorServiceStub(ch), timeout)
 
-    async def list_operations(self) -> Sequence[processor_pb2.Operation]:
-        response = await self._call("ListOperations", processor_pb2.ListOperationsRequest())
+    async def list_operations(self, timeout: float | None = None) -> Sequence[processor_pb2.Operation]:
+        response = await self._call("ListOperations", processor_pb2.ListOperationsRequest(), timeout)
         return response.operations
 
-    async def validate_params(self, task_type: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    async def validate_params(
+        self, task_type: str, params: dict[str, Any] | None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """The params with defaults filled in; ApiError invalid_params when the processor refuses them."""
         request = processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params))
-        return from_struct((await self._call("ValidateParams", request)).params)
+        return from_struct((await self._call("ValidateParams", request, timeout)).params)
 
     async def inspect(self, key: str) -> tuple[str, dict[str, Any]]:
         """(format, facts) of a stored file, as ProcessorService.Inspect reads it."""
