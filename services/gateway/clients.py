@@ -80,15 +80,22 @@ class JobsClient(_Unary):
 
     async def create_job(
         self, *, job_id: str, user_id: str, task_type: str, params: dict[str, Any],
-        inputs: Sequence[jobs_pb2.JobInput],
+        inputs: Sequence[jobs_pb2.JobInput], idempotency_key: str = "",
     ) -> common_pb2.Job:
         request = jobs_pb2.CreateJobRequest(
-            job_id=job_id, user_id=user_id, task_type=task_type, params=to_struct(params), inputs=inputs
+            job_id=job_id, user_id=user_id, task_type=task_type, params=to_struct(params), inputs=inputs,
+            idempotency_key=idempotency_key,
         )
         return await self._call("CreateJob", request)
 
-    async def get_job(self, user_id: str, job_id: str) -> common_pb2.Job:
-        return await self._call("GetJob", jobs_pb2.GetJobRequest(user_id=user_id, job_id=job_id))
+    async def get_job(self, user_id: str, job_id: str, timeout: float | None = None) -> common_pb2.Job:
+        return await self._call("GetJob", jobs_pb2.GetJobRequest(user_id=user_id, job_id=job_id), timeout)
+
+    async def get_job_by_key(
+        self, user_id: str, idempotency_key: str, timeout: float | None = None
+    ) -> common_pb2.Job:
+        request = jobs_pb2.GetJobRequest(user_id=user_id, idempotency_key=idempotency_key)
+        return await self._call("GetJob", request, timeout)
 
     async def list_jobs(
         self, user_id: str, status: int, limit: int, cursor: str
