@@ -13,26 +13,23 @@ from services.gateway.asgi import HttpMiddleware
 
 # The web UI's catch-all GET route (app.py): it matches every path, so it is no API method of one.
 WEB_UI_ROUTE = "web_ui"
-_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_PROBED = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def allowed_methods(router: Router, scope: Scope) -> list[str]:
     """The methods the API answers at the request's path, in a fixed order; [] when no API route
-    has that path."""
-    methods: set[str] = set()
-    for route in router.routes:
-        route_methods = getattr(route, "methods", None)
-        if not route_methods or getattr(route, "name", "") == WEB_UI_ROUTE:
-            continue
-        match, _ = route.matches(scope)
-        if match is not Match.NONE:
-            methods |= route_methods
+    has that path. Each method is tried against every route (included routers answer `matches`
+    for their own routes)."""
+    routes = [r for r in router.routes if getattr(r, "name", "") != WEB_UI_ROUTE]
+    methods = [
+        m for m in _PROBED
+        if any(route.matches({**scope, "method": m})[0] is Match.FULL for route in routes)
+    ]
     if not methods:
         return []
-    if "GET" in methods:
-        methods.add("HEAD")  # HeadAsGetMiddleware answers it wherever GET is answered
-    methods.add("OPTIONS")
-    return sorted(methods, key=lambda m: _ORDER.index(m) if m in _ORDER else len(_ORDER))
+    if "GET" in methods and "HEAD" not in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")  # HeadAsGetMiddleware answers it where GET is
+    return [*methods, "OPTIONS"]
 
 
 def allow_header(methods: list[str]) -> dict[str, str]:

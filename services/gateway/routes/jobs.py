@@ -184,6 +184,19 @@ async def list_jobs(
     return JsonBody({"jobs": jobs, "next_cursor": page.next_cursor or None})
 
 
+_JOB_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["job"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Job"},
+        },
+    },
+}
+
 # Every route on one job: its owner sees it, anyone else gets the 404 of a job that does not exist.
 _JOB_ERRORS = error_responses(*IDENTITY_ERRORS, NOT_FOUND, BACKEND_ERROR, SERVICE_UNAVAILABLE)
 
@@ -201,7 +214,14 @@ async def get_job(
     "/{job_id}/events",
     summary="Server-Sent Events: the job at once and on every change",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **_JOB_ERRORS},
+    responses={
+        200: {
+            "description": "`event: job` messages, each with a Job (JSON) as its data",
+            # Before OpenAPI 3.2 the schema of an event stream describes each event.
+            "content": {"text/event-stream": {"schema": _JOB_EVENT}},
+        },
+        **_JOB_ERRORS,
+    },
 )
 async def job_events(
     job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
