@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=[
             "Location", "Content-Range", "ETag", "X-Request-ID", "Retry-After", "WWW-Authenticate",
+            "Idempotent-Replayed", "Allow",
         ],
     )
     app.add_middleware(RequestContextMiddleware)
