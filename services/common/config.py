@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     max_job_bytes: int = 4 * 1024**3
     # An upload that sends nothing for this long is refused (408) and everything it stored removed.
     upload_idle_timeout_seconds: float = 60.0
+    # Deadline of the processor's catalogue calls (ListOperations, ValidateParams) on a submission:
+    # short, so that a stuck processor never holds an upload (known params are accepted meanwhile).
+    validate_timeout_seconds: float = 1.5
+    # CreateJob's outcome unknown (the call failed after it may have committed): how long the
+    # gateway keeps asking the jobs service whether the job exists before it answers 503.
+    create_lookup_seconds: float = 5.0
     web_dir: str = "web/dist"
 
     def model_post_init(self, _ctx: object) -> None:

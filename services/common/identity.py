@@ -1,4 +1,5 @@
-"""The user-id rule, enforced alike by the gateway (header, file URLs) and the jobs service."""
+"""The user-id and idempotency-key rules, enforced alike by the gateway (headers, file URLs) and the
+jobs service."""
 
 from __future__ import annotations
 
@@ -10,3 +11,12 @@ _USER_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 def is_valid_user_id(value: str) -> bool:
     """1-64 characters of A-Z a-z 0-9 . _ @ -, and not "." or ".." (it is a storage key segment)."""
     return bool(_USER_ID.fullmatch(value)) and value not in (".", "..")
+
+
+# A client's Idempotency-Key (POST /jobs): enough for a UUID, a ULID or "order-42:retry-safe".
+IDEMPOTENCY_KEY_RULE = "1-128 characters of A-Z a-z 0-9 . _ : -"
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def is_valid_idempotency_key(value: str) -> bool:
+    return bool(_IDEMPOTENCY_KEY.fullmatch(value))

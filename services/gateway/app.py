@@ -14,10 +14,11 @@ from starlette.types import Receive, Scope, Send
 
 from services.common.config import Settings
 from services.gateway import apidocs, auth, errors
+from services.gateway.allow import WEB_UI_ROUTE, OptionsMiddleware, allow_header, allowed_methods
 from services.gateway.asgi import HttpMiddleware
 from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
-from services.gateway.errors import ANY_OPERATION, error_responses
+from services.gateway.errors import ANY_OPERATION, METHOD_NOT_ALLOWED, ApiError, error_responses
 from services.gateway.metrics import RequestContextMiddleware
 from services.gateway.routes import files, health, jobs, operations, tasks, usage
 from services.gateway.signing import UrlSigner
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One long-lived channel per peer for the life of the process: no per-request set-up.
         backends = Backends(settings)
         app.state.backends = backends
-        app.state.catalogue = Catalogue(backends.processor)
+        app.state.catalogue = Catalogue(backends.processor, timeout=settings.validate_timeout_seconds)
         app.state.submissions = Submissions(backends, app.state.catalogue, settings)
         try:
             yield
@@ -70,8 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jwt = auth.JwtVerifier.from_settings(settings) if settings.auth == "jwt" else None
 
     errors.install(app)
-    # Added innermost first: CatchAll < CORS < request context (outermost, so it sees every response).
+    # Added innermost first: CatchAll < OPTIONS < CORS < request context (outermost: sees every response).
     app.add_middleware(errors.CatchAllMiddleware)
+    app.add_middleware(OptionsMiddleware, router=app.router)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=[
             "Location", "Content-Range", "ETag", "X-Request-ID", "Retry-After", "WWW-Authenticate",
+            "Idempotent-Replayed", "Allow",
         ],
     )
     app.add_middleware(RequestContextMiddleware)
@@ -93,8 +96,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ui = StaticFiles(directory=web, html=True)
 
         # Last, and for GET only: API routes win, and other methods on API paths get their 405.
-        @app.get("/{path:path}", include_in_schema=False)
+        @app.get("/{path:path}", include_in_schema=False, name=WEB_UI_ROUTE)
         async def web_ui(path: str, request: Request) -> Response:
+            if methods := allowed_methods(app.router, request.scope):  # an API path without GET
+                raise ApiError(METHOD_NOT_ALLOWED, headers=allow_header(methods))
             return await ui.get_response(path or ".", request.scope)
     else:
 

@@ -1,6 +1,7 @@
 """The operations catalogue from ProcessorService, cached for a few seconds (it rarely changes and
 every upload consults it). While no processor answers, GET /operations serves the last catalogue
-seen, and new jobs are accepted (and queued) only with params that were validated before."""
+seen, and new jobs are accepted (and queued) only with params that were validated before; other
+params get 503 at once, never a wait longer than the short deadline of one call."""
 
 from __future__ import annotations
 
@@ -32,40 +33,76 @@ def operation_json(op: processor_pb2.Operation) -> dict[str, Any]:
     }
 
 
+# After the processor failed to answer, it is not asked again for this long: submissions meanwhile
+# take the known-good path at once instead of each waiting out a deadline.
+DOWN_SECONDS = 2.0
+
+
 class Catalogue:
-    def __init__(self, processor: ProcessorClient, ttl: float | None = None) -> None:
+    """No lock serialises requests: concurrent refreshes of the catalogue share one call, and each
+    call has a short deadline (RADIOLOGY_VALIDATE_TIMEOUT_SECONDS)."""
+
+    def __init__(
+        self, processor: ProcessorClient, ttl: float | None = None, timeout: float | None = None,
+        down_seconds: float = DOWN_SECONDS,
+    ) -> None:
         self._processor = processor
         self._ttl = CACHE_SECONDS if ttl is None else ttl
+        self._timeout = timeout
+        self._down_seconds = down_seconds
         self._ops: list[dict[str, Any]] | None = None
         self._at = 0.0
-        self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[list[dict[str, Any]]] | None = None
+        self._down_until = 0.0
         self._validated: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
+    def _processor_down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _note(self, exc: ApiError) -> None:
+        if exc.error is SERVICE_UNAVAILABLE:
+            self._down_until = time.monotonic() + self._down_seconds
+
+    async def _fetch(self) -> list[dict[str, Any]]:
+        ops = [operation_json(op) for op in await self._processor.list_operations(self._timeout)]
+        self._ops, self._at = ops, time.monotonic()
+        return ops
+
     async def operations(self) -> list[dict[str, Any]]:
-        async with self._lock:
-            if self._ops is None or time.monotonic() - self._at > self._ttl:
-                try:
-                    ops = await self._processor.list_operations()
-                except ApiError as exc:
-                    if self._ops is None or exc.error is not SERVICE_UNAVAILABLE:
-                        raise
-                    return self._ops  # stale but known: processors are restarting
-                self._ops = [operation_json(op) for op in ops]
-                self._at = time.monotonic()
-            return self._ops
+        if self._ops is not None and (time.monotonic() - self._at <= self._ttl or self._processor_down()):
+            return self._ops  # fresh, or stale but known while processors are away
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.get_running_loop().create_task(self._fetch())
+            # Its error is read here too, in case every waiter went away before it ended.
+            self._refresh.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            # Shielded: one caller going away does not cancel the call the others wait on.
+            return await asyncio.shield(self._refresh)
+        except ApiError as exc:
+            self._note(exc)
+            if self._ops is None or exc.error is not SERVICE_UNAVAILABLE:
+                raise
+            return self._ops  # stale but known: processors are restarting
 
     async def validate(self, task_type: str, params: dict[str, Any] | None) -> dict[str, Any]:
         """The params checked by ProcessorService.ValidateParams (ApiError invalid_params when refused),
         remembered as long as the catalogue: the same operation and params validate the same way,
         and most jobs repeat them. While no processor answers, a pair validated earlier (at any age)
-        is still accepted."""
+        is still accepted, and any other is 503 at once."""
         key = (task_type, json.dumps(params or {}, sort_keys=True))
         hit = self._validated.get(key)
-        if hit is not None and time.monotonic() - hit[0] <= self._ttl:
+        if hit is not None and (time.monotonic() - hit[0] <= self._ttl or self._processor_down()):
             return copy.deepcopy(hit[1])
+        if self._processor_down():
+            raise ApiError(
+                SERVICE_UNAVAILABLE,
+                "No processor answers right now and these params were not validated before; "
+                "retry shortly (params used recently are accepted meanwhile).",
+            )
         try:
-            validated = await self._processor.validate_params(task_type, params)
+            validated = await self._processor.validate_params(task_type, params, self._timeout)
         except ApiError as exc:
+            self._note(exc)
             if hit is None or exc.error is not SERVICE_UNAVAILABLE:
                 raise
             return copy.deepcopy(hit[1])  # checked before; the job waits in the queue for a processor

@@ -37,9 +37,11 @@ class _Unary:
         self._stub = stub
         self.timeout = timeout
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         with rpc_errors(self.service, method):
-            return await getattr(self._stub, method)(request, timeout=self.timeout, metadata=call_metadata())
+            return await getattr(self._stub, method)(
+                request, timeout=timeout or self.timeout, metadata=call_metadata()
+            )
 
 
 class JobWatch:
@@ -78,15 +80,22 @@ class JobsClient(_Unary):
 
     async def create_job(
         self, *, job_id: str, user_id: str, task_type: str, params: dict[str, Any],
-        inputs: Sequence[jobs_pb2.JobInput],
+        inputs: Sequence[jobs_pb2.JobInput], idempotency_key: str = "",
     ) -> common_pb2.Job:
         request = jobs_pb2.CreateJobRequest(
-            job_id=job_id, user_id=user_id, task_type=task_type, params=to_struct(params), inputs=inputs
+            job_id=job_id, user_id=user_id, task_type=task_type, params=to_struct(params), inputs=inputs,
+            idempotency_key=idempotency_key,
         )
         return await self._call("CreateJob", request)
 
-    async def get_job(self, user_id: str, job_id: str) -> common_pb2.Job:
-        return await self._call("GetJob", jobs_pb2.GetJobRequest(user_id=user_id, job_id=job_id))
+    async def get_job(self, user_id: str, job_id: str, timeout: float | None = None) -> common_pb2.Job:
+        return await self._call("GetJob", jobs_pb2.GetJobRequest(user_id=user_id, job_id=job_id), timeout)
+
+    async def get_job_by_key(
+        self, user_id: str, idempotency_key: str, timeout: float | None = None
+    ) -> common_pb2.Job:
+        request = jobs_pb2.GetJobRequest(user_id=user_id, idempotency_key=idempotency_key)
+        return await self._call("GetJob", request, timeout)
 
     async def list_jobs(
         self, user_id: str, status: int, limit: int, cursor: str
@@ -135,14 +144,16 @@ class ProcessorClient(_Unary):
     def __init__(self, ch: grpc.aio.Channel, timeout: float) -> None:
         super().__init__(processor_pb2_grpc.ProcessorServiceStub(ch), timeout)
 
-    async def list_operations(self) -> Sequence[processor_pb2.Operation]:
-        response = await self._call("ListOperations", processor_pb2.ListOperationsRequest())
+    async def list_operations(self, timeout: float | None = None) -> Sequence[processor_pb2.Operation]:
+        response = await self._call("ListOperations", processor_pb2.ListOperationsRequest(), timeout)
         return response.operations
 
-    async def validate_params(self, task_type: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    async def validate_params(
+        self, task_type: str, params: dict[str, Any] | None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """The params with defaults filled in; ApiError invalid_params when the processor refuses them."""
         request = processor_pb2.ValidateParamsRequest(task_type=task_type, params=to_struct(params))
-        return from_struct((await self._call("ValidateParams", request)).params)
+        return from_struct((await self._call("ValidateParams", request, timeout)).params)
 
     async def inspect(self, key: str) -> tuple[str, dict[str, Any]]:
         """(format, facts) of a stored file, as ProcessorService.Inspect reads it."""

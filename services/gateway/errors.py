@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.common.gen.radiology.v1 import jobs_pb2
 from services.common.refusals import limit_exceeded
+from services.gateway.allow import allow_header, allowed_methods
 from services.gateway.asgi import HttpMiddleware, ResponseStart
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ def _register(status: int, code: str, doc: str, detail: str = "", **extra: Mappi
 
 # A new code is one more line here; the routes that can send it list it in `error_responses`.
 INVALID_USER_ID = _register(400, "invalid_user_id", "a malformed X-User-ID header")
+INVALID_IDEMPOTENCY_KEY = _register(
+    400, "invalid_idempotency_key",
+    "the Idempotency-Key header is sent more than once, or is not 1-128 characters of A-Z a-z 0-9 . _ : -",
+)
 EXPECTED_MULTIPART = _register(400, "expected_multipart", "the body is not multipart/form-data")
 MALFORMED_MULTIPART = _register(
     400, "malformed_multipart", "the multipart/form-data body is malformed",
@@ -146,6 +151,13 @@ SERVICE_UNAVAILABLE = _register(
     headers={"Retry-After": "1"}, header_docs=_RETRY_AFTER,
 )
 NOT_READY = _register(503, "not_ready", "a backing service is not serving; the detail names it")
+OUTCOME_UNKNOWN = _register(
+    503, "outcome_unknown",
+    "the jobs service failed while it may have recorded the job, and did not answer whether it did; "
+    "the uploaded files are kept. Retry with the same Idempotency-Key: it returns the job if it exists, "
+    "else creates it once",
+    headers={"Retry-After": "2"}, header_docs=_RETRY_AFTER,
+)
 
 
 class ApiError(Exception):
@@ -322,6 +334,10 @@ def _as_api_error(request: Request, exc: Exception) -> ApiError:
         # Not an error of ours, and nobody reads this answer (the upload's files are removed).
         log.info("client disconnected during %s %s", request.method, request.url.path)
         return ApiError(CLIENT_DISCONNECTED)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 405:
+        # Every method of the path, not only those of the first route that matched it.
+        methods = allowed_methods(request.app.router, request.scope)
+        return ApiError(METHOD_NOT_ALLOWED, headers=allow_header(methods) if methods else exc.headers)
     if isinstance(exc, StarletteHTTPException) and exc.status_code in _FRAMEWORK:
         return ApiError(_FRAMEWORK[exc.status_code], headers=exc.headers)
     raise exc  # to the catch-all below

@@ -188,6 +188,16 @@ users = Table(
     Column("tokens_at", UTCDateTime, nullable=False),
 )
 
+# A client's Idempotency-Key of a job (POST /jobs): unique per user, so concurrent CreateJobs with
+# one key create one job; removed with its job.
+job_keys = Table(
+    "job_keys",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("idempotency_key", String(128), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.job_id", ondelete="CASCADE"), nullable=False, index=True),
+)
+
 JOB_COLUMNS = tuple(c.key for c in jobs.c)
 TASK_COLUMNS = tuple(c.key for c in tasks.c)
 

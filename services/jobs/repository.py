@@ -42,6 +42,7 @@ from services.jobs.models import (
     JobState,
     NewInput,
     TaskState,
+    job_keys,
     jobs,
     make_sync_sqlite_engine,
     tasks,
@@ -128,6 +129,10 @@ _EXPIRED_JOBS = (
 
 # Per-user limits.
 _JOB_EXISTS = select(jobs.c.job_id).where(jobs.c.job_id == bindparam("job_id"))
+_INSERT_KEY = insert(job_keys)
+_JOB_OF_KEY = select(job_keys.c.job_id).where(
+    job_keys.c.user_id == bindparam("user_id"), job_keys.c.idempotency_key == bindparam("key")
+)
 _LOAD_USER = select(users.c.tokens, users.c.tokens_at).where(users.c.user_id == bindparam("user_id"))
 _LOCK_USER = _LOAD_USER.with_for_update()
 _TAKE_TOKEN = (
@@ -275,26 +280,52 @@ class Repository:
         params: dict[str, Any],
         inputs: Sequence[NewInput],
         limits: UserLimits | None = None,
+        idempotency_key: str = "",
     ) -> JobState:
         """Insert the job and its tasks (unpublished) in one transaction. With `limits`, the user's
-        quotas are checked in that transaction, their row locked (limits.LimitExceededError)."""
+        quotas are checked in that transaction, their row locked (limits.LimitExceededError). With
+        an `idempotency_key` the user already used, nothing is inserted: JobExistsError carries the
+        job of that key (the key's uniqueness decides between concurrent calls)."""
         job = rules.new_job(
             job_id=job_id, user_id=user_id, task_type=task_type, params=params, inputs=inputs, now=utcnow()
         )
+        key_params = {"user_id": user_id, "key": idempotency_key}
 
-        def insert_rows(conn: Connection) -> None:
+        def insert_rows(conn: Connection) -> str | None:
+            if idempotency_key and (owner := conn.execute(_JOB_OF_KEY, key_params).scalar()) is not None:
+                return owner
             if limits is not None and conn.execute(_JOB_EXISTS, {"job_id": job_id}).first() is None:
                 usage = self._user_usage(conn, user_id, limits, job.created_at)
                 user_limits.check_quotas(usage, limits, new_bytes=sum(i.size for i in inputs))
             conn.execute(_INSERT_JOB, {k: getattr(job, k) for k in JOB_COLUMNS})
             conn.execute(_INSERT_TASK, [{k: getattr(t, k) for k in TASK_COLUMNS} for t in job.tasks])
+            if idempotency_key:
+                conn.execute(_INSERT_KEY, {"user_id": user_id, "idempotency_key": idempotency_key,
+                                           "job_id": job_id})
+            return None
+
+        def existing(conn: Connection) -> JobState | None:
+            owner = conn.execute(_JOB_OF_KEY, key_params).scalar() if idempotency_key else None
+            found = _load_jobs(conn, [owner or job_id], lock=False)
+            return found[0] if found else None
 
         try:
-            await self._run(insert_rows, write=True)
-        except IntegrityError:
-            found = await self._run(lambda conn: _load_jobs(conn, [job_id], lock=False))
-            raise JobExistsError(found[0] if found else None) from None
+            owner = await self._run(insert_rows, write=True)
+        except IntegrityError:  # the job id, or (a concurrent call's) key, is taken
+            raise JobExistsError(await self._run(existing)) from None
+        if owner is not None:
+            raise JobExistsError(await self._run(existing))
         return job
+
+    async def get_job_by_key(self, user_id: str, idempotency_key: str) -> JobState | None:
+        """The user's job created with this idempotency key, if it exists."""
+
+        def find(conn: Connection) -> JobState | None:
+            owner = conn.execute(_JOB_OF_KEY, {"user_id": user_id, "key": idempotency_key}).scalar()
+            found = _load_jobs(conn, [owner], lock=False) if owner else []
+            return found[0] if found else None
+
+        return await self._run(find)
 
     async def get_job(self, user_id: str, job_id: str) -> JobState | None:
         found = await self._run(lambda conn: _load_jobs(conn, [job_id], lock=False))

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from services.common import messaging
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
-from services.common.identity import is_valid_user_id
+from services.common.identity import IDEMPOTENCY_KEY_RULE, is_valid_idempotency_key, is_valid_user_id
 from services.common.keys import FILENAME_RULE, is_valid_filename, job_prefix, object_key
 from services.common.protobuf import NOT_JSON, from_struct
 from services.common.refusals import limit_trailer
@@ -45,6 +45,9 @@ def series_of(request_input: jobs_pb2.JobInput) -> tuple[tuple[str, str], ...]:
 WATCH_RECHECK_SECONDS = 3.0
 JOB_NOT_FOUND = "job not found"
 TASK_NOT_FOUND = "task not found"
+
+
+BAD_KEY = f"idempotency_key must be {IDEMPOTENCY_KEY_RULE}"
 
 
 class JobService(jobs_pb2_grpc.JobServiceServicer):
@@ -116,6 +119,9 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
 
         if (problem := series_problem(request.inputs)) is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        key = request.idempotency_key
+        if key and not is_valid_idempotency_key(key):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_KEY)
         inputs = [
             NewInput(i.filename, i.key, i.format, i.size, series_of(i))
             for i in request.inputs
@@ -123,11 +129,11 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         try:
             job = await self.repo.create_job(
                 job_id=job_id, user_id=user, task_type=request.task_type, params=params, inputs=inputs,
-                limits=self.limits,
+                limits=self.limits, idempotency_key=key,
             )
         except JobExistsError as exc:
             if exc.job is not None and exc.job.user_id == user:
-                return job_to_proto(exc.job)  # a retried CreateJob: same answer
+                return job_to_proto(exc.job)  # a retried CreateJob (same job id or key): same answer
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "job id already in use")
         except LimitExceededError as exc:
             await self._refuse(exc, context)
@@ -137,7 +143,15 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext):
         user = await self._user(request.user_id, context)
-        return job_to_proto(await self._job(user, request.job_id, context))
+        if request.job_id or not request.idempotency_key:
+            return job_to_proto(await self._job(user, request.job_id, context))
+        if not is_valid_idempotency_key(request.idempotency_key):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_KEY)
+        job = await self.repo.get_job_by_key(user, request.idempotency_key)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, JOB_NOT_FOUND)
+        assert job is not None
+        return job_to_proto(job)
 
     async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext):
         user = await self._user(request.user_id, context)

@@ -38,6 +38,7 @@ def make_settings(fakes: Fakes, tmp_path: Path) -> Callable[..., Settings]:
             "signing_secret": "test-secret",
             "web_dir": str(tmp_path / "no-web"),
             "rpc_timeout_seconds": 5.0,
+            "create_lookup_seconds": 1.0,
         }
         values.update(overrides)
         return Settings(**values)

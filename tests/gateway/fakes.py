@@ -193,6 +193,11 @@ class FakeJobs(Failures, jobs_pb2_grpc.JobServiceServicer):
         # What AdmitSubmission answers: refuse with this LimitExceeded, or admit with this quota left.
         self.refusal: jobs_pb2.LimitExceeded | None = None
         self.remaining_bytes = -1
+        self.keys: dict[tuple[str, str], str] = {}  # (user, idempotency key) -> job id
+        # Set: CreateJob records the job, then answers with this status (it died after committing).
+        self.fail_after_commit: grpc.StatusCode | None = None
+        # Failures that start with the next CreateJob (the service dies as it is called).
+        self.fail_from_create: dict[str, grpc.StatusCode] = {}
 
     def reset(self) -> None:
         super().reset()
@@ -201,6 +206,9 @@ class FakeJobs(Failures, jobs_pb2_grpc.JobServiceServicer):
         self.admitted.clear()
         self.refusal = None
         self.remaining_bytes = -1
+        self.keys.clear()
+        self.fail_after_commit = None
+        self.fail_from_create = {}
 
     def usage(self, user_id: str) -> jobs_pb2.Usage:
         mine = [j for j in self.jobs.values() if j.user_id == user_id]
@@ -232,11 +240,17 @@ class FakeJobs(Failures, jobs_pb2_grpc.JobServiceServicer):
         return job
 
     async def CreateJob(self, request: jobs_pb2.CreateJobRequest, context: grpc.aio.ServicerContext) -> Any:
+        self.fail.update(self.fail_from_create)
         await self.check("CreateJob", context)
         if not request.inputs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a job needs at least one input")
+        owner = self.keys.get((request.user_id, request.idempotency_key))
+        if request.idempotency_key and owner in self.jobs:
+            return self.jobs[owner]
         self.created.append(request)
         job_id = request.job_id or str(uuid.uuid4())
+        if request.idempotency_key:
+            self.keys[(request.user_id, request.idempotency_key)] = job_id
         now = _now()
         job = common_pb2.Job(
             job_id=job_id,
@@ -260,10 +274,17 @@ class FakeJobs(Failures, jobs_pb2_grpc.JobServiceServicer):
                 )
             )
         self.jobs[job_id] = job
+        if self.fail_after_commit is not None:
+            await context.abort(self.fail_after_commit, "the service died after committing")
         return job
 
     async def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> Any:
         await self.check("GetJob", context)
+        if not request.job_id and request.idempotency_key:
+            owner = self.keys.get((request.user_id, request.idempotency_key), "")
+            if owner not in self.jobs:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "no job has this key")
+            return self.jobs[owner]
         job = await self._job(request, context)
         return job
 
@@ -370,6 +391,7 @@ class FakeProcessor(Failures, processor_pb2_grpc.ProcessorServiceServicer):
         self.validated: list[tuple[str, dict[str, Any]]] = []
         self.refusals: list[str] = []  # the messages of refused params, as sent
         self.down = False  # True: every call answers UNAVAILABLE, as while processors restart
+        self.hang = False  # True: catalogue calls never answer, as from a frozen (SIGSTOP) processor
         # Inspect's answer for stored files whose name ends so; other files: INVALID_ARGUMENT
         self.inspections: dict[str, dict[str, Any]] = {}
         self.inspected: list[str] = []
@@ -381,6 +403,7 @@ class FakeProcessor(Failures, processor_pb2_grpc.ProcessorServiceServicer):
         self.validated.clear()
         self.refusals.clear()
         self.down = False
+        self.hang = False
         self.inspections.clear()
         self.inspected.clear()
 
@@ -397,6 +420,8 @@ class FakeProcessor(Failures, processor_pb2_grpc.ProcessorServiceServicer):
     async def ListOperations(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.list_calls += 1
         await self.check("ListOperations", context)
+        while self.hang:
+            await asyncio.sleep(0.05)
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no processor")
         self.last_metadata = dict(context.invocation_metadata() or ())
@@ -405,6 +430,8 @@ class FakeProcessor(Failures, processor_pb2_grpc.ProcessorServiceServicer):
     async def ValidateParams(self, request: processor_pb2.ValidateParamsRequest, context: Any) -> Any:
         self.validate_calls += 1
         await self.check("ValidateParams", context)
+        while self.hang:
+            await asyncio.sleep(0.05)
         if self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no processor")
         if request.task_type not in _VALIDATORS:

@@ -260,3 +260,32 @@ async def test_limit_caps_a_pass(repo: Repository) -> None:
     await create(repo, "alice", *(f"a{i}.png" for i in range(4)))
     assert len(await claim(repo, limit=3)) == 3
     assert len(await claim(repo, limit=3)) == 1
+
+
+async def test_one_job_per_idempotency_key_even_when_racing(repo: Repository) -> None:
+    """Concurrent creates with one key: the key's uniqueness (not a prior read) decides; every
+    loser gets the winner's job, and another user's key is another key."""
+
+    async def keyed(user: str, key: str) -> JobState:
+        job_id = str(uuid.uuid4())
+        try:
+            return await repo.create_job(
+                job_id=job_id, user_id=user, task_type="blur", params={},
+                inputs=inputs(user, job_id, "a.png"),
+                idempotency_key=key,
+            )
+        except JobExistsError as exc:
+            assert exc.job is not None and exc.job.user_id == user
+            return exc.job
+
+    jobs = await asyncio.gather(*(keyed("alice", "same") for _ in range(6)))
+    assert len({j.job_id for j in jobs}) == 1
+    listed, _ = await repo.list_jobs("alice")
+    assert [j.job_id for j in listed] == [jobs[0].job_id]
+    found = await repo.get_job_by_key("alice", "same")
+    assert found is not None and found.job_id == jobs[0].job_id
+    assert await repo.get_job_by_key("bob", "same") is None
+    bob = await keyed("bob", "same")
+    assert bob.job_id != jobs[0].job_id
+    assert await repo.delete_job("alice", jobs[0].job_id)
+    assert await repo.get_job_by_key("alice", "same") is None  # the key went with its job

@@ -78,6 +78,9 @@ async def _open(
         return await backends.storage.open(key, offset, length)
 
 
+_ANY_BYTES = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+
+
 @router.get(
     "/{user_id}/{job_id}/{filename}",
     summary="Download a job's file",
@@ -85,8 +88,9 @@ async def _open(
     "else gets the 404 of a file that does not exist.",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "The file", "content": {"application/octet-stream": {}}},
-        206: {"description": "The requested byte range (Range)", "content": {"application/octet-stream": {}}},
+        # The file's own media type (image/png, application/gzip, application/dicom, ...).
+        200: {"description": "The file", "content": _ANY_BYTES},
+        206: {"description": "The requested byte range (Range)", "content": _ANY_BYTES},
         304: {"description": "Not modified (If-None-Match matches the ETag)"},
         **error_responses(
             *OPTIONAL_IDENTITY_ERRORS, NOT_FOUND, RANGE_NOT_SATISFIABLE, BACKEND_ERROR, SERVICE_UNAVAILABLE

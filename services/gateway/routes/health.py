@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import grpc
 from fastapi import APIRouter, Response
@@ -13,15 +12,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.common.grpc_client import call_metadata
 from services.gateway.deps import BackendsDep
 from services.gateway.errors import NOT_READY, ApiError, error_responses
+from services.gateway.schemas import Health, Ready
+from services.gateway.serializers import JsonBody
 
 router = APIRouter(tags=["health"])
 
 READY_TIMEOUT = 1.0
 
 
-@router.get("/healthz", summary="The gateway process is up")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", summary="The gateway process is up", response_model=Health)
+async def healthz() -> JsonBody:
+    return JsonBody({"status": "ok"})
 
 
 async def _check(channel: grpc.aio.Channel) -> str:
@@ -37,16 +38,17 @@ async def _check(channel: grpc.aio.Channel) -> str:
 @router.get(
     "/readyz",
     summary="Every backing service is reachable and serving",
+    response_model=Ready,
     responses=error_responses(NOT_READY),
 )
-async def readyz(backends: BackendsDep) -> dict[str, Any]:
+async def readyz(backends: BackendsDep) -> JsonBody:
     names = list(backends.channels)
     states = await asyncio.gather(*(_check(backends.channels[n]) for n in names))
     services = dict(zip(names, states, strict=True))
     down = [n for n, s in services.items() if s != "SERVING"]
     if down:
         raise ApiError(NOT_READY, f"Backing services not reachable: {', '.join(down)}")
-    return {"status": "ready", "services": services}
+    return JsonBody({"status": "ready", "services": services})
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.common import logging as log_ctx
 from services.common.gen.radiology.v1 import common_pb2
+from services.common.identity import IDEMPOTENCY_KEY_RULE, is_valid_idempotency_key
 from services.common.protobuf import iso
 from services.common.status import STATUS_NAMES, status_name, status_value
 from services.gateway import sse
@@ -23,12 +24,14 @@ from services.gateway.errors import (
     FILE_TOO_LARGE,
     INCOMPLETE_BODY,
     INPUT_NOT_ACCEPTED,
+    INVALID_IDEMPOTENCY_KEY,
     INVALID_PARAMETERS,
     INVALID_PARAMS,
     JOB_TOO_LARGE,
     MALFORMED_MULTIPART,
     NO_FILES,
     NOT_FOUND,
+    OUTCOME_UNKNOWN,
     RATE_LIMITED,
     SERVICE_UNAVAILABLE,
     STORAGE_QUOTA_EXCEEDED,
@@ -42,6 +45,7 @@ from services.gateway.errors import (
     error_responses,
 )
 from services.gateway.framing import BodyStream
+from services.gateway.schemas import Job, JobList, SubmittedJob
 from services.gateway.serializers import JsonBody, job_json
 from services.gateway.submit import DEFAULT_TASK_TYPE
 
@@ -75,29 +79,74 @@ _UPLOAD_BODY = {
 }
 
 
+_LOCATION = {"Location": {"description": "`/jobs/{job_id}`: where to follow the job",
+                          "schema": {"type": "string"}}}
+IDEMPOTENCY_KEY_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"
+
+
+def _idempotency_key(request: Request) -> str:
+    values = request.headers.getlist("idempotency-key")
+    if not values:
+        return ""
+    if len(values) > 1:
+        raise ApiError(INVALID_IDEMPOTENCY_KEY, "Send the Idempotency-Key header once.")
+    if not is_valid_idempotency_key(values[0]):
+        raise ApiError(INVALID_IDEMPOTENCY_KEY, f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}.")
+    return values[0]
+
+
 @router.post(
     "",
     status_code=202,
+    response_model=SubmittedJob,
     openapi_extra=_UPLOAD_BODY,
     summary="Upload files and start a job",
     description=(
         "A refused upload leaves nothing stored. The caller's submission rate and quotas (GET /usage) "
-        "are checked before the upload is read, and the stored-bytes quota again as it streams."
+        "are checked before the upload is read, and the stored-bytes quota again as it streams. "
+        "With an `Idempotency-Key`, a retry returns the job of the first attempt (200) instead of "
+        "creating another; a 503 `outcome_unknown` means: retry with the same key."
     ),
-    responses=error_responses(
-        *IDENTITY_ERRORS, EXPECTED_MULTIPART, MALFORMED_MULTIPART, DUPLICATE_FIELD, NO_FILES,
-        CLIENT_DISCONNECTED, UPLOAD_STALLED, CONFLICT, FILE_TOO_LARGE, JOB_TOO_LARGE, TOO_MANY_FILES,
-        FIELD_TOO_LARGE, TOO_LARGE, INCOMPLETE_BODY, UNSUPPORTED_FILE, UNKNOWN_TASK_TYPE, INPUT_NOT_ACCEPTED,
-        INVALID_PARAMS, INVALID_PARAMETERS, RATE_LIMITED, TOO_MANY_ACTIVE_JOBS, STORAGE_QUOTA_EXCEEDED,
-        BACKEND_ERROR,
-        SERVICE_UNAVAILABLE,
-    ),
+    responses={
+        202: {"description": "The job was created", "headers": _LOCATION},
+        200: {
+            "model": SubmittedJob,
+            "description": "The caller already created a job with this Idempotency-Key: that job, as it "
+            "is now (nothing of this request is stored)",
+            "headers": {
+                **_LOCATION,
+                "Idempotent-Replayed": {"description": "`true`", "schema": {"type": "string"}},
+            },
+        },
+        **error_responses(
+            *IDENTITY_ERRORS, INVALID_IDEMPOTENCY_KEY, EXPECTED_MULTIPART, MALFORMED_MULTIPART,
+            DUPLICATE_FIELD, NO_FILES, CLIENT_DISCONNECTED, UPLOAD_STALLED, CONFLICT, FILE_TOO_LARGE,
+            JOB_TOO_LARGE, TOO_MANY_FILES, FIELD_TOO_LARGE, TOO_LARGE, INCOMPLETE_BODY, UNSUPPORTED_FILE,
+            UNKNOWN_TASK_TYPE, INPUT_NOT_ACCEPTED, INVALID_PARAMS, INVALID_PARAMETERS, RATE_LIMITED,
+            TOO_MANY_ACTIVE_JOBS, STORAGE_QUOTA_EXCEEDED, BACKEND_ERROR, SERVICE_UNAVAILABLE,
+            OUTCOME_UNKNOWN,
+        ),
+    },
 )
-async def create_job(request: Request, user: CurrentUser, submissions: SubmissionsDep) -> JSONResponse:
+async def create_job(
+    request: Request,
+    user: CurrentUser,
+    submissions: SubmissionsDep,
+    # Declared for the API docs; read from request.headers to see repeats (checked in the handler).
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key",
+        description="Optional key of this submission, unique per user (a UUID is a good choice): a "
+        "retry with the same key returns the same job, never a second one. "
+        f"{IDEMPOTENCY_KEY_RULE}.",
+        json_schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+    )] = None,
+) -> JSONResponse:
     headers = request.headers
-    job = await submissions.submit(
-        user, headers.get("content-type", ""), headers.get("content-length"), BodyStream(request)
+    submitted = await submissions.submit(
+        user, headers.get("content-type", ""), headers.get("content-length"), BodyStream(request),
+        _idempotency_key(request),
     )
+    job = submitted.job
     body = {
         "job_id": job.job_id,
         "user_id": job.user_id,
@@ -105,12 +154,16 @@ async def create_job(request: Request, user: CurrentUser, submissions: Submissio
         "task_ids": [t.task_id for t in job.tasks],
         "created_at": iso(job.created_at, job.HasField("created_at")),
     }
-    return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job.job_id}"})
+    reply_headers = {"Location": f"/jobs/{job.job_id}"}
+    if submitted.replayed:
+        reply_headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=200 if submitted.replayed else 202, headers=reply_headers)
 
 
 @router.get(
     "",
     summary="The caller's jobs, newest first",
+    response_model=JobList,
     responses=error_responses(*IDENTITY_ERRORS, INVALID_PARAMETERS, BACKEND_ERROR, SERVICE_UNAVAILABLE),
 )
 async def list_jobs(
@@ -120,21 +173,37 @@ async def list_jobs(
     status: Annotated[str | None, Query(description=f"One of {', '.join(STATUS_NAMES)}")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> dict[str, Any]:
+) -> JsonBody:
     status_enum = common_pb2.STATUS_UNSPECIFIED
     if status:
         if status.upper() not in STATUS_NAMES:
             raise ApiError(INVALID_PARAMETERS, f"status must be one of {', '.join(STATUS_NAMES)}.")
         status_enum = status_value(status.upper())
     page = await backends.jobs.list_jobs(user, status_enum, limit, cursor or "")
-    return {"jobs": [job_json(j, signer) for j in page.jobs], "next_cursor": page.next_cursor or None}
+    jobs = [job_json(j, signer) for j in page.jobs]
+    return JsonBody({"jobs": jobs, "next_cursor": page.next_cursor or None})
 
+
+_JOB_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["job"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/Job"},
+        },
+    },
+}
 
 # Every route on one job: its owner sees it, anyone else gets the 404 of a job that does not exist.
 _JOB_ERRORS = error_responses(*IDENTITY_ERRORS, NOT_FOUND, BACKEND_ERROR, SERVICE_UNAVAILABLE)
 
 
-@router.get("/{job_id}", summary="One job with its tasks and results", responses=_JOB_ERRORS)
+@router.get(
+    "/{job_id}", summary="One job with its tasks and results", response_model=Job, responses=_JOB_ERRORS
+)
 async def get_job(
     job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
 ) -> JsonBody:
@@ -145,7 +214,14 @@ async def get_job(
     "/{job_id}/events",
     summary="Server-Sent Events: the job at once and on every change",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **_JOB_ERRORS},
+    responses={
+        200: {
+            "description": "`event: job` messages, each with a Job (JSON) as its data",
+            # Before OpenAPI 3.2 the schema of an event stream describes each event.
+            "content": {"text/event-stream": {"schema": _JOB_EVENT}},
+        },
+        **_JOB_ERRORS,
+    },
 )
 async def job_events(
     job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
@@ -157,11 +233,12 @@ async def job_events(
     )
 
 
-@router.post("/{job_id}/cancel", summary="Cancel the unfinished tasks of a job", responses=_JOB_ERRORS)
-async def cancel_job(
-    job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep
-) -> dict[str, Any]:
-    return job_json(await backends.jobs.cancel_job(user, job_id), signer)
+@router.post(
+    "/{job_id}/cancel", summary="Cancel the unfinished tasks of a job", response_model=Job,
+    responses=_JOB_ERRORS,
+)
+async def cancel_job(job_id: JobId, user: CurrentUser, backends: BackendsDep, signer: SignerDep) -> JsonBody:
+    return JsonBody(job_json(await backends.jobs.cancel_job(user, job_id), signer))
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a job and its files", responses=_JOB_ERRORS)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from services.common import logging as log_ctx
 from services.gateway.deps import IDENTITY_ERRORS, BackendsDep, CurrentUser, SignerDep
 from services.gateway.errors import BACKEND_ERROR, NOT_FOUND, SERVICE_UNAVAILABLE, error_responses
+from services.gateway.schemas import Task
 from services.gateway.serializers import JsonBody, task_json
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -17,6 +18,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 @router.get(
     "/{task_id}",
     summary="One task (owner only)",
+    response_model=Task,
     responses=error_responses(*IDENTITY_ERRORS, NOT_FOUND, BACKEND_ERROR, SERVICE_UNAVAILABLE),
 )
 async def get_task(

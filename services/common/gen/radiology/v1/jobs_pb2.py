@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from services.common.gen.radiology.v1 import common_pb2 as radiology_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17radiology/v1/jobs.proto\x12\x0cradiology.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19radiology/v1/common.proto\"r\n\x08JobInput\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12)\n\x06series\x18\x05 \x03(\x0b\x32\x19.radiology.v1.InputSeries\"8\n\x0bInputSeries\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x97\x01\n\x10\x43reateJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.radiology.v1.JobInput\"0\n\rGetJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"g\n\x0fListJobsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.radiology.v1.Status\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"H\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.radiology.v1.Job\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"2\n\x0eGetTaskRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"3\n\x10\x43\x61ncelJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"3\n\x10\x44\x65leteJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\",\n\x11\x44\x65leteJobResponse\x12\x17\n\x0fobjects_deleted\x18\x01 \x01(\x05\"2\n\x0fWatchJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\")\n\x16\x41\x64mitSubmissionRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\"\n\x0fGetUsageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"z\n\x0bUsageLimits\x12\x1e\n\x16submissions_per_minute\x18\x01 \x01(\x05\x12\x18\n\x10submission_burst\x18\x02 \x01(\x05\x12\x17\n\x0fmax_active_jobs\x18\x03 \x01(\x05\x12\x18\n\x10max_stored_bytes\x18\x04 \x01(\x03\"\x8d\x01\n\x05Usage\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tive_jobs\x18\x02 \x01(\x05\x12\x14\n\x0cstored_bytes\x18\x03 \x01(\x03\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.radiology.v1.UsageLimits\x12\x1d\n\x15submissions_available\x18\x05 \x01(\x05\"H\n\tAdmission\x12\"\n\x05usage\x18\x01 \x01(\x0b\x32\x13.radiology.v1.Usage\x12\x17\n\x0fremaining_bytes\x18\x02 \x01(\x03\"\xec\x01\n\rLimitExceeded\x12\x30\n\x05limit\x18\x01 \x01(\x0e\x32!.radiology.v1.LimitExceeded.Limit\x12\x1b\n\x13retry_after_seconds\x18\x02 \x01(\x01\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.radiology.v1.Usage\"h\n\x05Limit\x12\x15\n\x11LIMIT_UNSPECIFIED\x10\x00\x12\x19\n\x15LIMIT_SUBMISSION_RATE\x10\x01\x12\x15\n\x11LIMIT_ACTIVE_JOBS\x10\x02\x12\x16\n\x12LIMIT_STORED_BYTES\x10\x03\x32\xee\x04\n\nJobService\x12>\n\tCreateJob\x12\x1e.radiology.v1.CreateJobRequest\x1a\x11.radiology.v1.Job\x12\x38\n\x06GetJob\x12\x1b.radiology.v1.GetJobRequest\x1a\x11.radiology.v1.Job\x12I\n\x08ListJobs\x12\x1d.radiology.v1.ListJobsRequest\x1a\x1e.radiology.v1.ListJobsResponse\x12;\n\x07GetTask\x12\x1c.radiology.v1.GetTaskRequest\x1a\x12.radiology.v1.Task\x12>\n\tCancelJob\x12\x1e.radiology.v1.CancelJobRequest\x1a\x11.radiology.v1.Job\x12L\n\tDeleteJob\x12\x1e.radiology.v1.DeleteJobRequest\x1a\x1f.radiology.v1.DeleteJobResponse\x12>\n\x08WatchJob\x12\x1d.radiology.v1.WatchJobRequest\x1a\x11.radiology.v1.Job0\x01\x12P\n\x0f\x41\x64mitSubmission\x12$.radiology.v1.AdmitSubmissionRequest\x1a\x17.radiology.v1.Admission\x12>\n\x08GetUsage\x12\x1d.radiology.v1.GetUsageRequest\x1a\x13.radiology.v1.Usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17radiology/v1/jobs.proto\x12\x0cradiology.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19radiology/v1/common.proto\"r\n\x08JobInput\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12)\n\x06series\x18\x05 \x03(\x0b\x32\x19.radiology.v1.InputSeries\"8\n\x0bInputSeries\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xb0\x01\n\x10\x43reateJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.radiology.v1.JobInput\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\"I\n\rGetJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"g\n\x0fListJobsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.radiology.v1.Status\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"H\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.radiology.v1.Job\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"2\n\x0eGetTaskRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"3\n\x10\x43\x61ncelJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"3\n\x10\x44\x65leteJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\",\n\x11\x44\x65leteJobResponse\x12\x17\n\x0fobjects_deleted\x18\x01 \x01(\x05\"2\n\x0fWatchJobRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\")\n\x16\x41\x64mitSubmissionRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\"\n\x0fGetUsageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"z\n\x0bUsageLimits\x12\x1e\n\x16submissions_per_minute\x18\x01 \x01(\x05\x12\x18\n\x10submission_burst\x18\x02 \x01(\x05\x12\x17\n\x0fmax_active_jobs\x18\x03 \x01(\x05\x12\x18\n\x10max_stored_bytes\x18\x04 \x01(\x03\"\x8d\x01\n\x05Usage\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tive_jobs\x18\x02 \x01(\x05\x12\x14\n\x0cstored_bytes\x18\x03 \x01(\x03\x12)\n\x06limits\x18\x04 \x01(\x0b\x32\x19.radiology.v1.UsageLimits\x12\x1d\n\x15submissions_available\x18\x05 \x01(\x05\"H\n\tAdmission\x12\"\n\x05usage\x18\x01 \x01(\x0b\x32\x13.radiology.v1.Usage\x12\x17\n\x0fremaining_bytes\x18\x02 \x01(\x03\"\xec\x01\n\rLimitExceeded\x12\x30\n\x05limit\x18\x01 \x01(\x0e\x32!.radiology.v1.LimitExceeded.Limit\x12\x1b\n\x13retry_after_seconds\x18\x02 \x01(\x01\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.radiology.v1.Usage\"h\n\x05Limit\x12\x15\n\x11LIMIT_UNSPECIFIED\x10\x00\x12\x19\n\x15LIMIT_SUBMISSION_RATE\x10\x01\x12\x15\n\x11LIMIT_ACTIVE_JOBS\x10\x02\x12\x16\n\x12LIMIT_STORED_BYTES\x10\x03\x32\xee\x04\n\nJobService\x12>\n\tCreateJob\x12\x1e.radiology.v1.CreateJobRequest\x1a\x11.radiology.v1.Job\x12\x38\n\x06GetJob\x12\x1b.radiology.v1.GetJobRequest\x1a\x11.radiology.v1.Job\x12I\n\x08ListJobs\x12\x1d.radiology.v1.ListJobsRequest\x1a\x1e.radiology.v1.ListJobsResponse\x12;\n\x07GetTask\x12\x1c.radiology.v1.GetTaskRequest\x1a\x12.radiology.v1.Task\x12>\n\tCancelJob\x12\x1e.radiology.v1.CancelJobRequest\x1a\x11.radiology.v1.Job\x12L\n\tDeleteJob\x12\x1e.radiology.v1.DeleteJobRequest\x1a\x1f.radiology.v1.DeleteJobResponse\x12>\n\x08WatchJob\x12\x1d.radiology.v1.WatchJobRequest\x1a\x11.radiology.v1.Job0\x01\x12P\n\x0f\x41\x64mitSubmission\x12$.radiology.v1.AdmitSubmissionRequest\x1a\x17.radiology.v1.Admission\x12>\n\x08GetUsage\x12\x1d.radiology.v1.GetUsageRequest\x1a\x13.radiology.v1.Usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,37 +38,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INPUTSERIES']._serialized_start=214
   _globals['_INPUTSERIES']._serialized_end=270
   _globals['_CREATEJOBREQUEST']._serialized_start=273
-  _globals['_CREATEJOBREQUEST']._serialized_end=424
-  _globals['_GETJOBREQUEST']._serialized_start=426
-  _globals['_GETJOBREQUEST']._serialized_end=474
-  _globals['_LISTJOBSREQUEST']._serialized_start=476
-  _globals['_LISTJOBSREQUEST']._serialized_end=579
-  _globals['_LISTJOBSRESPONSE']._serialized_start=581
-  _globals['_LISTJOBSRESPONSE']._serialized_end=653
-  _globals['_GETTASKREQUEST']._serialized_start=655
-  _globals['_GETTASKREQUEST']._serialized_end=705
-  _globals['_CANCELJOBREQUEST']._serialized_start=707
-  _globals['_CANCELJOBREQUEST']._serialized_end=758
-  _globals['_DELETEJOBREQUEST']._serialized_start=760
-  _globals['_DELETEJOBREQUEST']._serialized_end=811
-  _globals['_DELETEJOBRESPONSE']._serialized_start=813
-  _globals['_DELETEJOBRESPONSE']._serialized_end=857
-  _globals['_WATCHJOBREQUEST']._serialized_start=859
-  _globals['_WATCHJOBREQUEST']._serialized_end=909
-  _globals['_ADMITSUBMISSIONREQUEST']._serialized_start=911
-  _globals['_ADMITSUBMISSIONREQUEST']._serialized_end=952
-  _globals['_GETUSAGEREQUEST']._serialized_start=954
-  _globals['_GETUSAGEREQUEST']._serialized_end=988
-  _globals['_USAGELIMITS']._serialized_start=990
-  _globals['_USAGELIMITS']._serialized_end=1112
-  _globals['_USAGE']._serialized_start=1115
-  _globals['_USAGE']._serialized_end=1256
-  _globals['_ADMISSION']._serialized_start=1258
-  _globals['_ADMISSION']._serialized_end=1330
-  _globals['_LIMITEXCEEDED']._serialized_start=1333
-  _globals['_LIMITEXCEEDED']._serialized_end=1569
-  _globals['_LIMITEXCEEDED_LIMIT']._serialized_start=1465
-  _globals['_LIMITEXCEEDED_LIMIT']._serialized_end=1569
-  _globals['_JOBSERVICE']._serialized_start=1572
-  _globals['_JOBSERVICE']._serialized_end=2194
+  _globals['_CREATEJOBREQUEST']._serialized_end=449
+  _globals['_GETJOBREQUEST']._serialized_start=451
+  _globals['_GETJOBREQUEST']._serialized_end=524
+  _globals['_LISTJOBSREQUEST']._serialized_start=526
+  _globals['_LISTJOBSREQUEST']._serialized_end=629
+  _globals['_LISTJOBSRESPONSE']._serialized_start=631
+  _globals['_LISTJOBSRESPONSE']._serialized_end=703
+  _globals['_GETTASKREQUEST']._serialized_start=705
+  _globals['_GETTASKREQUEST']._serialized_end=755
+  _globals['_CANCELJOBREQUEST']._serialized_start=757
+  _globals['_CANCELJOBREQUEST']._serialized_end=808
+  _globals['_DELETEJOBREQUEST']._serialized_start=810
+  _globals['_DELETEJOBREQUEST']._serialized_end=861
+  _globals['_DELETEJOBRESPONSE']._serialized_start=863
+  _globals['_DELETEJOBRESPONSE']._serialized_end=907
+  _globals['_WATCHJOBREQUEST']._serialized_start=909
+  _globals['_WATCHJOBREQUEST']._serialized_end=959
+  _globals['_ADMITSUBMISSIONREQUEST']._serialized_start=961
+  _globals['_ADMITSUBMISSIONREQUEST']._serialized_end=1002
+  _globals['_GETUSAGEREQUEST']._serialized_start=1004
+  _globals['_GETUSAGEREQUEST']._serialized_end=1038
+  _globals['_USAGELIMITS']._serialized_start=1040
+  _globals['_USAGELIMITS']._serialized_end=1162
+  _globals['_USAGE']._serialized_start=1165
+  _globals['_USAGE']._serialized_end=1306
+  _globals['_ADMISSION']._serialized_start=1308
+  _globals['_ADMISSION']._serialized_end=1380
+  _globals['_LIMITEXCEEDED']._serialized_start=1383
+  _globals['_LIMITEXCEEDED']._serialized_end=1619
+  _globals['_LIMITEXCEEDED_LIMIT']._serialized_start=1515
+  _globals['_LIMITEXCEEDED_LIMIT']._serialized_end=1619
+  _globals['_JOBSERVICE']._serialized_start=1622
+  _globals['_JOBSERVICE']._serialized_end=2244
 # @@protoc_insertion_point(module_scope)

@@ -32,26 +32,30 @@ class InputSeries(_message.Message):
     def __init__(self, series_instance_uid: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
-    __slots__ = ("job_id", "user_id", "task_type", "params", "inputs")
+    __slots__ = ("job_id", "user_id", "task_type", "params", "inputs", "idempotency_key")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     user_id: str
     task_type: str
     params: _struct_pb2.Struct
     inputs: _containers.RepeatedCompositeFieldContainer[JobInput]
-    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[JobInput, _Mapping]]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[JobInput, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("user_id", "job_id")
+    __slots__ = ("user_id", "job_id", "idempotency_key")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     job_id: str
-    def __init__(self, user_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, user_id: _Optional[str] = ..., job_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("user_id", "status", "limit", "cursor")

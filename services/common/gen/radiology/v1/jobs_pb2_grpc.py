@@ -104,11 +104,14 @@ class JobServiceServicer:
     def CreateJob(self, request, context):
         """Records a job with one task per input (inputs must already be in storage) and queues the
         tasks. Returns the job in PENDING. Retrying with the same job_id and user_id returns the
-        existing job unchanged.
+        existing job unchanged. With an idempotency_key, a call whose user already has a job with that
+        key returns that job unchanged (whatever its job_id: compare the returned job_id with the one
+        sent) and records nothing; concurrent calls with one key create one job.
         Errors: INVALID_ARGUMENT when job_id is not empty and not a UUID, task_type is not 1-64
         characters of a-z 0-9 _, there are no inputs, an input filename is empty, contains "/", is "."
         or "..", or repeats another, or an input key is not under "{user_id}/"; ALREADY_EXISTS when
-        job_id belongs to another user's job; RESOURCE_EXHAUSTED with LimitExceeded (nothing recorded)
+        job_id belongs to another user's job, or idempotency_key is not 1-128 characters of
+        A-Z a-z 0-9 . _ : -; RESOURCE_EXHAUSTED with LimitExceeded (nothing recorded)
         when the user already has their maximum of active jobs, or the inputs would take the user's
         stored bytes over their quota (checked atomically with the insert, so concurrent calls never
         pass a quota together).
@@ -118,8 +121,9 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """One job with its tasks.
-        Errors: NOT_FOUND when the job does not exist or belongs to someone else.
+        """One job with its tasks, by job_id or by the idempotency_key it was created with.
+        Errors: NOT_FOUND when the job does not exist or belongs to someone else; INVALID_ARGUMENT
+        when job_id is empty and idempotency_key is not 1-128 characters of A-Z a-z 0-9 . _ : -.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
