@@ -52,6 +52,10 @@ class Task(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     result: TaskResult | None = Field(description="Set when status is SUCCESS")
+    logs: list[str] = Field(
+        description="What the processor noted (decoder, assumptions, warnings, step times): at most "
+        "50 lines of 300 characters, set when the task has ended"
+    )
 
 
 class Job(BaseModel):

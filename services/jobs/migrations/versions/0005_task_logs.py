@@ -1,7 +1,7 @@
 """Per-task log lines from the processor (tasks.logs, a JSON list of strings; NULL: none yet).
 
-Revision ID: 0004_task_logs
-Revises: 0003_limits
+Revision ID: 0005_task_logs
+Revises: 0004_idempotency
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_task_logs"
-down_revision = "0003_limits"
+revision = "0005_task_logs"
+down_revision = "0004_idempotency"
 branch_labels = None
 depends_on = None
 
