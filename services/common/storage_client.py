@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.gen.radiology.v1 import storage_pb2, storage_pb2_grpc
 from services.common.grpc_client import call_metadata
@@ -138,7 +139,17 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 class StorageClient:
     def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
         self._stub = storage_pb2_grpc.StorageServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
         self.timeout = timeout  # of a unary call, and between two messages of a stream
+
+    async def serving(self, timeout: float = 2.0) -> bool:
+        """True when the storage service answers its health check SERVING (a cheap probe: no
+        object is read or written)."""
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def writer(self, key: str, content_type: str, max_size: int = 0) -> ObjectWriter:
         header = storage_pb2.PutHeader(key=key, content_type=content_type, max_size=max_size)
