@@ -105,6 +105,16 @@ async def connect(url: str, name: str, *, user: str = "", password: str = "", cr
     )
 
 
+async def events_pending(js: JetStreamContext, task_id: str) -> bool:
+    """True while an event of the task waits in the events stream (not yet applied by the jobs
+    service, which acks each event after committing it)."""
+    try:
+        await js.get_last_msg(EVENTS_STREAM, event_subject(task_id))
+    except NotFoundError:
+        return False
+    return True
+
+
 async def missing_streams(js: JetStreamContext) -> list[str]:
     """The platform's streams that do not exist (deleted by an operator, or a NATS server that lost
     its data)."""
