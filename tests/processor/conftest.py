@@ -74,9 +74,16 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
                 assert len(req.chunk) <= CHUNK_SIZE
                 buf += req.chunk
         assert header is not None
+        if header.if_absent and header.key in self.objects:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{header.key} exists")
         self.objects[header.key] = (bytes(buf), header.content_type)
         self.puts.append(header.key)
         return self.info(header.key)
+
+    async def Stat(self, request, context):  # noqa: N802
+        if request.key not in self.objects:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no object {request.key}")
+        return self.info(request.key)
 
     async def Get(self, request, context):  # noqa: N802
         self.get_times.append(time.monotonic())

@@ -265,6 +265,25 @@ async def test_a_redelivery_to_a_frozen_attempt_leaves_it_to_that_attempt(harnes
     assert len([k for k in harness.storage.puts if "_processed" in k]) == 1
 
 
+async def test_another_replicas_late_run_keeps_the_stored_outputs(harness: Harness) -> None:
+    first = await harness.worker()
+    task = await harness.publish_task(png_bytes())
+    assert (await harness.wait_terminal(task.task_id)).status == SUCCESS
+    await _settled(harness)
+    outputs = {k: v for k, v in harness.storage.objects.items() if k != task.input_key}
+    assert outputs
+    # What users see now; marked so that a rewrite (even with identical bytes) would show.
+    for key, (_, media_type) in outputs.items():
+        harness.storage.objects[key] = (b"seen by users", media_type)
+
+    await first.drain()
+    await harness.worker()  # a replica that never ran the task gets a copy of it
+    await harness.republish(task)
+    await harness.wait_for(lambda: len(harness.storage.get_times) == 2)
+    await _settled(harness)
+    assert all(harness.storage.objects[k][0] == b"seen by users" for k in outputs)
+
+
 async def _frozen_keep_alive(msg: object) -> None:
     await asyncio.Event().wait()
 
