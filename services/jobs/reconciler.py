@@ -32,6 +32,7 @@ from datetime import timedelta
 from nats.js import JetStreamContext
 
 from services.common import messaging
+from services.common.deadlines import deadline_error
 from services.common.status import TERMINAL_NAMES
 from services.jobs.convert import job_to_proto
 from services.jobs.events import EventConsumer
@@ -54,16 +55,6 @@ class Pass:
     still_queued: int = 0
     events_waiting: int = 0
     recreated: list[str] = field(default_factory=list)
-
-
-def deadline_error(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        text = f"{seconds / 3600:g} h"
-    elif seconds >= 60 and seconds % 60 == 0:
-        text = f"{seconds / 60:g} min"
-    else:
-        text = f"{seconds:g} s"
-    return f"not finished within the task deadline of {text}"
 
 
 class Reconciler:

@@ -4,9 +4,10 @@ shares, runs each through the task pipeline, and settles its message.
 Settling: success and deterministic failures (FAILED event) are acked. A transient failure
 (storage, NATS, a dead pool process) never fails a task: it is nak'd with a delay doubling up to
 RADIOLOGY_RETRY_BACKOFF_MAX_SECONDS, for as many deliveries as it takes (the consumer's max_deliver
-is unlimited by default); only a task past RADIOLOGY_TASK_DEADLINE_SECONDS since its creation fails
-("deadline exceeded"). While storage is unreachable this replica pulls no new task and probes
-storage's health every RADIOLOGY_STORAGE_PROBE_SECONDS, resuming at the first SERVING answer.
+is unlimited by default); only a task past RADIOLOGY_TASK_DEADLINE_SECONDS since its creation
+fails ("not finished within the task deadline of 6 h"). While storage is unreachable this replica
+pulls no new task and probes storage's health every RADIOLOGY_STORAGE_PROBE_SECONDS, resuming at
+the first SERVING answer.
 While a task runs, its message is kept alive (in_progress every ack_wait/3). Drain stops fetching,
 gives in-flight tasks the grace period and hands the rest back (nak) to another replica.
 
@@ -35,6 +36,7 @@ from opentelemetry import context as otel_context
 from services.common import logging as log_ctx
 from services.common import messaging, tracing
 from services.common.config import Settings
+from services.common.deadlines import deadline_error
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
 from services.common.storage_client import StorageClient
 from services.processor import metrics, scratch
@@ -269,8 +271,7 @@ class Worker:
                 return metrics.CANCELLED
             deadline = self._settings.task_deadline_seconds
             if time.time() - _created_at(task, msg) > deadline:
-                return await self._fail(
-                    msg, task, f"not finished within the task deadline of {_duration(deadline)}")
+                return await self._fail(msg, task, deadline_error(deadline))
             await self._pipeline.run(task)
             await msg.ack()
             return metrics.SUCCESS
@@ -296,9 +297,8 @@ class Worker:
         age = time.time() - _created_at(task, msg)
         deadline = self._settings.task_deadline_seconds
         if age > deadline:
-            return await self._fail(msg, task, (
-                f"not finished within the task deadline of {_duration(deadline)}: {kind} "
-                f"unavailable ({_describe(exc)})"))
+            return await self._fail(
+                msg, task, deadline_error(deadline, f"{kind} unavailable ({_describe(exc)})"))
         if kind == "storage":
             self._storage_down()
         delay = retry_delay(attempt, self._settings.retry_backoff_seconds,
@@ -358,14 +358,14 @@ async def _first(*waits: object) -> None:
 class _Attempts:
     """Which task ids run here (and on which stream message), and which ended here recently.
 
-    At most one visible result per task: the jobs service applies only a task's first terminal
-    event, so a second run could only change what users see by rewriting the outputs of a finished
-    result (same keys). The risk is a frozen replica: SIGSTOP past ack_wait makes JetStream
-    redeliver while the first attempt still holds its message, and on SIGCONT both would run.
-    Here, that redelivery (the same stream sequence) is left to the running attempt, a second copy
-    (a republish) is acked while one runs, and a copy arriving after this replica finished the task
-    is acked without running. Across replicas a late copy can only reach a task the reconciler
-    found stalled with no message queued (see services/jobs/reconciler.py)."""
+    At most one visible result per task rests on three rules: the jobs service applies only a
+    task's first terminal event; outputs are written once (pipeline.py: storage Put if_absent, so a
+    later run of a task keeps and reports the objects an earlier run stored); and, here, a replica
+    runs a task id at most once at a time. A frozen replica (SIGSTOP past ack_wait) gets its own
+    message redelivered while its first attempt still holds it: that redelivery (the same stream
+    sequence) is left to the running attempt, a second copy (a reconciler's republish) is acked
+    while one runs, and a copy arriving after this replica finished the task is acked unrun. A
+    copy that reaches another replica runs, but can change neither the result nor its objects."""
 
     SAME_MESSAGE, RUNNING, FINISHED = "same message", "running here", "finished here"
 
@@ -409,14 +409,6 @@ def _created_at(task: tasks_pb2.TaskMessage, msg: Msg) -> float:
     if task.created_at > 0:
         return task.created_at
     return msg.metadata.timestamp.timestamp()
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
 
 
 

@@ -177,13 +177,13 @@ def _figures(name: str, platform: Any, jobs: dict[str, dict[str, Any]], **extra:
     return figures
 
 
-def _successes(platform: Any) -> float:
-    """tasks_processed{outcome="success"} of the running processor."""
+def _runs(platform: Any, outcome: str = "success") -> float:
+    """tasks_processed{outcome=...} of the running processor."""
     url = f"http://127.0.0.1:{platform.ports.metrics['processor']}/metrics"
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("tasks_processed_total{") and 'outcome="success"' in line)
+               if line.startswith("tasks_processed_total{") and f'outcome="{outcome}"' in line)
 
 
 def _group_signal(platform: Any, name: str, sig: int) -> None:
@@ -215,7 +215,7 @@ def test_purged_task_stream_heals_through_the_reconciler(platform: Any) -> None:
 
 def test_frozen_processor_gives_no_duplicate_result(platform: Any) -> None:
     with client(platform, "frozen") as c:
-        successes = _successes(platform)
+        successes, dropped = _runs(platform), _runs(platform, "duplicate")
         job_ids = _submit_jobs(c, 2, size=1536, params={"sigma": 12})
 
         def busy() -> bool:
@@ -228,8 +228,9 @@ def test_frozen_processor_gives_no_duplicate_result(platform: Any) -> None:
         _group_signal(platform, "processor", signal.SIGCONT)
         jobs = _all_terminal(c, job_ids, 180)
         _until("processor idle", lambda: _processor_idle(platform), 60)
-        runs = _successes(platform) - successes
-        figures = _figures("frozen processor", platform, _jobs(c, job_ids) or jobs, successful_runs=int(runs))
+        runs = _runs(platform) - successes
+        figures = _figures("frozen processor", platform, _jobs(c, job_ids) or jobs, successful_runs=int(runs),
+                           redeliveries_not_run=int(_runs(platform, "duplicate") - dropped))
         assert runs == figures["submitted"]  # no task ran to success twice
 
 

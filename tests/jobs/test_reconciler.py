@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.common import messaging
+from services.common.deadlines import deadline_error
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2
-from services.jobs.reconciler import deadline_error
 
 from .harness import Running
 from .test_service import create_request, send_event, stream_tasks, wait_for
