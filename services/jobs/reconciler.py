@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from nats.js import JetStreamContext
 
@@ -77,11 +77,27 @@ class Reconciler:
         done = Pass()
         await self._heal_nats(done)
         now = utcnow()
-        stalled = await self.repo.stalled_tasks(now - self.stall, PAGE)
+        offset = 0
+        while True:  # every stalled task, a page at a time (queued ones stay stalled for long)
+            page = await self.repo.stalled_tasks(now - self.stall, PAGE, offset)
+            before = len(done.failed) + len(done.republished)
+            await self._reconcile(page, now, done)
+            if len(page) < PAGE:
+                break
+            # Failed and republished tasks left the stalled set; the rest are still in it.
+            offset += len(page) - (len(done.failed) + len(done.republished) - before)
+        if done.republished:
+            log.warning("republished %d task(s) whose message was lost", len(done.republished))
+        self.last = done
+        return done
+
+    async def _reconcile(self, stalled: list[tuple[JobState, TaskState]], now: datetime,
+                         done: Pass) -> None:
         deadline = timedelta(seconds=self.deadline_seconds)
-        late = [task.task_id for job, task in stalled if now - job.created_at > deadline]
+        late = {task.task_id for job, task in stalled if now - job.created_at > deadline}
         if late:
-            await self._fail(late, done)
+            await self._fail(sorted(late))
+            done.failed.extend(late)
         lost: list[tuple[JobState, TaskState]] = []
         for job, task in stalled:
             if task.task_id in late:
@@ -99,10 +115,7 @@ class Reconciler:
         if lost:
             published = await self.publisher.publish(lost, again=True)
             await self.repo.mark_published(published)
-            done.republished = published
-            log.warning("republished %d task(s) whose message was lost", len(published))
-        self.last = done
-        return done
+            done.republished.extend(published)
 
     async def _heal_nats(self, done: Pass) -> None:
         missing = await messaging.missing_streams(self.js)
@@ -115,9 +128,8 @@ class Reconciler:
             await self.consumer.ensure_consumer()
             done.recreated.append(messaging.JOBS_DURABLE)
 
-    async def _fail(self, task_ids: list[str], done: Pass) -> None:
+    async def _fail(self, task_ids: list[str]) -> None:
         result = await self.repo.fail_tasks(task_ids, deadline_error(self.deadline_seconds))
-        done.failed = task_ids
         if result.applied:
             log.warning("failed %d task(s) past their deadline", result.applied)
             if self.on_finished is not None:

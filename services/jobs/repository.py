@@ -174,8 +174,9 @@ _STALLED = (
         tasks.c.updated_at < bindparam("cutoff"),
         or_(tasks.c.published_at.is_(None), tasks.c.published_at < bindparam("cutoff")),
     )
-    .order_by(tasks.c.updated_at)
+    .order_by(tasks.c.updated_at, tasks.c.task_id)
     .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
 )
 # Any fixed number: the key of the advisory lock that serialises claims on PostgreSQL.
 _DISPATCH_LOCK = text("SELECT pg_advisory_xact_lock(740011)")
@@ -477,12 +478,14 @@ class Repository:
 
     # --- the reconciler (reconciler.py) ---
 
-    async def stalled_tasks(self, cutoff: datetime, limit: int) -> list[tuple[JobState, TaskState]]:
+    async def stalled_tasks(
+        self, cutoff: datetime, limit: int, offset: int = 0
+    ) -> list[tuple[JobState, TaskState]]:
         """Published, unfinished tasks with neither an event nor a publish since `cutoff`, each
-        with its job."""
+        with its job: a page of `limit` from `offset`, oldest first."""
 
         def read(conn: Connection) -> list[tuple[JobState, TaskState]]:
-            rows = conn.execute(_STALLED, {"cutoff": cutoff, "limit": limit}).all()
+            rows = conn.execute(_STALLED, {"cutoff": cutoff, "limit": limit, "offset": offset}).all()
             by_job = {j.job_id: j for j in _load_jobs(conn, {job_id for _, job_id in rows}, lock=False)}
             by_task = {t.task_id: (j, t) for j in by_job.values() for t in j.tasks}
             return [by_task[task_id] for task_id, _ in rows if task_id in by_task]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from services.common import messaging
 from services.common.deadlines import deadline_error
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2
+from services.jobs import reconciler as reconciler_module
 
 from .harness import Running
 from .test_service import create_request, send_event, stream_tasks, wait_for
@@ -54,6 +57,20 @@ async def test_tasks_lost_with_a_purged_stream_are_published_again(jobs: Running
     # ... and with any stall time, they are queued again.
     reconciler.stall = NOW
     assert (await reconciler.run_once()).still_queued == 2
+
+
+async def test_a_pass_looks_at_every_stalled_task_a_page_at_a_time(
+    jobs: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconciler_module, "PAGE", 2)
+    queued = await jobs.stub.CreateJob(create_request("alice", "a.png", "b.png", "c.png"))
+    lost = await jobs.stub.CreateJob(create_request("alice", "d.png", "e.png", "f.png"))
+    await messaging.purge_job_tasks(jobs.js, lost.job_id)
+    jobs.app.reconciler.stall = NOW
+    done = await jobs.app.reconciler.run_once()
+    assert sorted(done.republished) == sorted(t.task_id for t in lost.tasks)
+    assert done.still_queued == 3
+    assert len(await stream_tasks(jobs, queued.job_id)) == 3 == len(await stream_tasks(jobs, lost.job_id))
 
 
 async def test_a_finished_task_is_never_republished(jobs: Running) -> None:
