@@ -61,7 +61,14 @@ class TaskPublisher:
         if not pairs or not self.nc.is_connected:
             # While NATS reconnects a publish would sit in the client's buffer; the outbox retries.
             return []
-        suffix = f":r{time.time():.3f}" if again else ""
         done = await asyncio.gather(*(
-            self._publish_one(job, task, task.task_id + suffix) for job, task in pairs))
+            self._publish_one(job, task, republish_id(task) if again else task.task_id)
+            for job, task in pairs))
         return [task_id for task_id in done if task_id]
+
+
+def republish_id(task: TaskState) -> str:
+    """The Nats-Msg-Id of a task published again: new for each lost publish, and the same for two
+    jobs replicas that find the same lost publish (so JetStream keeps one of their messages)."""
+    at = task.published_at.timestamp() if task.published_at is not None else time.time()
+    return f"{task.task_id}:r{at:.6f}"

@@ -11,7 +11,8 @@ RADIOLOGY_TASK_STALL_SECONDS:
   runs it or will get it back after ack_wait): left alone;
 - an event of it still waiting in the events stream: left alone (it is about to be applied);
 - otherwise its message is gone (a purged or lost stream, a message lost any other way): it is
-  published again, under a fresh Nats-Msg-Id so that JetStream's duplicate window cannot drop it.
+  published again, under a fresh Nats-Msg-Id so that JetStream's duplicate window cannot drop it
+  (the same id from every jobs replica: publisher.republish_id).
 
 Why a republish cannot run a finished task twice: a processor publishes a task's terminal event
 before it acks the task's message, and the jobs service acks an event only after committing it.

@@ -10,6 +10,8 @@ from services.common import messaging
 from services.common.deadlines import deadline_error
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2
 from services.jobs import reconciler as reconciler_module
+from services.jobs.models import utcnow
+from services.jobs.publisher import republish_id
 
 from .harness import Running
 from .test_service import create_request, send_event, stream_tasks, wait_for
@@ -42,6 +44,7 @@ async def test_tasks_lost_with_a_purged_stream_are_published_again(jobs: Running
     assert (await reconciler.run_once()).republished == []  # not stalled yet: nothing to do
 
     reconciler.stall = NOW
+    stalled = await jobs.app.repo.stalled_tasks(utcnow(), 10)
     done = await reconciler.run_once()
     assert sorted(done.republished) == sorted(t.task_id for t in job.tasks)  # PENDING and RUNNING
     msgs = await stream_tasks(jobs, job.job_id)
@@ -50,6 +53,10 @@ async def test_tasks_lost_with_a_purged_stream_are_published_again(jobs: Running
         # a fresh Nats-Msg-Id: the duplicate window must not drop the republish
         assert headers["Nats-Msg-Id"].startswith(f"{msg.task_id}:r")
         assert msg.created_at > 0
+
+    # A second jobs replica finding the same lost publish sends the same Nats-Msg-Id, so
+    # JetStream keeps one message per task.
+    assert {h["Nats-Msg-Id"] for h, _ in msgs} == {republish_id(t) for _, t in stalled}
 
     # Published again just now: with a real stall time, the next pass leaves them be.
     reconciler.stall = timedelta(seconds=60)
