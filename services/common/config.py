@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     # Jobs: fair share. A user's tasks are published to the task stream only while fewer than this
     # many of theirs are published and unfinished; the rest wait in the database (0: no cap).
     max_dispatched_tasks_per_user: int = 8
+    # Jobs: the reconciler (services/jobs/reconciler.py) runs every `reconcile_interval_seconds`;
+    # a PENDING or RUNNING task without an event for `task_stall_seconds` whose message is no
+    # longer in the task stream is published again.
+    reconcile_interval_seconds: float = 30.0
+    task_stall_seconds: float = 300.0
+
+    # --- jobs and processor ---
+    # A task unfinished this long after its job was created fails ("deadline exceeded"): the only
+    # way an outage (storage, NATS, database) can fail a task. Transient errors otherwise wait.
+    task_deadline_seconds: float = 6 * 3600.0
 
     # --- storage ---
     storage_url: str = ""  # default: file://{data_dir}/objects ; or s3://host:port/bucket
@@ -79,8 +89,16 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1)  # process pool size
     concurrency: int = 0  # tasks in flight per replica; 0 = 2 x workers
     ack_wait_seconds: float = 30.0
-    max_deliver: int = 5
+    # Deliveries of a task message before JetStream gives up on it; -1 (the default): no limit, so
+    # that the task deadline (not a count of retries during an outage) decides when a task fails.
+    max_deliver: int = -1
+    # After a transient failure a task is handed back with a delay doubling from
+    # `retry_backoff_seconds` up to `retry_backoff_max_seconds`.
     retry_backoff_seconds: float = 1.0
+    retry_backoff_max_seconds: float = 30.0
+    # While storage is unreachable the processor pulls no new task; it probes storage's health
+    # this often and resumes at the first answer.
+    storage_probe_seconds: float = 2.0
     # Memory one task may use in a worker process, estimated from the input's header before
     # decoding; 0: a share of the machine's (or container's) memory per worker (see task_memory_bytes).
     task_memory_mb: int = 0

@@ -1,9 +1,10 @@
 """NATS JetStream names and helpers shared by the jobs service and the processors.
 
 Streams
-- RADIOLOGY_TASKS   subjects radiology.tasks.<task_type>.<job_id>   work queue; one durable pull
-                    consumer "processor" shared by every processor replica. The job id in the
-                    subject lets a cancel purge the job's queued tasks (purge_job_tasks).
+- RADIOLOGY_TASKS   subjects radiology.tasks.<task_type>.<job_id>.<task_id>   work queue; one durable
+                    pull consumer "processor" shared by every processor replica. The job id in
+                    the subject lets a cancel purge the job's queued tasks (purge_job_tasks); the
+                    task id lets the reconciler ask whether a task's message is still queued.
 - RADIOLOGY_EVENTS  subjects radiology.events.<task_id>    work queue; durable pull consumer "jobs".
 Core subjects (no persistence, fan-out)
 - radiology.job-changed.<job_id>   the jobs service announces a committed change (for WatchJob).
@@ -43,14 +44,24 @@ JOB_CANCELLED_SUBJECT = "radiology.job-cancelled"
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 
-def task_subject(task_type: str, job_id: str) -> str:
-    return f"{TASKS_SUBJECT}.{task_type}.{job_id}"
+def task_subject(task_type: str, job_id: str, task_id: str) -> str:
+    return f"{TASKS_SUBJECT}.{task_type}.{job_id}.{task_id}"
 
 
 async def purge_job_tasks(js: JetStreamContext, job_id: str) -> None:
     """Remove a job's still-queued task messages, so no processor (even one that starts later and
     never heard the cancel notice) picks them up."""
-    await js.purge_stream(TASKS_STREAM, subject=f"{TASKS_SUBJECT}.*.{job_id}")
+    await js.purge_stream(TASKS_STREAM, subject=f"{TASKS_SUBJECT}.*.{job_id}.>")
+
+
+async def task_queued(js: JetStreamContext, task_type: str, job_id: str, task_id: str) -> bool:
+    """True while the task's message is in the task stream: queued, or delivered and not yet
+    acknowledged (a work-queue stream removes a message when it is acked)."""
+    try:
+        await js.get_last_msg(TASKS_STREAM, task_subject(task_type, job_id, task_id))
+    except NotFoundError:
+        return False
+    return True
 
 
 def event_subject(task_id: str) -> str:
@@ -94,6 +105,36 @@ async def connect(url: str, name: str, *, user: str = "", password: str = "", cr
     )
 
 
+async def events_pending(js: JetStreamContext, task_id: str) -> bool:
+    """True while an event of the task waits in the events stream (not yet applied by the jobs
+    service, which acks each event after committing it)."""
+    try:
+        await js.get_last_msg(EVENTS_STREAM, event_subject(task_id))
+    except NotFoundError:
+        return False
+    return True
+
+
+async def missing_streams(js: JetStreamContext) -> list[str]:
+    """The platform's streams that do not exist (deleted by an operator, or a NATS server that lost
+    its data)."""
+    missing = []
+    for name in (TASKS_STREAM, EVENTS_STREAM):
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(name)
+    return missing
+
+
+async def consumer_exists(js: JetStreamContext, stream: str, durable: str) -> bool:
+    try:
+        await js.consumer_info(stream, durable)
+    except NotFoundError:
+        return False
+    return True
+
+
 async def ensure_streams(js: JetStreamContext) -> None:
     """Create (or update) both streams; safe to call from every replica at start."""
     for name, subject in ((TASKS_STREAM, TASKS_SUBJECT), (EVENTS_STREAM, EVENTS_SUBJECT)):
@@ -115,12 +156,7 @@ async def wait_for_streams(js: JetStreamContext, poll_seconds: float = 1.0) -> N
     may read a stream's info but not create or change a stream."""
     waited = 0
     while True:
-        missing = []
-        for name in (TASKS_STREAM, EVENTS_STREAM):
-            try:
-                await js.stream_info(name)
-            except NotFoundError:
-                missing.append(name)
+        missing = await missing_streams(js)
         if not missing:
             return
         if waited % 10 == 0:

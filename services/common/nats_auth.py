@@ -8,7 +8,9 @@ the server configuration with `server_config`; compose and Kubernetes include
 what its service's code uses (services/common/messaging.py names the streams and subjects):
 
 - jobs: publishes tasks, job-changed and job-cancelled; creates and updates both streams; purges a
-  cancelled job's queued tasks; owns the durable "jobs" on the events stream (create, pull, ack).
+  cancelled job's queued tasks; owns the durable "jobs" on the events stream (create, pull, ack);
+  may get a message of either stream and read the processors' durable's info (the reconciler asks
+  whether a task is still queued or has events not yet applied).
 - processor: owns the durable "processor" on the tasks stream (create/update it, read its info for
   the queue depth, pull, ack/nak/in-progress); publishes task events; hears job-cancelled; may read
   the streams' info (to wait for the jobs service to create them). Nothing else: no other consumer
@@ -65,6 +67,9 @@ PERMISSIONS: dict[str, Permissions] = {
             m.JOB_CANCELLED_SUBJECT,
             *(f"$JS.API.STREAM.{op}.{stream}" for stream in _STREAMS for op in ("CREATE", "UPDATE", "INFO")),
             f"$JS.API.STREAM.PURGE.{m.TASKS_STREAM}",
+            # The reconciler: is a task's message still queued; does the processors' durable exist.
+            *(f"$JS.API.STREAM.MSG.GET.{stream}" for stream in _STREAMS),
+            f"$JS.API.CONSUMER.INFO.{m.TASKS_STREAM}.{m.PROCESSOR_DURABLE}",
             *_consumer_api(m.EVENTS_STREAM, m.JOBS_DURABLE),
         ),
         subscribe=(f"{m.JOB_CHANGED_SUBJECT}.>", f"{m.inbox_prefix(JOBS)}.>"),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.gen.radiology.v1 import storage_pb2, storage_pb2_grpc
 from services.common.grpc_client import call_metadata
@@ -138,15 +139,27 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 class StorageClient:
     def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
         self._stub = storage_pb2_grpc.StorageServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
         self.timeout = timeout  # of a unary call, and between two messages of a stream
 
-    def writer(self, key: str, content_type: str, max_size: int = 0) -> ObjectWriter:
-        header = storage_pb2.PutHeader(key=key, content_type=content_type, max_size=max_size)
+    async def serving(self, timeout: float = 2.0) -> bool:
+        """True when the storage service answers its health check SERVING (a cheap probe: no
+        object is read or written)."""
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def writer(self, key: str, content_type: str, max_size: int = 0,
+               if_absent: bool = False) -> ObjectWriter:
+        header = storage_pb2.PutHeader(key=key, content_type=content_type, max_size=max_size,
+                                       if_absent=if_absent)
         return ObjectWriter(self._stub, header, self.timeout)
 
     async def put(self, key: str, content_type: str, chunks: AsyncIterable[bytes],
-                  max_size: int = 0) -> storage_pb2.ObjectInfo:
-        writer = self.writer(key, content_type, max_size)
+                  max_size: int = 0, if_absent: bool = False) -> storage_pb2.ObjectInfo:
+        writer = self.writer(key, content_type, max_size, if_absent)
         try:
             async for chunk in chunks:
                 await writer.write(chunk)
@@ -155,9 +168,10 @@ class StorageClient:
             writer.abort()
             raise
 
-    async def upload(self, key: str, path: Path, content_type: str) -> storage_pb2.ObjectInfo:
-        """Store a local file under `key`."""
-        return await self.put(key, content_type, _file_chunks(path))
+    async def upload(self, key: str, path: Path, content_type: str,
+                     if_absent: bool = False) -> storage_pb2.ObjectInfo:
+        """Store a local file under `key` (`if_absent`: write once, ALREADY_EXISTS otherwise)."""
+        return await self.put(key, content_type, _file_chunks(path), if_absent=if_absent)
 
     async def open(self, key: str, offset: int = 0,
                    length: int = 0) -> tuple[storage_pb2.ObjectInfo, ObjectReader]:

@@ -2,7 +2,7 @@
 
 A task type names an operation of the processor's catalogue. The jobs service refuses any other
 name at CreateJob and the processor refuses to register one, so the two can never disagree. The
-name is also one token of the NATS subject ``radiology.tasks.<task_type>.<job_id>``, hence no dots,
+name is also one token of the NATS subject ``radiology.tasks.<task_type>.<job_id>.<task_id>``, hence no dots,
 wildcards or spaces.
 """
 

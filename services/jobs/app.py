@@ -19,7 +19,9 @@ from services.jobs.janitor import Janitor
 from services.jobs.migrate import upgrade
 from services.jobs.models import make_engine
 from services.jobs.outbox import Outbox
+from services.jobs.periodic import Periodic
 from services.jobs.publisher import TaskPublisher
+from services.jobs.reconciler import Reconciler, problems
 from services.jobs.repository import Repository
 from services.jobs.retention import Retention
 from services.jobs.service import JobService
@@ -40,6 +42,8 @@ class JobsApp:
     retention: Retention
     storage_channel: grpc.aio.Channel
     servicer: JobService
+    reconciler: Reconciler
+    reconcile_loop: Periodic
 
     def register(self, server: grpc.aio.Server) -> None:
         jobs_pb2_grpc.add_JobServiceServicer_to_server(self.servicer, server)
@@ -50,6 +54,7 @@ class JobsApp:
         self.outbox.start()
         self.janitor.start()
         self.retention.start()
+        self.reconcile_loop.start()
 
     async def ready(self) -> str | None:
         """What the service needs and cannot reach right now (None: all is well)."""
@@ -59,12 +64,12 @@ class JobsApp:
             await self.repo.ping()
         except Exception as exc:
             return f"the database is unreachable: {type(exc).__name__}"
-        return None
+        return await problems(self.nc.jetstream())
 
     async def drain(self) -> None:
         """Stop taking events after the batch in hand, and stop the outbox."""
         await asyncio.gather(self.consumer.stop(), self.outbox.stop(), self.janitor.stop(),
-                             self.retention.stop())
+                             self.retention.stop(), self.reconcile_loop.stop())
 
     async def close(self) -> None:
         await self.hub.stop()
@@ -89,11 +94,19 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
     servicer = JobService(
         settings=settings, repo=repo, nc=nc, publisher=publisher, hub=hub, storage=storage, outbox=outbox
     )
+    consumer = EventConsumer(nc, repo, hub, storage, on_finished=outbox.wake)
+    reconciler = Reconciler(
+        repo=repo, js=nc.jetstream(), publisher=publisher, hub=hub, consumer=consumer,
+        stall_seconds=settings.task_stall_seconds, deadline_seconds=settings.task_deadline_seconds,
+        on_finished=outbox.wake,
+    )
     return JobsApp(
-        engine=engine, nc=nc, repo=repo, hub=hub, outbox=outbox,
-        consumer=EventConsumer(nc, repo, hub, storage, on_finished=outbox.wake),
+        engine=engine, nc=nc, repo=repo, hub=hub, outbox=outbox, consumer=consumer,
         storage_channel=storage_channel, servicer=servicer,
         janitor=Janitor(repo, storage, settings.janitor_interval_seconds, settings.orphan_grace_seconds),
         retention=Retention(repo, servicer.remove_job, settings.retention_days,
                             settings.retention_interval_seconds),
+        reconciler=reconciler,
+        reconcile_loop=Periodic("reconciler", reconciler.run_once, settings.reconcile_interval_seconds,
+                                at_start=False),
     )

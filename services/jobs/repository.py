@@ -178,6 +178,19 @@ _CLAIM = update(tasks).where(tasks.c.task_id.in_(_TASK_IDS)).values(claimed_at=b
 _RELEASE = (
     update(tasks).where(tasks.c.task_id.in_(_TASK_IDS), tasks.c.published.is_(False)).values(claimed_at=None)
 )
+# The reconciler: published and unfinished tasks without an event (updated_at) or a publish since
+# the cutoff, oldest first.
+_STALLED = (
+    select(tasks.c.task_id, tasks.c.job_id)
+    .where(
+        or_(tasks.c.status == RUNNING, and_(tasks.c.status == PENDING, tasks.c.published.is_(True))),
+        tasks.c.updated_at < bindparam("cutoff"),
+        or_(tasks.c.published_at.is_(None), tasks.c.published_at < bindparam("cutoff")),
+    )
+    .order_by(tasks.c.updated_at, tasks.c.task_id)
+    .limit(bindparam("limit"))
+    .offset(bindparam("offset"))
+)
 # Any fixed number: the key of the advisory lock that serialises claims on PostgreSQL.
 _DISPATCH_LOCK = text("SELECT pg_advisory_xact_lock(740011)")
 
@@ -507,6 +520,51 @@ class Repository:
         """Tasks whose publish failed: claimable again at once."""
         if task_ids:
             await self._run(lambda conn: conn.execute(_RELEASE, {"task_ids": list(task_ids)}), write=True)
+
+    # --- the reconciler (reconciler.py) ---
+
+    async def stalled_tasks(
+        self, cutoff: datetime, limit: int, offset: int = 0
+    ) -> list[tuple[JobState, TaskState]]:
+        """Published, unfinished tasks with neither an event nor a publish since `cutoff`, each
+        with its job: a page of `limit` from `offset`, oldest first."""
+
+        def read(conn: Connection) -> list[tuple[JobState, TaskState]]:
+            rows = conn.execute(_STALLED, {"cutoff": cutoff, "limit": limit, "offset": offset}).all()
+            by_job = {j.job_id: j for j in _load_jobs(conn, {job_id for _, job_id in rows}, lock=False)}
+            by_task = {t.task_id: (j, t) for j in by_job.values() for t in j.tasks}
+            return [by_task[task_id] for task_id, _ in rows if task_id in by_task]
+
+        return await self._run(read)
+
+    async def get_task_state(self, task_id: str) -> TaskState | None:
+        row = await self._run(lambda conn: conn.execute(_LOAD_TASK, {"task_id": task_id}).first())
+        return TaskState(*row) if row is not None else None
+
+    async def fail_tasks(self, task_ids: Sequence[str], error: str) -> ApplyResult:
+        """Fail these tasks where still unfinished (and recompute their jobs)."""
+        now = utcnow()
+
+        def fail(conn: Connection) -> ApplyResult:
+            result = ApplyResult()
+            job_ids = set(conn.execute(_JOB_IDS_OF_TASKS, {"task_ids": list(task_ids)}).scalars())
+            found = _load_jobs(conn, job_ids, lock=self._lock_rows)
+            wanted = set(task_ids)
+            changed = [t for job in found for t in job.tasks
+                       if t.task_id in wanted and rules.fail_task(t, error, now)]
+            for task in changed:
+                result.applied += 1
+                result.finished += 1
+                result.job_ids.add(task.job_id)
+            result.jobs = [job for job in found if job.job_id in result.job_ids]
+            for job in result.jobs:
+                rules.derive_job(job, now)
+            _save(conn, changed, result.jobs)
+            return result
+
+        if not task_ids:
+            return ApplyResult()
+        return await self._run(fail, write=True)
 
     # --- events ---
 

@@ -166,6 +166,20 @@ def cancel_task(task: TaskState, now: datetime) -> bool:
     return True
 
 
+def fail_task(task: TaskState, error: str, now: datetime) -> bool:
+    """Fail an unfinished task (the reconciler: past its deadline); False when it is terminal."""
+    if task.status in TERMINAL_NAMES:
+        return False
+    task.status = FAILED
+    task.progress = 100
+    task.error = error
+    task.message = "failed"
+    task.finished_at = now
+    task.started_at = task.started_at or now
+    task.updated_at = now
+    return True
+
+
 def _plural(n: int) -> str:
     return "task" if n == 1 else "tasks"
 

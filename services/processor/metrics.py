@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
@@ -21,8 +22,8 @@ ERRORS = Counter("error_rate", "Tasks that ended FAILED", ["task_type"])
 QUEUE_DEPTH = Gauge("queue_depth", "Tasks waiting in JetStream for a processor")
 
 # Outcomes of one delivery of a task message.
-SUCCESS, FAILED, RETRIED, CANCELLED, HANDED_BACK, ERROR = (
-    "success", "failed", "retried", "cancelled", "handed_back", "error"
+SUCCESS, FAILED, RETRIED, CANCELLED, HANDED_BACK, ERROR, DUPLICATE = (
+    "success", "failed", "retried", "cancelled", "handed_back", "error", "duplicate"
 )
 
 
@@ -35,11 +36,13 @@ def settled(task_type: str, outcome: str, seconds: float) -> None:
         LATENCY.labels(task_type).observe(seconds)
 
 
-async def track_queue_depth(sub: JetStreamContext.PullSubscription, interval: float) -> None:
-    """Keep queue_depth up to date until cancelled."""
+async def track_queue_depth(
+    sub: Callable[[], JetStreamContext.PullSubscription], interval: float
+) -> None:
+    """Keep queue_depth up to date until cancelled (`sub`: the current subscription)."""
     while True:
         try:
-            QUEUE_DEPTH.set((await sub.consumer_info()).num_pending)
+            QUEUE_DEPTH.set((await sub().consumer_info()).num_pending)
         except Exception as exc:
             log.debug("queue depth unavailable: %s", exc)
         await asyncio.sleep(interval)

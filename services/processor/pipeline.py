@@ -8,8 +8,11 @@ raises leaves its lines with TaskEvents for the FAILED event.
 The steps reported from inside the pool are held for PROGRESS_HOLD_SECONDS and
 dropped when a later step or the result overtakes them: a task of a few milliseconds reports
 "fetched" and its result (each event costs a database transaction and a message to every watcher),
-a longer one every step, late by at most the hold. Output keys are deterministic, so a redelivered
-task overwrites its earlier outputs. Whether and when to retry is the consumer's business
+a longer one every step, late by at most the hold. Output keys are deterministic and written once
+(storage's if_absent): a later run of a task (a redelivery, a retry after a failure whose outcome
+was unknown, another replica that got the task while the first was frozen) keeps the objects an
+earlier run stored and reports them as they are, so a result users see is never replaced.
+Whether and when to retry is the consumer's business
 (worker.py): this module raises TaskFailed for what no retry can fix and lets transient errors
 through.
 """
@@ -150,7 +153,12 @@ class TaskPipeline:
             key = object_key(task.user_id, task.job_id, filename)
         except ValueError as exc:
             raise RuntimeError(f"operation returned an unsafe output: {exc}") from None
-        info = await self._storage.upload(key, Path(out["path"]), out["media_type"])
+        try:
+            info = await self._storage.upload(key, Path(out["path"]), out["media_type"], if_absent=True)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            info = await self._storage.stat(key)  # an earlier run's: the one users may already see
         return common_pb2.Output(
             filename=filename, key=key, media_type=out["media_type"], size=info.size,
             sha256=info.sha256, role=out.get("role") or "primary",

@@ -46,7 +46,9 @@ async def main() -> None:
         await asyncio.to_thread(pool.shutdown, worker.handed_back > 0)
 
     async def ready() -> str | None:
-        return None if nc.is_connected else "NATS is not connected"
+        if not nc.is_connected:
+            return "NATS is not connected"
+        return await worker.consumer_problem()
 
     await run_server(
         settings=settings, addr=settings.processor_addr, server=server, service_names=[SERVICE_NAME],

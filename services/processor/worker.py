@@ -1,10 +1,20 @@
 """The JetStream consumer: pulls TaskMessages from the durable consumer every processor replica
 shares, runs each through the task pipeline, and settles its message.
 
-Settling: success and deterministic failures (FAILED event) are acked; transient failures are
-nak'd with exponential backoff until the last delivery, which is FAILED and acked. While a task
-runs, its message is kept alive (in_progress every ack_wait/3). Drain stops fetching, gives
-in-flight tasks the grace period and hands the rest back (nak) to another replica.
+Settling: success and deterministic failures (FAILED event) are acked. A transient failure
+(storage, NATS, a dead pool process) never fails a task: it is nak'd with a delay doubling up to
+RADIOLOGY_RETRY_BACKOFF_MAX_SECONDS, for as many deliveries as it takes (the consumer's max_deliver
+is unlimited by default); only a task past RADIOLOGY_TASK_DEADLINE_SECONDS since its creation
+fails ("not finished within the task deadline of 6 h"). While storage is unreachable this replica
+pulls no new task and probes storage's health every RADIOLOGY_STORAGE_PROBE_SECONDS, resuming at
+the first SERVING answer.
+While a task runs, its message is kept alive (in_progress every ack_wait/3). Drain stops fetching,
+gives in-flight tasks the grace period and hands the rest back (nak) to another replica.
+
+One task id runs at most once at a time here: a redelivery of a message a running attempt holds
+(its keep-alive was frozen, e.g. SIGSTOP past ack_wait) is left to that attempt, another copy of a
+running task (a republish by the jobs service's reconciler) is acked, and a task this replica
+finished recently is acked without running again (see _Attempts).
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from concurrent.futures.process import BrokenProcessPool
 
 import grpc
@@ -25,6 +36,7 @@ from opentelemetry import context as otel_context
 from services.common import logging as log_ctx
 from services.common import messaging, tracing
 from services.common.config import Settings
+from services.common.deadlines import deadline_error
 from services.common.gen.radiology.v1 import common_pb2, tasks_pb2
 from services.common.storage_client import StorageClient
 from services.processor import metrics, scratch
@@ -38,6 +50,11 @@ log = logging.getLogger(__name__)
 # A lingering fetch returns as soon as one message arrives; this only bounds how long drain waits.
 FETCH_TIMEOUT = 1.0
 QUEUE_DEPTH_INTERVAL = 5.0
+# How often the durable consumer is checked (re-created when an operator or a NATS data loss
+# removed it).
+CONSUMER_CHECK_INTERVAL = 5.0
+# Task ids this replica finished, remembered to drop a late copy of one (see _Attempts).
+RECENTLY_SETTLED = 10_000
 
 _TRANSIENT_GRPC = {
     grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
@@ -86,8 +103,15 @@ class Worker:
         self._stopping = False
         self._background: list[asyncio.Task[None]] = []
         self._fetcher: asyncio.Task[None] | None = None
+        self._js = nc.jetstream()
+        self._storage = storage
+        self._storage_ok = asyncio.Event()
+        self._storage_ok.set()
+        self._probe: asyncio.Task[None] | None = None
+        self.attempts = _Attempts()
         # Messages nak'd back to the stream by drain (for logs and tests).
         self.handed_back = 0
+        self.consumer_recreated = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -96,7 +120,33 @@ class Worker:
         await self.cancelled.listen(self._nc)
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="task-fetcher")
         self._background.append(asyncio.create_task(
-            metrics.track_queue_depth(self._sub, self._queue_depth_interval), name="queue-depth"))
+            metrics.track_queue_depth(lambda: self._sub, self._queue_depth_interval), name="queue-depth"))
+        self._background.append(asyncio.create_task(self._watch_consumer(), name="consumer-check"))
+
+    @property
+    def storage_available(self) -> bool:
+        return self._storage_ok.is_set()
+
+    async def consumer_problem(self) -> str | None:
+        """For readiness: the durable consumer is missing (the check re-creates it)."""
+        if not await messaging.consumer_exists(self._js, messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE):
+            return f"consumer {messaging.PROCESSOR_DURABLE} of stream {messaging.TASKS_STREAM} is missing"
+        return None
+
+    async def _watch_consumer(self) -> None:
+        while True:
+            await asyncio.sleep(CONSUMER_CHECK_INTERVAL)
+            try:
+                if await self.consumer_problem() is None:
+                    continue
+                if await messaging.missing_streams(self._js):
+                    log.warning("task stream missing; waiting for the jobs service to re-create it")
+                    continue
+                self._sub = await subscribe(self._js, self._settings)
+                self.consumer_recreated += 1
+                log.warning("durable consumer %s was missing: re-created", messaging.PROCESSOR_DURABLE)
+            except Exception as exc:  # NATS down: the next check tries again
+                log.debug("consumer check failed: %s", exc)
 
     async def drain(self) -> None:
         """Stop fetching; give in-flight tasks the grace period, then hand the rest back (nak)."""
@@ -114,6 +164,8 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._probe is not None:
+            self._background.append(self._probe)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -127,6 +179,12 @@ class Worker:
             if len(self._active) >= self._concurrency:
                 self._slot_free.clear()
                 await self._slot_free.wait()
+                continue
+            if not self._storage_ok.is_set():
+                # Storage is down: pull nothing (the queue waits in JetStream, not in naks) until
+                # the probe sees it back. drain() sets _slot_free, so this wakes for it too.
+                self._slot_free.clear()
+                await _first(self._storage_ok.wait(), self._slot_free.wait())
                 continue
             # One message per request: nats-py's batch fetch waits for the whole batch (or the
             # expiry) once the first message is in, which would hold a ready task back. A burst
@@ -145,6 +203,8 @@ class Worker:
                 if self._stopping:
                     await _quietly(msg.nak())
                     self.handed_back += 1
+                elif not self._storage_ok.is_set():  # a pull made before storage went down
+                    await _quietly(msg.nak(delay=self._settings.storage_probe_seconds))
                 else:
                     self._spawn(msg)
 
@@ -169,6 +229,17 @@ class Worker:
             return
         log_ctx.job_id.set(task.job_id)
         log_ctx.task_id.set(task.task_id)
+        seq = msg.metadata.sequence.stream
+        repeat = self.attempts.repeat(task.task_id, seq)
+        if repeat is not None:
+            if repeat == _Attempts.SAME_MESSAGE:
+                log.info("redelivery of a task running here; its running attempt settles it")
+            else:
+                log.info("a second copy of a task %s here; dropped", repeat)
+                await _quietly(msg.ack())
+            metrics.settled(task.task_type, metrics.DUPLICATE, 0.0)
+            return
+        self.attempts.begin(task.task_id, seq)
         token = otel_context.attach(tracing.extract(msg.headers))
         metrics.ACTIVE.inc()
         keepalive = asyncio.create_task(self._keep_alive(msg))
@@ -182,6 +253,8 @@ class Worker:
             outcome = metrics.HANDED_BACK
             raise
         finally:
+            self.attempts.end(task.task_id, settled=outcome in (metrics.SUCCESS, metrics.FAILED,
+                                                                metrics.CANCELLED))
             keepalive.cancel()
             metrics.ACTIVE.dec()
             otel_context.detach(token)
@@ -192,11 +265,13 @@ class Worker:
 
     async def _settle(self, msg: Msg, task: tasks_pb2.TaskMessage) -> str:
         """Run the task and ack/nak its message; returns the outcome for metrics."""
-        attempt = msg.metadata.num_delivered
         try:
             if task.job_id in self.cancelled:
                 await msg.ack()
                 return metrics.CANCELLED
+            deadline = self._settings.task_deadline_seconds
+            if time.time() - _created_at(task, msg) > deadline:
+                return await self._fail(msg, task, deadline_error(deadline))
             await self._pipeline.run(task)
             await msg.ack()
             return metrics.SUCCESS
@@ -212,14 +287,40 @@ class Worker:
             if kind is None:
                 log.exception("unexpected error while processing %s", task.input_file)
                 return await self._fail(msg, task, f"internal error while processing {task.input_file}")
-            if attempt < self._settings.max_deliver:
-                delay = self._settings.retry_backoff_seconds * 2 ** (attempt - 1)
-                log.warning("attempt %d failed (%s unavailable: %s); retrying in %.1fs",
-                            attempt, kind, _describe(exc), delay)
-                await _quietly(msg.nak(delay=delay))
-                return metrics.RETRIED
+            return await self._retry_later(msg, task, kind, exc)
+
+    async def _retry_later(self, msg: Msg, task: tasks_pb2.TaskMessage, kind: str,
+                           exc: BaseException) -> str:
+        """A transient failure: hand the task back with a capped delay, or fail it when it is past
+        its deadline."""
+        attempt = msg.metadata.num_delivered
+        age = time.time() - _created_at(task, msg)
+        deadline = self._settings.task_deadline_seconds
+        if age > deadline:
             return await self._fail(
-                msg, task, f"{kind} unavailable after {attempt} attempts: {_describe(exc)}")
+                msg, task, deadline_error(deadline, f"{kind} unavailable ({_describe(exc)})"))
+        if kind == "storage":
+            self._storage_down()
+        delay = retry_delay(attempt, self._settings.retry_backoff_seconds,
+                            self._settings.retry_backoff_max_seconds)
+        log.warning("attempt %d failed (%s unavailable: %s); retrying in %.1fs",
+                    attempt, kind, _describe(exc), delay)
+        await _quietly(msg.nak(delay=delay))
+        return metrics.RETRIED
+
+    def _storage_down(self) -> None:
+        if not self._storage_ok.is_set():
+            return
+        self._storage_ok.clear()
+        log.warning("storage unreachable: no new task is pulled until it answers again")
+        self._probe = asyncio.create_task(self._probe_storage(), name="storage-probe")
+
+    async def _probe_storage(self) -> None:
+        interval = max(0.1, self._settings.storage_probe_seconds)
+        while not await self._storage.serving(timeout=interval):
+            await asyncio.sleep(interval)
+        log.info("storage answers again: pulling tasks")
+        self._storage_ok.set()
 
     async def _fail(self, msg: Msg, task: tasks_pb2.TaskMessage, error: str) -> str:
         try:
@@ -244,7 +345,71 @@ async def _quietly(ack: object) -> None:
         log.warning("could not acknowledge a task message: %s", exc)
 
 
+async def _first(*waits: object) -> None:
+    """Wait until the first of these awaitables is done; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+class _Attempts:
+    """Which task ids run here (and on which stream message), and which ended here recently.
+
+    At most one visible result per task rests on three rules: the jobs service applies only a
+    task's first terminal event; outputs are written once (pipeline.py: storage Put if_absent, so a
+    later run of a task keeps and reports the objects an earlier run stored); and, here, a replica
+    runs a task id at most once at a time. A frozen replica (SIGSTOP past ack_wait) gets its own
+    message redelivered while its first attempt still holds it: that redelivery (the same stream
+    sequence) is left to the running attempt, a second copy (a reconciler's republish) is acked
+    while one runs, and a copy arriving after this replica finished the task is acked unrun. A
+    copy that reaches another replica runs, but can change neither the result nor its objects."""
+
+    SAME_MESSAGE, RUNNING, FINISHED = "same message", "running here", "finished here"
+
+    def __init__(self, remember: int = RECENTLY_SETTLED) -> None:
+        self._running: dict[str, int] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+
+    def repeat(self, task_id: str, seq: int) -> str | None:
+        """Why this delivery must not run (None: run it)."""
+        if task_id in self._running:
+            return self.SAME_MESSAGE if self._running[task_id] == seq else self.RUNNING
+        if task_id in self._finished:
+            return self.FINISHED
+        return None
+
+    def begin(self, task_id: str, seq: int) -> None:
+        self._running[task_id] = seq
+
+    def end(self, task_id: str, *, settled: bool) -> None:
+        self._running.pop(task_id, None)
+        if settled:
+            self._finished[task_id] = None
+            while len(self._finished) > self._remember:
+                self._finished.popitem(last=False)
+
+    def running(self) -> int:
+        return len(self._running)
+
+
 # --- retry policy ---------------------------------------------------------------------------------
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Delay before delivery `attempt` + 1: base, 2 x base, 4 x base ... at most `cap`."""
+    return min(cap, base * 2 ** min(max(attempt, 1) - 1, 30))
+
+
+def _created_at(task: tasks_pb2.TaskMessage, msg: Msg) -> float:
+    """When the task was created; a message from an older publisher: when it was stored."""
+    if task.created_at > 0:
+        return task.created_at
+    return msg.metadata.timestamp.timestamp()
+
 
 
 def _transient_kind(exc: BaseException) -> str | None:

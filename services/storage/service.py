@@ -12,6 +12,7 @@ from prometheus_client import Counter
 
 from services.common.gen.radiology.v1 import storage_pb2, storage_pb2_grpc
 from services.storage.backends import (
+    AlreadyExists,
     Backend,
     BackendUnavailable,
     InvalidArgument,
@@ -38,6 +39,7 @@ _CODES: list[tuple[type[StorageError], grpc.StatusCode]] = [
     (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
 ]
 
 
@@ -103,7 +105,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 raise asyncio.CancelledError  # a cut-off upload: the backend stores nothing
 
         try:
-            info = await self.backend.put(header.key, header.content_type, chunks(), header.max_size)
+            info = await self.backend.put(header.key, header.content_type, chunks(), header.max_size,
+                                          if_absent=header.if_absent)
         except Exception as exc:
             await _abort(context, exc)
         return to_proto(info)

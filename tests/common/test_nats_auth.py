@@ -103,8 +103,8 @@ def task_message(job_id: str, user: str = "alice") -> tasks_pb2.TaskMessage:
 
 
 async def publish_task(jobs: Client, task: tasks_pb2.TaskMessage) -> None:
-    await jobs.js.publish(messaging.task_subject(task.task_type, task.job_id), task.SerializeToString(),
-                          headers={"Nats-Msg-Id": task.task_id})
+    await jobs.js.publish(messaging.task_subject(task.task_type, task.job_id, task.task_id),
+                          task.SerializeToString(), headers={"Nats-Msg-Id": task.task_id})
 
 
 async def queued(jobs: Client) -> int:
@@ -271,7 +271,7 @@ async def test_processor_cannot_publish_tasks_or_job_notices(
     # a TaskMessage naming alice's input, to get a copy of it into the attacker's own job
     stolen = task_message(str(uuid.uuid4()), user="mallory")
     stolen.input_key = f"alice/{job_id}/scan.png"
-    subject = messaging.task_subject("blur", stolen.job_id)
+    subject = messaging.task_subject("blur", stolen.job_id, stolen.task_id)
     with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):
         await processor.js.publish(subject, stolen.SerializeToString(), timeout=1)
     await processor.nc.publish(subject, stolen.SerializeToString())

@@ -37,5 +37,5 @@ def test_task_type_rule(name: object, valid: bool) -> None:
 
 
 def test_a_valid_task_type_is_one_subject_token() -> None:
-    subject = messaging.task_subject("soft_tissue_window", "job")
-    assert subject.split(".") == [*messaging.TASKS_SUBJECT.split("."), "soft_tissue_window", "job"]
+    subject = messaging.task_subject("soft_tissue_window", "job", "task")
+    assert subject.split(".") == [*messaging.TASKS_SUBJECT.split("."), "soft_tissue_window", "job", "task"]

@@ -100,7 +100,7 @@ async def test_the_services_own_calls_work_and_others_are_refused(server: str) -
 
         job_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
         await js_jobs.publish(
-            messaging.task_subject("blur", job_id), b"task", headers={"Nats-Msg-Id": task_id}
+            messaging.task_subject("blur", job_id, task_id), b"task", headers={"Nats-Msg-Id": task_id}
         )
         (msg,) = await sub.fetch(1, timeout=5)
         assert msg.data == b"task"
@@ -124,7 +124,8 @@ async def test_the_services_own_calls_work_and_others_are_refused(server: str) -
         assert (await cancelled.next_msg(timeout=5)).data == job_id.encode()
         assert (await changed.next_msg(timeout=5)).data == b"origin"
         await js_jobs.publish(
-            messaging.task_subject("blur", job_id), b"queued", headers={"Nats-Msg-Id": str(uuid.uuid4())}
+            messaging.task_subject("blur", job_id, task_id), b"queued",
+            headers={"Nats-Msg-Id": str(uuid.uuid4())},
         )
         await messaging.purge_job_tasks(js_jobs, job_id)
         with pytest.raises(nats.errors.TimeoutError):
@@ -133,7 +134,7 @@ async def test_the_services_own_calls_work_and_others_are_refused(server: str) -
         # What each may not do is refused by the server (no reply, or a permissions error).
         refused = (nats.errors.TimeoutError, nats.errors.NoRespondersError, APIError)
         with pytest.raises(refused):  # a processor cannot queue tasks ...
-            await js_proc.publish(messaging.task_subject("blur", job_id), b"forged", timeout=1)
+            await js_proc.publish(messaging.task_subject("blur", job_id, task_id), b"forged", timeout=1)
         with pytest.raises(refused):  # ... nor purge or delete streams ...
             await messaging.purge_job_tasks(js_proc, job_id)
         with pytest.raises(refused):

@@ -363,7 +363,7 @@ async def test_outbox_publishes_after_nats_comes_back(
 
 
 async def _queued(jobs: Running, job_id: str) -> int:
-    subjects = f"{messaging.TASKS_SUBJECT}.*.{job_id}"
+    subjects = f"{messaging.TASKS_SUBJECT}.*.{job_id}.>"
     info = await jobs.js.stream_info(messaging.TASKS_STREAM, subjects_filter=subjects)
     return sum((info.state.subjects or {}).values())
 

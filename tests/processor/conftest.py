@@ -17,6 +17,7 @@ import grpc
 import nats
 import numpy as np
 import pytest
+from grpc_health.v1 import health, health_pb2_grpc
 from nats.aio.client import Client as NATS
 from PIL import Image
 
@@ -47,6 +48,8 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
     async def start(self) -> None:
         self._server = grpc.aio.server()
         storage_pb2_grpc.add_StorageServiceServicer_to_server(self, self._server)
+        health_servicer = health.aio.HealthServicer()  # SERVING for "" by default
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self._server)
         self._server.add_insecure_port(self.addr)
         await self._server.start()
 
@@ -71,9 +74,16 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
                 assert len(req.chunk) <= CHUNK_SIZE
                 buf += req.chunk
         assert header is not None
+        if header.if_absent and header.key in self.objects:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{header.key} exists")
         self.objects[header.key] = (bytes(buf), header.content_type)
         self.puts.append(header.key)
         return self.info(header.key)
+
+    async def Stat(self, request, context):  # noqa: N802
+        if request.key not in self.objects:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no object {request.key}")
+        return self.info(request.key)
 
     async def Get(self, request, context):  # noqa: N802
         self.get_times.append(time.monotonic())
@@ -167,8 +177,9 @@ class Harness:
             workers=2,
             concurrency=2,
             ack_wait_seconds=10.0,
-            max_deliver=3,
             retry_backoff_seconds=0.2,
+            retry_backoff_max_seconds=1.0,
+            storage_probe_seconds=0.2,
             rpc_timeout_seconds=2.0,
         )
         values.update(overrides)
@@ -230,6 +241,7 @@ class Harness:
         job_id: str | None = None,
         input_file: str = "scan.png",
         headers: dict[str, str] | None = None,
+        created_at: float = 0.0,
     ) -> tasks_pb2.TaskMessage:
         assert self.nc is not None
         task = tasks_pb2.TaskMessage(
@@ -240,16 +252,25 @@ class Harness:
             params=to_struct(params or {}),
             input_file=input_file,
             output_stem=Path(input_file).name.split(".")[0],
+            created_at=created_at or time.time(),
         )
         task.input_key = f"{task.user_id}/{task.job_id}/{input_file}"
         if data is not None:
             self.storage.objects[task.input_key] = (data, "image/png")
         await self.nc.jetstream().publish(
-            messaging.task_subject(task_type, task.job_id),
+            messaging.task_subject(task_type, task.job_id, task.task_id),
             task.SerializeToString(),
             headers={"Nats-Msg-Id": task.task_id, **(headers or {})},
         )
         return task
+
+    async def republish(self, task: tasks_pb2.TaskMessage) -> None:
+        """The same task again under a fresh Nats-Msg-Id (as the jobs service's reconciler does)."""
+        assert self.nc is not None
+        await self.nc.jetstream().publish(
+            messaging.task_subject(task.task_type, task.job_id, task.task_id),
+            task.SerializeToString(), headers={"Nats-Msg-Id": f"{task.task_id}:r{time.time()}"},
+        )
 
     def events_of(self, task_id: str) -> list[tasks_pb2.TaskEvent]:
         return [s.event for s in self.events if s.event.task_id == task_id]

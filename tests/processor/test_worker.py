@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
@@ -21,8 +22,10 @@ from services.common import messaging
 from services.common.gen.radiology.v1 import common_pb2
 from services.common.protobuf import from_struct
 from services.processor import operations
+from services.processor import worker as worker_module
 from services.processor.imaging import ImagingError
 from services.processor.pool import ProcessPool
+from services.processor.worker import retry_delay
 from tests.conftest import ROOT, NatsServer, free_port
 
 from .conftest import CORRUPT_PNG, SLOW, FakeStorage, Harness, png_bytes, slow_png
@@ -164,7 +167,7 @@ async def test_queue_depth_counts_waiting_tasks(harness: Harness) -> None:
 
 
 async def test_transient_storage_error_retries_with_backoff(harness: Harness) -> None:
-    await harness.worker(max_deliver=4, retry_backoff_seconds=0.3)
+    await harness.worker(retry_backoff_seconds=0.3)
     harness.storage.fail_gets = 2
     task = await harness.publish_task(png_bytes())
 
@@ -177,18 +180,125 @@ async def test_transient_storage_error_retries_with_backoff(harness: Harness) ->
     await _settled(harness)
 
 
-async def test_storage_down_fails_after_max_deliver(harness: Harness) -> None:
-    await harness.worker(max_deliver=3, retry_backoff_seconds=0.1, rpc_timeout_seconds=1.0)
-    task = await harness.publish_task(png_bytes())
-    await harness.storage.stop()
+def test_retry_delay_doubles_up_to_its_cap() -> None:
+    assert [retry_delay(n, 1.0, 30.0) for n in (1, 2, 3, 4, 5, 6, 7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert retry_delay(10_000, 1.0, 30.0) == 30.0  # no overflow after days of redelivery
 
+
+async def test_storage_down_never_fails_a_task_and_stops_pulling(harness: Harness) -> None:
+    worker = await harness.worker(concurrency=2, retry_backoff_seconds=0.1, retry_backoff_max_seconds=0.3,
+                                  rpc_timeout_seconds=1.0)
+    await harness.storage.stop()
+    first = await harness.publish_task(png_bytes())
+    await harness.wait_for(lambda: not worker.storage_available, 15)
+
+    # While storage is down this replica pulls nothing new: the tasks wait in the stream (at most
+    # one delivery by a pull already open, handed back at once), and no task fails.
+    later = [await harness.publish_task(png_bytes(seed=n)) for n in range(3)]
+    before = (await harness.consumer()).delivered.consumer_seq
+    await asyncio.sleep(2.0)
+    assert (await harness.consumer()).delivered.consumer_seq <= before + 1
+    assert all(harness.events_of(t.task_id) == [] for t in [first, *later])
+
+    await harness.storage.start()
+    for task in [first, *later]:
+        assert (await harness.wait_terminal(task.task_id, 30)).status == SUCCESS
+    assert worker.storage_available
+    await _settled(harness)
+
+
+async def test_a_task_past_its_deadline_fails_with_a_clear_message(harness: Harness) -> None:
+    await harness.worker(retry_backoff_seconds=0.1, retry_backoff_max_seconds=0.2,
+                         rpc_timeout_seconds=1.0, task_deadline_seconds=2.0)
+    harness.storage.fail_gets = 1_000
+    task = await harness.publish_task(png_bytes())
+
+    final = await harness.wait_terminal(task.task_id, 30)
+    assert final.status == FAILED
+    # "...: storage unavailable (...)", or without the cause when the deadline passed between tries
+    assert final.error.startswith("not finished within the task deadline of 2 s")
+    assert [e.status for e in harness.events_of(task.task_id)] == [FAILED]
+    assert len(harness.storage.get_times) >= 3  # it waited, retrying, until the deadline
+    await _settled(harness)
+
+
+async def test_a_task_created_before_its_deadline_is_refused_at_once(harness: Harness) -> None:
+    await harness.worker(task_deadline_seconds=60.0)
+    task = await harness.publish_task(png_bytes(), created_at=time.time() - 120)
     final = await harness.wait_terminal(task.task_id)
     assert final.status == FAILED
-    assert final.error.startswith("storage unavailable after 3 attempts: UNAVAILABLE")
-    assert [e.status for e in harness.events_of(task.task_id)] == [FAILED]
+    assert final.error == "not finished within the task deadline of 1 min"
+    assert harness.storage.get_times == []  # never fetched
+
+
+async def test_a_second_copy_of_a_running_task_does_not_run_again(harness: Harness) -> None:
+    worker = await harness.worker(concurrency=2, workers=2)
+    task = await harness.publish_task(slow_png(), params=SLOW)
+    await harness.wait_for(lambda: harness.events_of(task.task_id))
+    # The reconciler's republish: the same TaskMessage under a new Nats-Msg-Id.
+    await harness.republish(task)
+    final = await harness.wait_terminal(task.task_id, 30)
+    assert final.status == SUCCESS
     await _settled(harness)
+    assert len(harness.storage.get_times) == 1  # one run fetched the input
+    assert worker.attempts.running() == 0
+
+    # A copy arriving after the task finished here is dropped too.
+    await harness.republish(task)
+    await _settled(harness)
+    assert len(harness.storage.get_times) == 1
+    assert len([e for e in harness.events_of(task.task_id) if e.status == SUCCESS]) == 1
+
+
+async def test_a_redelivery_to_a_frozen_attempt_leaves_it_to_that_attempt(harness: Harness) -> None:
+    # ack_wait shorter than the run and no keep-alive reaching the server (as under SIGSTOP):
+    # the server redelivers the message the running attempt holds.
+    worker = await harness.worker(concurrency=2, workers=2, ack_wait_seconds=0.5)
+    worker._keep_alive = _frozen_keep_alive  # type: ignore[method-assign]
+    task = await harness.publish_task(slow_png(4000), params=SLOW)
+    final = await harness.wait_terminal(task.task_id, 60)
+    assert final.status == SUCCESS
+    await _settled(harness, 20)
     info = await harness.consumer()
-    assert info.num_redelivered == 0 and info.delivered.consumer_seq == 3  # three deliveries, no more
+    assert info.delivered.consumer_seq >= 2  # it was redelivered while it ran
+    assert len(harness.storage.get_times) == 1  # and ran once
+    assert len([k for k in harness.storage.puts if "_processed" in k]) == 1
+
+
+async def test_another_replicas_late_run_keeps_the_stored_outputs(harness: Harness) -> None:
+    first = await harness.worker()
+    task = await harness.publish_task(png_bytes())
+    assert (await harness.wait_terminal(task.task_id)).status == SUCCESS
+    await _settled(harness)
+    outputs = {k: v for k, v in harness.storage.objects.items() if k != task.input_key}
+    assert outputs
+    # What users see now; marked so that a rewrite (even with identical bytes) would show.
+    for key, (_, media_type) in outputs.items():
+        harness.storage.objects[key] = (b"seen by users", media_type)
+
+    await first.drain()
+    await harness.worker()  # a replica that never ran the task gets a copy of it
+    await harness.republish(task)
+    await harness.wait_for(lambda: len(harness.storage.get_times) == 2)
+    await _settled(harness)
+    assert all(harness.storage.objects[k][0] == b"seen by users" for k in outputs)
+
+
+async def _frozen_keep_alive(msg: object) -> None:
+    await asyncio.Event().wait()
+
+
+async def test_a_deleted_consumer_is_recreated(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "CONSUMER_CHECK_INTERVAL", 0.2)
+    worker = await harness.worker()
+    assert harness.nc is not None
+    js = harness.nc.jetstream()
+    await js.delete_consumer(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+    assert await worker.consumer_problem() is not None
+    await harness.wait_for(lambda: worker.consumer_recreated == 1, 10)
+    assert await worker.consumer_problem() is None
+    task = await harness.publish_task(png_bytes())
+    assert (await harness.wait_terminal(task.task_id, 20)).status == SUCCESS
 
 
 async def test_runs_several_tasks_at_once(harness: Harness) -> None:

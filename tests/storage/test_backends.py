@@ -12,6 +12,7 @@ import pytest
 
 from services.storage.backends import (
     CHUNK_SIZE,
+    AlreadyExists,
     Backend,
     InvalidArgument,
     InvalidKey,
@@ -119,6 +120,34 @@ async def test_overwrite_replaces_atomically(backend: Backend) -> None:
     assert info.sha256 == written.sha256 == hashlib.sha256(new).hexdigest()
     assert info.content_type == "text/new"
     assert info.etag != hashlib.sha256(old).hexdigest()
+
+
+async def test_a_write_once_put_never_replaces_an_object(backend: Backend) -> None:
+    first = await backend.put("u/j/out.png", "image/png", stream(b"first"), if_absent=True)
+    for data in (b"second", DATA):  # small (one commit) and streamed alike
+        with pytest.raises(AlreadyExists):
+            await backend.put("u/j/out.png", "image/png", stream(data), if_absent=True)
+    info, body = await backend.open("u/j/out.png")
+    assert (await read_all(body))[0] == b"first"
+    assert (info.sha256, info.modified_at) == (first.sha256, first.modified_at)
+    # A plain put still replaces it.
+    await backend.put("u/j/out.png", "image/png", stream(b"third"))
+    assert (await read_all((await backend.open("u/j/out.png"))[1]))[0] == b"third"
+
+
+async def test_of_two_write_once_puts_exactly_one_wins(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The local folder only: on S3 a write-once put is a check before the upload (the minio
+    # client sends no If-None-Match), so two writers racing within one upload may both store.
+    backend = LocalBackend(tmp_path / "objects")
+    results = await asyncio.gather(
+        *(backend.put("u/j/race.png", "image/png", stream(bytes([n]) * 1000), if_absent=True)
+          for n in range(4)),
+        return_exceptions=True,
+    )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) == 1 and all(isinstance(r, AlreadyExists) for r in results if r not in won)
+    info, body = await backend.open("u/j/race.png")
+    assert info.sha256 == won[0].sha256 and len((await read_all(body))[0]) == 1000
 
 
 async def test_failed_upload_leaves_the_old_object(backend: Backend) -> None:

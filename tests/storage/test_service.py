@@ -52,9 +52,10 @@ async def stub(backend: Backend) -> AsyncIterator[Stub]:
 
 
 def put_requests(key: str, data: bytes, content_type: str = "application/octet-stream",
-                 max_size: int = 0, chunk: int = CHUNK_SIZE) -> Iterable[storage_pb2.PutRequest]:
+                 max_size: int = 0, chunk: int = CHUNK_SIZE,
+                 if_absent: bool = False) -> Iterable[storage_pb2.PutRequest]:
     yield storage_pb2.PutRequest(header=storage_pb2.PutHeader(key=key, content_type=content_type,
-                                                             max_size=max_size))
+                                                             max_size=max_size, if_absent=if_absent))
     for pos in range(0, len(data), chunk):
         yield storage_pb2.PutRequest(chunk=data[pos : pos + chunk])
 
@@ -102,6 +103,13 @@ async def test_put_get_stat_delete_roundtrip(stub: Stub) -> None:
     assert await stub.Stat(storage_pb2.StatRequest(key="alice/j/scan.nii.gz")) == info
     assert (await stub.Delete(storage_pb2.DeleteRequest(key="alice/j/scan.nii.gz"))).deleted == 1
     assert (await stub.Delete(storage_pb2.DeleteRequest(key="alice/j/scan.nii.gz"))).deleted == 0
+
+
+async def test_a_write_once_put_of_an_existing_key_is_already_exists(stub: Stub) -> None:
+    first = await stub.Put(put_requests("alice/j/out.png", b"first", if_absent=True))
+    await expect_error(stub.Put(put_requests("alice/j/out.png", b"second", if_absent=True)),
+                       grpc.StatusCode.ALREADY_EXISTS, "written once")
+    assert await stub.Stat(storage_pb2.StatRequest(key="alice/j/out.png")) == first
 
 
 async def test_delete_prefix_counts(stub: Stub) -> None:
@@ -273,14 +281,14 @@ class PutWatch:
         return getattr(self.backend, name)
 
     async def put(self, key: str, content_type: str, chunks: AsyncIterator[bytes],
-                  max_size: int = 0) -> object:
+                  max_size: int = 0, *, if_absent: bool = False) -> object:
         async def counted() -> AsyncIterator[bytes]:
             async for chunk in chunks:
                 self.consumed += len(chunk)
                 yield chunk
 
         try:
-            return await self.backend.put(key, content_type, counted(), max_size)
+            return await self.backend.put(key, content_type, counted(), max_size, if_absent=if_absent)
         finally:
             self.ended += 1
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from services.common.config import Settings
 from services.storage.backends.base import (
     CHUNK_SIZE,
+    AlreadyExists,
     Backend,
     BackendUnavailable,
     Body,
@@ -29,7 +30,7 @@ from services.storage.backends.local import LocalBackend
 from services.storage.backends.s3 import S3Backend
 
 __all__ = [
-    "CHUNK_SIZE", "Backend", "BackendUnavailable", "Body", "InvalidArgument", "InvalidKey",
+    "CHUNK_SIZE", "AlreadyExists", "Backend", "BackendUnavailable", "Body", "InvalidArgument", "InvalidKey",
     "LocalBackend", "NotFound", "ObjectInfo", "OutOfRange", "S3Backend", "StorageError",
     "TooLarge", "backend_from_url", "validate_content_type", "validate_key", "validate_prefix",
 ]

@@ -57,6 +57,10 @@ class BackendUnavailable(StorageError):
     pass
 
 
+class AlreadyExists(StorageError):
+    """A write-once put (if_absent) found an object under its key."""
+
+
 class Abandoned(Exception):
     """Raised in a worker thread whose caller was cancelled, to stop before committing anything.
     Nobody sees it: the caller has already gone with CancelledError."""
@@ -72,9 +76,11 @@ class Body(Protocol):
 
 class Backend(Protocol):
     async def put(
-        self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0
+        self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0,
+        *, if_absent: bool = False,
     ) -> ObjectInfo:
         """Store chunks under key, replacing any object atomically. max_size 0 = no limit.
+        `if_absent`: write once; AlreadyExists (and nothing changed) when the key has an object.
 
         If the caller is cancelled (a cancelled gRPC call), nothing is stored unless the commit
         itself (a rename, the final upload request) had already begun."""

@@ -24,6 +24,7 @@ from services.storage.backends.base import (
     CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
     Abandoned,
+    AlreadyExists,
     BackendUnavailable,
     Body,
     ChunkReader,
@@ -71,9 +72,12 @@ class LocalBackend:
 
     # --- write -------------------------------------------------------------------------------
     async def put(
-        self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0
+        self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0,
+        *, if_absent: bool = False,
     ) -> ObjectInfo:
         data_path, meta_path = self._data_path(key), self._meta_path(key)
+        if if_absent and await self._io(data_path.is_file):  # early: no upload to throw away
+            raise _exists(key)
         _check_segment_lengths(key)
         content_type = validate_content_type(content_type)
         if max_size < 0:
@@ -90,12 +94,12 @@ class LocalBackend:
             head.append(chunk)
             if size > CHUNK_SIZE:
                 return await self._put_streamed(key, content_type, _chain(head, stream), max_size,
-                                                data_path, meta_path)
+                                                data_path, meta_path, if_absent)
         return await self._io(self._put_small, key, content_type, b"".join(head), data_path,
-                              meta_path, abandonable=True)
+                              meta_path, if_absent, abandonable=True)
 
     def _put_small(self, abandoned: threading.Event, key: str, content_type: str, data: bytes,
-                   data_path: Path, meta_path: Path) -> ObjectInfo:
+                   data_path: Path, meta_path: Path, if_absent: bool) -> ObjectInfo:
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="put-")
         file = os.fdopen(fd, "wb")
         try:
@@ -104,10 +108,12 @@ class LocalBackend:
             _discard(file, tmp_name)
             raise
         return self._store(abandoned, file, Path(tmp_name), len(data),
-                           hashlib.sha256(data).hexdigest(), content_type, key, data_path, meta_path)
+                           hashlib.sha256(data).hexdigest(), content_type, key, data_path, meta_path,
+                           if_absent)
 
     async def _put_streamed(self, key: str, content_type: str, chunks: AsyncIterator[bytes],
-                            max_size: int, data_path: Path, meta_path: Path) -> ObjectInfo:
+                            max_size: int, data_path: Path, meta_path: Path,
+                            if_absent: bool) -> ObjectInfo:
         fd, tmp_name = await self._io(tempfile.mkstemp, dir=self.tmp, prefix="put-")
         file = os.fdopen(fd, "wb")
         try:
@@ -118,10 +124,11 @@ class LocalBackend:
         # From here the thread owns the temp file: even if this put is cancelled it runs to the
         # end, removing the file instead of committing it.
         return await self._io(self._store, file, Path(tmp_name), size, sha256, content_type, key,
-                              data_path, meta_path, abandonable=True)
+                              data_path, meta_path, if_absent, abandonable=True)
 
     def _store(self, abandoned: threading.Event, file: Any, tmp_data: Path, size: int, sha256: str,
-               content_type: str, key: str, data_path: Path, meta_path: Path) -> ObjectInfo:
+               content_type: str, key: str, data_path: Path, meta_path: Path,
+               if_absent: bool = False) -> ObjectInfo:
         """Sync and close the written temp file, then commit it; no temp file outlives this."""
         tmp_meta = tmp_data.with_suffix(".json")
         try:
@@ -130,7 +137,10 @@ class LocalBackend:
                 inode = os.fstat(file.fileno()).st_ino
             meta = {"size": size, "sha256": sha256, "content_type": content_type,
                     "etag": sha256, "modified_at": time.time(), "inode": inode}
-            self._commit(abandoned, tmp_data, tmp_meta, meta, data_path, meta_path, key)
+            if if_absent:
+                self._commit_once(abandoned, tmp_data, tmp_meta, meta, data_path, meta_path, key)
+            else:
+                self._commit(abandoned, tmp_data, tmp_meta, meta, data_path, meta_path, key)
         finally:
             for leftover in (tmp_data, tmp_meta):  # gone after a commit; removed after a failure
                 leftover.unlink(missing_ok=True)
@@ -177,6 +187,33 @@ class LocalBackend:
             raise
         finally:
             link.unlink(missing_ok=True)
+
+    def _commit_once(self, abandoned: threading.Event, tmp_data: Path, tmp_meta: Path,
+                     meta: dict[str, Any], data_path: Path, meta_path: Path, key: str) -> None:
+        """Link the data into place only if the key has no object (link fails on an existing name:
+        atomic, so of two writers exactly one wins), then its metadata."""
+        tmp_meta.write_text(json.dumps(meta))
+        try:
+            _place(None, meta_path, key)
+            if meta_path.is_dir():
+                raise _clash(key)
+            if abandoned.is_set():
+                raise Abandoned(f"put of {key!r} cancelled")
+            _place(None, data_path, key)  # its folders
+            try:
+                os.link(tmp_data, data_path)
+            except FileExistsError:
+                raise (_clash(key) if data_path.is_dir() else _exists(key)) from None
+            try:
+                _place(tmp_meta, meta_path, key)
+            except BaseException:
+                data_path.unlink()
+                raise
+        except BaseException as exc:
+            if not isinstance(exc, AlreadyExists):
+                _prune_empty_parents(data_path.parent, self.data)
+                _prune_empty_parents(meta_path.parent, self.meta)
+            raise
 
     # --- read --------------------------------------------------------------------------------
     async def stat(self, key: str) -> ObjectInfo:
@@ -343,6 +380,10 @@ def _check_segment_lengths(key: str) -> None:
             or len(name.encode()) > _NAME_MAX - len(".json")):
         raise InvalidKey(f"a segment of the key is too long for the local filesystem (max "
                          f"{_NAME_MAX} bytes, {_NAME_MAX - len('.json')} for the last)")
+
+
+def _exists(key: str) -> AlreadyExists:
+    return AlreadyExists(f"object {key!r} exists and is written once")
 
 
 def _place(src: Path | None, dst: Path, key: str) -> None:

@@ -24,6 +24,7 @@ from minio.helpers import check_bucket_name
 from services.storage.backends.base import (
     DEFAULT_CONTENT_TYPE,
     Abandoned,
+    AlreadyExists,
     BackendUnavailable,
     Body,
     ChunkReader,
@@ -70,20 +71,34 @@ class S3Backend:
 
     # --- write -------------------------------------------------------------------------------
     async def put(
-        self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0
+        self, key: str, content_type: str, chunks: AsyncIterator[bytes], max_size: int = 0,
+        *, if_absent: bool = False,
     ) -> ObjectInfo:
         validate_key(key)
         content_type = validate_content_type(content_type)
         await self._ensure_bucket()
+        if if_absent:
+            await self._refuse_existing(key)
         fd, path = await asyncio.to_thread(tempfile.mkstemp, dir=self.spool_dir, prefix="s3put-")
         try:
             with os.fdopen(fd, "wb") as file:
                 _, sha256 = await spool(key, chunks, file, max_size)
+            if if_absent:  # checked again after the spool, just before the upload
+                await self._refuse_existing(key)
             await self._call(self._upload, key, path, content_type, sha256, abandonable=True)
         finally:
             os.unlink(path)  # an abandoned upload still reading it keeps its open file
         # Stat for the server's own view (ETag, Last-Modified) of what was just written.
         return await self.stat(key)
+
+    async def _refuse_existing(self, key: str) -> None:
+        """AlreadyExists when the key has an object. The minio client sends no If-None-Match, so
+        this is a check before the upload, not part of it."""
+        try:
+            await self.stat(key)
+        except NotFound:
+            return
+        raise AlreadyExists(f"object {key!r} exists and is written once")
 
     def _upload(self, abandoned: threading.Event, key: str, path: str, content_type: str,
                 sha256: str) -> None:

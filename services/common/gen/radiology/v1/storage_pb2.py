@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aradiology/v1/storage.proto\x12\x0cradiology.v1\"p\n\nObjectInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x13\n\x0bmodified_at\x18\x06 \x01(\x01\"@\n\tPutHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08max_size\x18\x03 \x01(\x03\"P\n\nPutRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.radiology.v1.PutHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"P\n\x0bGetResponse\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x18.radiology.v1.ObjectInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x1a\n\x0bStatRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"%\n\x13\x44\x65letePrefixRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"D\n\x0bListRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x0cListResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.radiology.v1.ObjectInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x9d\x03\n\x0eStorageService\x12;\n\x03Put\x12\x18.radiology.v1.PutRequest\x1a\x18.radiology.v1.ObjectInfo(\x01\x12<\n\x03Get\x12\x18.radiology.v1.GetRequest\x1a\x19.radiology.v1.GetResponse0\x01\x12;\n\x04Stat\x12\x19.radiology.v1.StatRequest\x1a\x18.radiology.v1.ObjectInfo\x12\x43\n\x06\x44\x65lete\x12\x1b.radiology.v1.DeleteRequest\x1a\x1c.radiology.v1.DeleteResponse\x12O\n\x0c\x44\x65letePrefix\x12!.radiology.v1.DeletePrefixRequest\x1a\x1c.radiology.v1.DeleteResponse\x12=\n\x04List\x12\x19.radiology.v1.ListRequest\x1a\x1a.radiology.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aradiology/v1/storage.proto\x12\x0cradiology.v1\"p\n\nObjectInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x13\n\x0bmodified_at\x18\x06 \x01(\x01\"S\n\tPutHeader\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08max_size\x18\x03 \x01(\x03\x12\x11\n\tif_absent\x18\x04 \x01(\x08\"P\n\nPutRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.radiology.v1.PutHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"P\n\x0bGetResponse\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x18.radiology.v1.ObjectInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x1a\n\x0bStatRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x1c\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"%\n\x13\x44\x65letePrefixRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"D\n\x0bListRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x0cListResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.radiology.v1.ObjectInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x9d\x03\n\x0eStorageService\x12;\n\x03Put\x12\x18.radiology.v1.PutRequest\x1a\x18.radiology.v1.ObjectInfo(\x01\x12<\n\x03Get\x12\x18.radiology.v1.GetRequest\x1a\x19.radiology.v1.GetResponse0\x01\x12;\n\x04Stat\x12\x19.radiology.v1.StatRequest\x1a\x18.radiology.v1.ObjectInfo\x12\x43\n\x06\x44\x65lete\x12\x1b.radiology.v1.DeleteRequest\x1a\x1c.radiology.v1.DeleteResponse\x12O\n\x0c\x44\x65letePrefix\x12!.radiology.v1.DeletePrefixRequest\x1a\x1c.radiology.v1.DeleteResponse\x12=\n\x04List\x12\x19.radiology.v1.ListRequest\x1a\x1a.radiology.v1.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBJECTINFO']._serialized_start=44
   _globals['_OBJECTINFO']._serialized_end=156
   _globals['_PUTHEADER']._serialized_start=158
-  _globals['_PUTHEADER']._serialized_end=222
-  _globals['_PUTREQUEST']._serialized_start=224
-  _globals['_PUTREQUEST']._serialized_end=304
-  _globals['_GETREQUEST']._serialized_start=306
-  _globals['_GETREQUEST']._serialized_end=363
-  _globals['_GETRESPONSE']._serialized_start=365
-  _globals['_GETRESPONSE']._serialized_end=445
-  _globals['_STATREQUEST']._serialized_start=447
-  _globals['_STATREQUEST']._serialized_end=473
-  _globals['_DELETEREQUEST']._serialized_start=475
-  _globals['_DELETEREQUEST']._serialized_end=503
-  _globals['_DELETEPREFIXREQUEST']._serialized_start=505
-  _globals['_DELETEPREFIXREQUEST']._serialized_end=542
-  _globals['_DELETERESPONSE']._serialized_start=544
-  _globals['_DELETERESPONSE']._serialized_end=577
-  _globals['_LISTREQUEST']._serialized_start=579
-  _globals['_LISTREQUEST']._serialized_end=647
-  _globals['_LISTRESPONSE']._serialized_start=649
-  _globals['_LISTRESPONSE']._serialized_end=731
-  _globals['_STORAGESERVICE']._serialized_start=734
-  _globals['_STORAGESERVICE']._serialized_end=1147
+  _globals['_PUTHEADER']._serialized_end=241
+  _globals['_PUTREQUEST']._serialized_start=243
+  _globals['_PUTREQUEST']._serialized_end=323
+  _globals['_GETREQUEST']._serialized_start=325
+  _globals['_GETREQUEST']._serialized_end=382
+  _globals['_GETRESPONSE']._serialized_start=384
+  _globals['_GETRESPONSE']._serialized_end=464
+  _globals['_STATREQUEST']._serialized_start=466
+  _globals['_STATREQUEST']._serialized_end=492
+  _globals['_DELETEREQUEST']._serialized_start=494
+  _globals['_DELETEREQUEST']._serialized_end=522
+  _globals['_DELETEPREFIXREQUEST']._serialized_start=524
+  _globals['_DELETEPREFIXREQUEST']._serialized_end=561
+  _globals['_DELETERESPONSE']._serialized_start=563
+  _globals['_DELETERESPONSE']._serialized_end=596
+  _globals['_LISTREQUEST']._serialized_start=598
+  _globals['_LISTREQUEST']._serialized_end=666
+  _globals['_LISTRESPONSE']._serialized_start=668
+  _globals['_LISTRESPONSE']._serialized_end=750
+  _globals['_STORAGESERVICE']._serialized_start=753
+  _globals['_STORAGESERVICE']._serialized_end=1166
 # @@protoc_insertion_point(module_scope)

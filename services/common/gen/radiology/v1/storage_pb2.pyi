@@ -23,14 +23,16 @@ class ObjectInfo(_message.Message):
     def __init__(self, key: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., etag: _Optional[str] = ..., modified_at: _Optional[float] = ...) -> None: ...
 
 class PutHeader(_message.Message):
-    __slots__ = ("key", "content_type", "max_size")
+    __slots__ = ("key", "content_type", "max_size", "if_absent")
     KEY_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
     key: str
     content_type: str
     max_size: int
-    def __init__(self, key: _Optional[str] = ..., content_type: _Optional[str] = ..., max_size: _Optional[int] = ...) -> None: ...
+    if_absent: bool
+    def __init__(self, key: _Optional[str] = ..., content_type: _Optional[str] = ..., max_size: _Optional[int] = ..., if_absent: _Optional[bool] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("header", "chunk")

@@ -83,11 +83,12 @@ class StorageServiceServicer:
 
     def Put(self, request_iterator, context):
         """Stores an object. The first message carries the header (key, content type), the following
-        ones carry data chunks (1 MiB recommended). Replaces an existing object atomically.
+        ones carry data chunks (1 MiB recommended). Replaces an existing object atomically, unless
+        the header asks for if_absent.
         Errors: INVALID_ARGUMENT when the first message is not a header, a later one is, the key or
         content type is invalid, max_size is negative, or (local folder) the key clashes with an
         existing object (one would have to be both a file and a folder); RESOURCE_EXHAUSTED once
-        more than max_size bytes arrived.
+        more than max_size bytes arrived; ALREADY_EXISTS with if_absent when the key has an object.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

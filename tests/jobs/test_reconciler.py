@@ -1,0 +1,150 @@
+"""The reconciler against a real nats-server and SQLite (the jobs service in-process)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.common import messaging
+from services.common.deadlines import deadline_error
+from services.common.gen.radiology.v1 import common_pb2, jobs_pb2
+from services.jobs import reconciler as reconciler_module
+from services.jobs.models import utcnow
+from services.jobs.publisher import republish_id
+
+from .harness import Running
+from .test_service import create_request, send_event, stream_tasks, wait_for
+
+S = common_pb2
+NOW = timedelta(0)  # a stall time that makes every published, unfinished task stalled
+
+
+async def test_a_queued_task_is_left_alone(jobs: Running) -> None:
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png", "b.png"))
+    jobs.app.reconciler.stall = NOW
+    done = await jobs.app.reconciler.run_once()
+    assert done.still_queued == 2 and done.republished == [] and done.failed == []
+    assert len(await stream_tasks(jobs, job.job_id)) == 2
+
+
+async def test_tasks_lost_with_a_purged_stream_are_published_again(jobs: Running) -> None:
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png", "b.png"))
+    await send_event(jobs, job.tasks[0], S.STATUS_RUNNING, 10, message="fetched")
+
+    async def running() -> bool:
+        got = await jobs.stub.GetTask(_get_task(job.tasks[0]))
+        return got.status == S.STATUS_RUNNING
+
+    await wait_for(running)
+    await jobs.js.purge_stream(messaging.TASKS_STREAM)
+
+    reconciler = jobs.app.reconciler
+    reconciler.stall = timedelta(seconds=60)
+    assert (await reconciler.run_once()).republished == []  # not stalled yet: nothing to do
+
+    reconciler.stall = NOW
+    stalled = await jobs.app.repo.stalled_tasks(utcnow(), 10)
+    done = await reconciler.run_once()
+    assert sorted(done.republished) == sorted(t.task_id for t in job.tasks)  # PENDING and RUNNING
+    msgs = await stream_tasks(jobs, job.job_id)
+    assert sorted(m.task_id for _, m in msgs) == sorted(t.task_id for t in job.tasks)
+    for headers, msg in msgs:
+        # a fresh Nats-Msg-Id: the duplicate window must not drop the republish
+        assert headers["Nats-Msg-Id"].startswith(f"{msg.task_id}:r")
+        assert msg.created_at > 0
+
+    # A second jobs replica finding the same lost publish sends the same Nats-Msg-Id, so
+    # JetStream keeps one message per task.
+    assert {h["Nats-Msg-Id"] for h, _ in msgs} == {republish_id(t) for _, t in stalled}
+
+    # Published again just now: with a real stall time, the next pass leaves them be.
+    reconciler.stall = timedelta(seconds=60)
+    assert (await reconciler.run_once()).republished == []
+    # ... and with any stall time, they are queued again.
+    reconciler.stall = NOW
+    assert (await reconciler.run_once()).still_queued == 2
+
+
+async def test_a_pass_looks_at_every_stalled_task_a_page_at_a_time(
+    jobs: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconciler_module, "PAGE", 2)
+    queued = await jobs.stub.CreateJob(create_request("alice", "a.png", "b.png", "c.png"))
+    lost = await jobs.stub.CreateJob(create_request("alice", "d.png", "e.png", "f.png"))
+    await messaging.purge_job_tasks(jobs.js, lost.job_id)
+    jobs.app.reconciler.stall = NOW
+    done = await jobs.app.reconciler.run_once()
+    assert sorted(done.republished) == sorted(t.task_id for t in lost.tasks)
+    assert done.still_queued == 3
+    assert len(await stream_tasks(jobs, queued.job_id)) == 3 == len(await stream_tasks(jobs, lost.job_id))
+
+
+async def test_a_finished_task_is_never_republished(jobs: Running) -> None:
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png"))
+    await send_event(jobs, job.tasks[0], S.STATUS_FAILED, 100, error="bad input")
+
+    async def failed() -> bool:
+        return (await jobs.stub.GetJob(_get_job(job))).status == S.STATUS_FAILED
+
+    await wait_for(failed)
+    await jobs.js.purge_stream(messaging.TASKS_STREAM)
+    jobs.app.reconciler.stall = NOW
+    done = await jobs.app.reconciler.run_once()
+    assert done.republished == [] and done.failed == []
+
+
+async def test_a_stalled_task_past_its_deadline_fails_with_a_clear_message(jobs: Running) -> None:
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png"))
+    reconciler = jobs.app.reconciler
+    reconciler.stall = NOW
+    reconciler.deadline_seconds = 0.0
+    done = await reconciler.run_once()
+    assert done.failed == [job.tasks[0].task_id]
+    got = await jobs.stub.GetJob(_get_job(job))
+    assert got.status == S.STATUS_FAILED
+    assert got.tasks[0].error == "not finished within the task deadline of 0 s"
+    assert deadline_error(6 * 3600) == "not finished within the task deadline of 6 h"
+    assert deadline_error(300) == "not finished within the task deadline of 5 min"
+
+    # A late SUCCESS (a processor that got the task after all) changes nothing: first terminal wins.
+    await send_event(jobs, job.tasks[0], S.STATUS_SUCCESS, 100)
+
+    async def consumed() -> bool:  # the jobs service acks an event once it has handled it
+        return not await messaging.events_pending(jobs.js, job.tasks[0].task_id)
+
+    await wait_for(consumed)
+    assert (await jobs.stub.GetJob(_get_job(job))).status == S.STATUS_FAILED
+
+
+async def test_deleted_streams_and_consumer_are_reported_and_recreated(jobs: Running) -> None:
+    assert await jobs.app.ready() is None
+    await jobs.js.delete_stream(messaging.TASKS_STREAM)
+    problem = await jobs.app.ready()
+    assert problem is not None and messaging.TASKS_STREAM in problem
+    done = await jobs.app.reconciler.run_once()
+    assert done.recreated == [messaging.TASKS_STREAM]
+    assert await jobs.app.ready() is None
+
+    await jobs.js.delete_consumer(messaging.EVENTS_STREAM, messaging.JOBS_DURABLE)
+    problem = await jobs.app.ready()
+    assert problem is not None and messaging.JOBS_DURABLE in problem
+    assert (await jobs.app.reconciler.run_once()).recreated == [messaging.JOBS_DURABLE]
+    assert await jobs.app.ready() is None
+
+    # The event consumer works again on the re-created durable.
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png"))
+    await send_event(jobs, job.tasks[0], S.STATUS_RUNNING, 40, message="decoded")
+
+    async def applied() -> bool:
+        return (await jobs.stub.GetTask(_get_task(job.tasks[0]))).progress == 40
+
+    await wait_for(applied, 15)
+
+
+def _get_job(job: S.Job) -> jobs_pb2.GetJobRequest:
+    return jobs_pb2.GetJobRequest(user_id=job.user_id, job_id=job.job_id)
+
+
+def _get_task(task: S.Task) -> jobs_pb2.GetTaskRequest:
+    return jobs_pb2.GetTaskRequest(user_id="alice", task_id=task.task_id)
