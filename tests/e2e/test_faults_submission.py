@@ -7,7 +7,7 @@
     retry 503s with the same key: no phantom job (every job that exists has its files), no
     duplicate job for a key, nothing lost.
 
-Each prints its figures (docs/reliability-submission.md)."""
+Each prints its figures (docs/reliability.md)."""
 
 from __future__ import annotations
 
