@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     task_stall_seconds: float = 300.0
 
     # --- jobs and processor ---
-    # A task unfinished this long after its job was created fails ("deadline exceeded"): the only
+    # A task unfinished this long after its first publish fails ("deadline exceeded"): the only
     # way an outage (storage, NATS, database) can fail a task. Transient errors otherwise wait.
     task_deadline_seconds: float = 6 * 3600.0
 

@@ -86,6 +86,8 @@ class TaskState:
     output_bytes: int = 0  # sizes of its outputs, from its SUCCESS event (counted in the user's quota)
     claimed_at: datetime | None = None  # a dispatcher is publishing it (a lease: see outbox.py)
     logs: list[str] | None = None  # the processor's log lines, from the terminal event (cleaned)
+    # Its first publish: the task deadline counts from here (a republish keeps it).
+    dispatched_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -174,6 +176,7 @@ tasks = Table(
     Column("output_bytes", BigInteger, nullable=False, server_default="0"),
     Column("claimed_at", UTCDateTime, nullable=True),
     Column("logs", JSON, nullable=True),
+    Column("dispatched_at", UTCDateTime, nullable=True),
     # The dispatcher counts each user's unfinished tasks (PENDING, RUNNING) among all the others.
     Index("ix_tasks_status_user_id", "status", "user_id"),
 )

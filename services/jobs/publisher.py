@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 from services.common import messaging, tracing
 from services.common.gen.radiology.v1 import tasks_pb2
 from services.common.protobuf import to_struct
-from services.jobs.models import JobState, TaskState
+from services.jobs.models import JobState, TaskState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def task_message(job: JobState, task: TaskState) -> tasks_pb2.TaskMessage:
         input_file=task.input_file,
         output_stem=task.output_stem,
         series_instance_uid=task.series_uid,
-        created_at=job.created_at.timestamp(),
+        dispatched_at=(task.dispatched_at or utcnow()).timestamp(),
     )
 
 

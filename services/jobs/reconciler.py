@@ -5,7 +5,7 @@ what NATS lost (a deleted stream, the jobs service's own durable consumer), then
 published, unfinished tasks that had neither an event nor a publish for
 RADIOLOGY_TASK_STALL_SECONDS:
 
-- past its deadline (RADIOLOGY_TASK_DEADLINE_SECONDS since its job was created): FAILED with a
+- past its deadline (RADIOLOGY_TASK_DEADLINE_SECONDS since its first publish): FAILED with a
   clear message (an outage that outlived the deadline, a task nothing could process);
 - its TaskMessage still in the task stream (queued behind others, or held by a processor that
   runs it or will get it back after ack_wait): left alone;
@@ -95,7 +95,8 @@ class Reconciler:
     async def _reconcile(self, stalled: list[tuple[JobState, TaskState]], now: datetime,
                          done: Pass) -> None:
         deadline = timedelta(seconds=self.deadline_seconds)
-        late = {task.task_id for job, task in stalled if now - job.created_at > deadline}
+        late = {task.task_id for job, task in stalled
+                if now - (task.dispatched_at or job.created_at) > deadline}
         if late:
             await self._fail(sorted(late))
             done.failed.extend(late)

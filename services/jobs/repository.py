@@ -106,7 +106,10 @@ _INSERT_JOB = insert(jobs)
 _INSERT_TASK = insert(tasks)
 _DELETE_JOB = delete(jobs).where(jobs.c.job_id == bindparam("job_id"), jobs.c.user_id == bindparam("user_id"))
 _MARK_PUBLISHED = (
-    update(tasks).where(tasks.c.task_id.in_(_TASK_IDS)).values(published=True, published_at=bindparam("at"))
+    update(tasks).where(tasks.c.task_id.in_(_TASK_IDS)).values(
+        published=True, published_at=bindparam("at"),
+        dispatched_at=func.coalesce(tasks.c.dispatched_at, bindparam("at")),
+    )
 )
 # What the rules (apply_event, cancel_task, derive_job) may change; executemany fills the SET
 # from these keys.

@@ -56,10 +56,13 @@ CONSUMER_CHECK_INTERVAL = 5.0
 # Task ids this replica finished, remembered to drop a late copy of one (see _Attempts).
 RECENTLY_SETTLED = 10_000
 
-_TRANSIENT_GRPC = {
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED,
-}
+# Storage unreachable: the task waits (up to its deadline) and the replica stops pulling.
+_OUTAGE_GRPC = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# An error from a storage that answers (a stream cut by a restart, or a fault with this one
+# object): retried while storage is down, else at most STORAGE_ERROR_ATTEMPTS times here.
+_ERROR_GRPC = {grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+               grpc.StatusCode.CANCELLED}
+STORAGE_ERROR_ATTEMPTS = 5
 _TRANSIENT_NATS = (
     nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
     nats.errors.OutboundBufferLimitError, nats.js.errors.ServiceUnavailableError,
@@ -270,7 +273,7 @@ class Worker:
                 await msg.ack()
                 return metrics.CANCELLED
             deadline = self._settings.task_deadline_seconds
-            if time.time() - _created_at(task, msg) > deadline:
+            if time.time() - _dispatched_at(task, msg) > deadline:
                 return await self._fail(msg, task, deadline_error(deadline))
             await self._pipeline.run(task)
             await msg.ack()
@@ -294,11 +297,21 @@ class Worker:
         """A transient failure: hand the task back with a capped delay, or fail it when it is past
         its deadline."""
         attempt = msg.metadata.num_delivered
-        age = time.time() - _created_at(task, msg)
+        age = time.time() - _dispatched_at(task, msg)
         deadline = self._settings.task_deadline_seconds
         if age > deadline:
+            log.warning("past its deadline after %s unavailable: %s", kind, _describe(exc))
             return await self._fail(
-                msg, task, deadline_error(deadline, f"{kind} unavailable ({_describe(exc)})"))
+                # The user sees the kind and code; the details (addresses) stay in the service log.
+                msg, task, deadline_error(deadline, f"{kind} unavailable ({_code(exc)})"))
+        if kind == "storage error":
+            if await self._storage.serving(timeout=self._settings.storage_probe_seconds):
+                errors = self.attempts.storage_error(task.task_id)
+                if errors >= STORAGE_ERROR_ATTEMPTS:
+                    return await self._fail(msg, task, f"storage error after {errors} attempts "
+                                                       f"({_code(exc)}); please submit the file again")
+            else:  # it cut the stream on its way down: an outage after all
+                kind = "storage"
         if kind == "storage":
             self._storage_down()
         delay = retry_delay(attempt, self._settings.retry_backoff_seconds,
@@ -364,21 +377,24 @@ class _Attempts:
     runs a task id at most once at a time. A frozen replica (SIGSTOP past ack_wait) gets its own
     message redelivered while its first attempt still holds it: that redelivery (the same stream
     sequence) is left to the running attempt, a second copy (a reconciler's republish) is acked
-    while one runs, and a copy arriving after this replica finished the task is acked unrun. A
-    copy that reaches another replica runs, but can change neither the result nor its objects."""
+    while one runs, and a late redelivery of the message this replica finished is acked unrun. A
+    new message for a finished task (the reconciler republishes only when the task's events were
+    lost) runs again, like a copy that reaches another replica: it can change neither the result
+    nor its objects."""
 
     SAME_MESSAGE, RUNNING, FINISHED = "same message", "running here", "finished here"
 
     def __init__(self, remember: int = RECENTLY_SETTLED) -> None:
         self._running: dict[str, int] = {}
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._finished: OrderedDict[str, int] = OrderedDict()  # task id: its stream sequence
         self._remember = remember
+        self._storage_errors: OrderedDict[str, int] = OrderedDict()
 
     def repeat(self, task_id: str, seq: int) -> str | None:
         """Why this delivery must not run (None: run it)."""
         if task_id in self._running:
             return self.SAME_MESSAGE if self._running[task_id] == seq else self.RUNNING
-        if task_id in self._finished:
+        if self._finished.get(task_id) == seq:
             return self.FINISHED
         return None
 
@@ -386,14 +402,23 @@ class _Attempts:
         self._running[task_id] = seq
 
     def end(self, task_id: str, *, settled: bool) -> None:
-        self._running.pop(task_id, None)
-        if settled:
-            self._finished[task_id] = None
+        seq = self._running.pop(task_id, None)
+        if settled and seq is not None:
+            self._finished[task_id] = seq
+            self._finished.move_to_end(task_id)
             while len(self._finished) > self._remember:
                 self._finished.popitem(last=False)
 
     def running(self) -> int:
         return len(self._running)
+
+    def storage_error(self, task_id: str) -> int:
+        """Count one error of a storage that answered, for this task; returns the count so far."""
+        count = self._storage_errors.pop(task_id, 0) + 1
+        self._storage_errors[task_id] = count
+        while len(self._storage_errors) > self._remember:
+            self._storage_errors.popitem(last=False)
+        return count
 
 
 # --- retry policy ---------------------------------------------------------------------------------
@@ -404,10 +429,10 @@ def retry_delay(attempt: int, base: float, cap: float) -> float:
     return min(cap, base * 2 ** min(max(attempt, 1) - 1, 30))
 
 
-def _created_at(task: tasks_pb2.TaskMessage, msg: Msg) -> float:
-    """When the task was created; a message from an older publisher: when it was stored."""
-    if task.created_at > 0:
-        return task.created_at
+def _dispatched_at(task: tasks_pb2.TaskMessage, msg: Msg) -> float:
+    """When the task was first published; a message from an older publisher: when it was stored."""
+    if task.dispatched_at > 0:
+        return task.dispatched_at
     return msg.metadata.timestamp.timestamp()
 
 
@@ -415,12 +440,18 @@ def _created_at(task: tasks_pb2.TaskMessage, msg: Msg) -> float:
 def _transient_kind(exc: BaseException) -> str | None:
     """What was unavailable, when a later attempt may succeed; None for a bug."""
     if isinstance(exc, grpc.aio.AioRpcError):  # StorageStalled too (DEADLINE_EXCEEDED)
-        return "storage" if exc.code() in _TRANSIENT_GRPC else None
+        if exc.code() in _OUTAGE_GRPC:
+            return "storage"
+        return "storage error" if exc.code() in _ERROR_GRPC else None
     if isinstance(exc, _TRANSIENT_NATS):
         return "messaging"
     if isinstance(exc, BrokenProcessPool):
         return "worker pool"
     return None
+
+
+def _code(exc: BaseException) -> str:
+    return exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from services.common import messaging
 from services.common.deadlines import deadline_error
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2
 from services.jobs import reconciler as reconciler_module
+from services.jobs.models import jobs as jobs_table
+from services.jobs.models import tasks as tasks_table
 from services.jobs.models import utcnow
 from services.jobs.publisher import republish_id
 
@@ -52,7 +55,7 @@ async def test_tasks_lost_with_a_purged_stream_are_published_again(jobs: Running
     for headers, msg in msgs:
         # a fresh Nats-Msg-Id: the duplicate window must not drop the republish
         assert headers["Nats-Msg-Id"].startswith(f"{msg.task_id}:r")
-        assert msg.created_at > 0
+        assert msg.dispatched_at > 0
 
     # A second jobs replica finding the same lost publish sends the same Nats-Msg-Id, so
     # JetStream keeps one message per task.
@@ -115,6 +118,34 @@ async def test_a_stalled_task_past_its_deadline_fails_with_a_clear_message(jobs:
 
     await wait_for(consumed)
     assert (await jobs.stub.GetJob(_get_job(job))).status == S.STATUS_FAILED
+
+
+async def test_the_deadline_counts_from_the_first_publish_not_the_job_s_creation(jobs: Running) -> None:
+    """A task that fair share held back for hours is not late: its clock starts when it is first
+    published, and a republish keeps that time."""
+    job = await jobs.stub.CreateJob(create_request("alice", "a.png"))
+    (first,) = await stream_tasks(jobs, job.job_id)
+    assert abs(first[1].dispatched_at - utcnow().timestamp()) < 60
+    # The job waited two hours in the database; its task was published 30 minutes ago.
+    created, dispatched = utcnow() - timedelta(hours=2), utcnow() - timedelta(minutes=30)
+
+    def backdate(conn):  # type: ignore[no-untyped-def]
+        conn.execute(update(jobs_table).values(created_at=created))
+        conn.execute(update(tasks_table).values(dispatched_at=dispatched))
+
+    await jobs.app.repo._run(backdate, write=True)
+    await jobs.js.purge_stream(messaging.TASKS_STREAM)
+    reconciler = jobs.app.reconciler
+    reconciler.stall, reconciler.deadline_seconds = NOW, 3600.0
+    done = await reconciler.run_once()
+    assert done.failed == [] and done.republished == [job.tasks[0].task_id]
+    (again,) = await stream_tasks(jobs, job.job_id)
+    assert again[1].dispatched_at == pytest.approx(dispatched.timestamp(), abs=1.0)
+
+    # Past the deadline counted from that first publish, it fails.
+    await jobs.js.purge_stream(messaging.TASKS_STREAM)
+    reconciler.deadline_seconds = 20 * 60.0
+    assert (await reconciler.run_once()).failed == [job.tasks[0].task_id]
 
 
 async def test_deleted_streams_and_consumer_are_reported_and_recreated(jobs: Running) -> None:

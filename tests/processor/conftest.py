@@ -34,7 +34,8 @@ from tests.conftest import NatsServer, free_port
 
 
 class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
-    """StorageService over a dict. `fail_gets = n` makes the next n Gets fail with UNAVAILABLE."""
+    """StorageService over a dict. `fail_gets = n` makes the next n Gets fail with `fail_code`
+    (UNAVAILABLE unless set)."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -43,6 +44,7 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
         self.puts: list[str] = []
         self.get_times: list[float] = []
         self.fail_gets = 0
+        self.fail_code = grpc.StatusCode.UNAVAILABLE
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
@@ -89,7 +91,7 @@ class FakeStorage(storage_pb2_grpc.StorageServiceServicer):
         self.get_times.append(time.monotonic())
         if self.fail_gets:
             self.fail_gets -= 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "storage is restarting")
+            await context.abort(self.fail_code, "storage is restarting")
         if request.key not in self.objects:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no object {request.key}")
         data = self.objects[request.key][0]
@@ -241,7 +243,7 @@ class Harness:
         job_id: str | None = None,
         input_file: str = "scan.png",
         headers: dict[str, str] | None = None,
-        created_at: float = 0.0,
+        dispatched_at: float = 0.0,
     ) -> tasks_pb2.TaskMessage:
         assert self.nc is not None
         task = tasks_pb2.TaskMessage(
@@ -252,7 +254,7 @@ class Harness:
             params=to_struct(params or {}),
             input_file=input_file,
             output_stem=Path(input_file).name.split(".")[0],
-            created_at=created_at or time.time(),
+            dispatched_at=dispatched_at or time.time(),
         )
         task.input_key = f"{task.user_id}/{task.job_id}/{input_file}"
         if data is not None:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image
@@ -215,8 +216,10 @@ async def test_a_task_past_its_deadline_fails_with_a_clear_message(harness: Harn
 
     final = await harness.wait_terminal(task.task_id, 30)
     assert final.status == FAILED
-    # "...: storage unavailable (...)", or without the cause when the deadline passed between tries
+    # "...: storage unavailable (UNAVAILABLE)", or without the cause when the deadline passed between tries
     assert final.error.startswith("not finished within the task deadline of 2 s")
+    assert final.error.removeprefix("not finished within the task deadline of 2 s") in (
+        "", ": storage unavailable (UNAVAILABLE)")  # details such as addresses stay in the log
     assert [e.status for e in harness.events_of(task.task_id)] == [FAILED]
     assert len(harness.storage.get_times) >= 3  # it waited, retrying, until the deadline
     await _settled(harness)
@@ -224,7 +227,7 @@ async def test_a_task_past_its_deadline_fails_with_a_clear_message(harness: Harn
 
 async def test_a_task_created_before_its_deadline_is_refused_at_once(harness: Harness) -> None:
     await harness.worker(task_deadline_seconds=60.0)
-    task = await harness.publish_task(png_bytes(), created_at=time.time() - 120)
+    task = await harness.publish_task(png_bytes(), dispatched_at=time.time() - 120)
     final = await harness.wait_terminal(task.task_id)
     assert final.status == FAILED
     assert final.error == "not finished within the task deadline of 1 min"
@@ -243,11 +246,31 @@ async def test_a_second_copy_of_a_running_task_does_not_run_again(harness: Harne
     assert len(harness.storage.get_times) == 1  # one run fetched the input
     assert worker.attempts.running() == 0
 
-    # A copy arriving after the task finished here is dropped too.
+    # A new message for a task finished here (the reconciler republishes only when the task's
+    # events were lost) runs again, and the outputs stored first stay.
+    stored = dict(harness.storage.objects)
     await harness.republish(task)
+    await harness.wait_for(lambda: len(harness.storage.get_times) == 2, 30)
     await _settled(harness)
-    assert len(harness.storage.get_times) == 1
-    assert len([e for e in harness.events_of(task.task_id) if e.status == SUCCESS]) == 1
+    assert harness.storage.objects == stored
+
+
+async def test_an_error_of_a_storage_that_answers_fails_the_task_after_a_few_attempts(
+    harness: Harness,
+) -> None:
+    """Not an outage (storage answers its health check): a fault with this object, retried a few
+    times, then a clear failure instead of hours of retries; the replica keeps pulling."""
+    worker = await harness.worker(retry_backoff_seconds=0.05, retry_backoff_max_seconds=0.1)
+    harness.storage.fail_gets, harness.storage.fail_code = 1_000, grpc.StatusCode.INTERNAL
+    task = await harness.publish_task(png_bytes())
+    final = await harness.wait_terminal(task.task_id, 30)
+    assert final.status == FAILED
+    attempts = worker_module.STORAGE_ERROR_ATTEMPTS
+    assert final.error.startswith(f"storage error after {attempts} attempts (INTERNAL)")
+    assert "127.0.0.1" not in final.error
+    assert len(harness.storage.get_times) == worker_module.STORAGE_ERROR_ATTEMPTS
+    assert worker.storage_available
+    await _settled(harness)
 
 
 async def test_a_redelivery_to_a_frozen_attempt_leaves_it_to_that_attempt(harness: Harness) -> None:

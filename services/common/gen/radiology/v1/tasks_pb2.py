@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from services.common.gen.radiology.v1 import common_pb2 as radiology_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18radiology/v1/tasks.proto\x12\x0cradiology.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19radiology/v1/common.proto\"\xe8\x01\n\x0bTaskMessage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\ttask_type\x18\x04 \x01(\t\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tinput_key\x18\x06 \x01(\t\x12\x12\n\ninput_file\x18\x07 \x01(\t\x12\x13\n\x0boutput_stem\x18\x08 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\t \x01(\t\x12\x12\n\ncreated_at\x18\n \x01(\x01\"\xd0\x01\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.radiology.v1.Status\x12\x10\n\x08progress\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12(\n\x06result\x18\x07 \x01(\x0b\x32\x18.radiology.v1.TaskResult\x12\x12\n\nemitted_at\x18\x08 \x01(\x01\x12\x0c\n\x04logs\x18\t \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18radiology/v1/tasks.proto\x12\x0cradiology.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19radiology/v1/common.proto\"\xeb\x01\n\x0bTaskMessage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\ttask_type\x18\x04 \x01(\t\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tinput_key\x18\x06 \x01(\t\x12\x12\n\ninput_file\x18\x07 \x01(\t\x12\x13\n\x0boutput_stem\x18\x08 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\t \x01(\t\x12\x15\n\rdispatched_at\x18\n \x01(\x01\"\xd0\x01\n\tTaskEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.radiology.v1.Status\x12\x10\n\x08progress\x18\x04 \x01(\x05\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12(\n\x06result\x18\x07 \x01(\x0b\x32\x18.radiology.v1.TaskResult\x12\x12\n\nemitted_at\x18\x08 \x01(\x01\x12\x0c\n\x04logs\x18\t \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'radiology.v1.tasks_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASKMESSAGE']._serialized_start=100
-  _globals['_TASKMESSAGE']._serialized_end=332
-  _globals['_TASKEVENT']._serialized_start=335
-  _globals['_TASKEVENT']._serialized_end=543
+  _globals['_TASKMESSAGE']._serialized_end=335
+  _globals['_TASKEVENT']._serialized_start=338
+  _globals['_TASKEVENT']._serialized_end=546
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TaskMessage(_message.Message):
-    __slots__ = ("task_id", "job_id", "user_id", "task_type", "params", "input_key", "input_file", "output_stem", "series_instance_uid", "created_at")
+    __slots__ = ("task_id", "job_id", "user_id", "task_type", "params", "input_key", "input_file", "output_stem", "series_instance_uid", "dispatched_at")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -19,7 +19,7 @@ class TaskMessage(_message.Message):
     INPUT_FILE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_STEM_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
-    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_AT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     user_id: str
@@ -29,8 +29,8 @@ class TaskMessage(_message.Message):
     input_file: str
     output_stem: str
     series_instance_uid: str
-    created_at: float
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., input_key: _Optional[str] = ..., input_file: _Optional[str] = ..., output_stem: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+    dispatched_at: float
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., user_id: _Optional[str] = ..., task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., input_key: _Optional[str] = ..., input_file: _Optional[str] = ..., output_stem: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., dispatched_at: _Optional[float] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("task_id", "job_id", "status", "progress", "message", "error", "result", "emitted_at", "logs")
