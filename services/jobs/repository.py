@@ -312,6 +312,10 @@ class Repository:
                 return owner
             if limits is not None and conn.execute(_JOB_EXISTS, {"job_id": job_id}).first() is None:
                 usage = self._user_usage(conn, user_id, limits, job.created_at)
+                # A concurrent call with the same key may have committed while this one waited on
+                # the user's row lock (PostgreSQL): it is a replay, not a new job to check.
+                if idempotency_key and (owner := conn.execute(_JOB_OF_KEY, key_params).scalar()) is not None:
+                    return owner
                 user_limits.check_quotas(usage, limits, new_bytes=sum(i.size for i in inputs))
             conn.execute(_INSERT_JOB, {k: getattr(job, k) for k in JOB_COLUMNS})
             conn.execute(_INSERT_TASK, [{k: getattr(t, k) for k in TASK_COLUMNS} for t in job.tasks])
