@@ -399,9 +399,10 @@ def main() -> int:
     print(f"starting nats-server and services (data in {platform.data_dir}) ...", flush=True)
     try:
         platform.start()
+        starting = False
     except KeyboardInterrupt:
+        platform.stop()  # start() stopped what it started; this covers a signal just after it
         return 130
-    starting = False
     print(f"\n  Radiology platform ready: {platform.base_url}  (UI /, API docs /docs)\n"
           f"  Ctrl-C stops everything.\n", flush=True)
     supervisor = Supervisor(platform)
