@@ -78,15 +78,12 @@ class Reconciler:
         done = Pass()
         await self._heal_nats(done)
         now = utcnow()
-        offset = 0
+        cursor = None
         while True:  # every stalled task, a page at a time (queued ones stay stalled for long)
-            page = await self.repo.stalled_tasks(now - self.stall, PAGE, offset)
-            before = len(done.failed) + len(done.republished)
+            page, cursor = await self.repo.stalled_tasks(now - self.stall, PAGE, cursor)
             await self._reconcile(page, now, done)
-            if len(page) < PAGE:
+            if cursor is None:
                 break
-            # Failed and republished tasks left the stalled set; the rest are still in it.
-            offset += len(page) - (len(done.failed) + len(done.republished) - before)
         if done.republished:
             log.warning("republished %d task(s) whose message was lost", len(done.republished))
         self.last = done

@@ -184,7 +184,7 @@ _RELEASE = (
 # The reconciler: published and unfinished tasks without an event (updated_at) or a publish since
 # the cutoff, oldest first.
 _STALLED = (
-    select(tasks.c.task_id, tasks.c.job_id)
+    select(tasks.c.task_id, tasks.c.job_id, tasks.c.updated_at)
     .where(
         or_(tasks.c.status == RUNNING, and_(tasks.c.status == PENDING, tasks.c.published.is_(True))),
         tasks.c.updated_at < bindparam("cutoff"),
@@ -192,7 +192,12 @@ _STALLED = (
     )
     .order_by(tasks.c.updated_at, tasks.c.task_id)
     .limit(bindparam("limit"))
-    .offset(bindparam("offset"))
+)
+# The next page: after the last (updated_at, task_id) seen (keyset paging: the tasks a pass fails
+# or republishes leave the set, so an offset would skip some).
+_STALLED_AFTER = _STALLED.where(
+    or_(tasks.c.updated_at > bindparam("after_at"),
+        and_(tasks.c.updated_at == bindparam("after_at"), tasks.c.task_id > bindparam("after_id")))
 )
 # Any fixed number: the key of the advisory lock that serialises claims on PostgreSQL.
 _DISPATCH_LOCK = text("SELECT pg_advisory_xact_lock(740011)")
@@ -531,16 +536,22 @@ class Repository:
     # --- the reconciler (reconciler.py) ---
 
     async def stalled_tasks(
-        self, cutoff: datetime, limit: int, offset: int = 0
-    ) -> list[tuple[JobState, TaskState]]:
+        self, cutoff: datetime, limit: int, after: tuple[datetime, str] | None = None
+    ) -> tuple[list[tuple[JobState, TaskState]], tuple[datetime, str] | None]:
         """Published, unfinished tasks with neither an event nor a publish since `cutoff`, each
-        with its job: a page of `limit` from `offset`, oldest first."""
+        with its job, oldest first: a page of at most `limit` after the cursor `after`, and the
+        cursor of the next page (None: this was the last)."""
 
-        def read(conn: Connection) -> list[tuple[JobState, TaskState]]:
-            rows = conn.execute(_STALLED, {"cutoff": cutoff, "limit": limit, "offset": offset}).all()
-            by_job = {j.job_id: j for j in _load_jobs(conn, {job_id for _, job_id in rows}, lock=False)}
+        def read(conn: Connection) -> tuple[list[tuple[JobState, TaskState]], tuple[datetime, str] | None]:
+            params: dict[str, object] = {"cutoff": cutoff, "limit": limit}
+            if after is not None:
+                params.update(after_at=after[0], after_id=after[1])
+            rows = conn.execute(_STALLED if after is None else _STALLED_AFTER, params).all()
+            by_job = {j.job_id: j for j in _load_jobs(conn, {job_id for _, job_id, _ in rows}, lock=False)}
             by_task = {t.task_id: (j, t) for j in by_job.values() for t in j.tasks}
-            return [by_task[task_id] for task_id, _ in rows if task_id in by_task]
+            page = [by_task[task_id] for task_id, _, _ in rows if task_id in by_task]
+            cursor = (rows[-1][2], rows[-1][0]) if len(rows) == limit else None
+            return page, cursor
 
         return await self._run(read)
 

@@ -47,7 +47,7 @@ async def test_tasks_lost_with_a_purged_stream_are_published_again(jobs: Running
     assert (await reconciler.run_once()).republished == []  # not stalled yet: nothing to do
 
     reconciler.stall = NOW
-    stalled = await jobs.app.repo.stalled_tasks(utcnow(), 10)
+    stalled, _ = await jobs.app.repo.stalled_tasks(utcnow(), 10)
     done = await reconciler.run_once()
     assert sorted(done.republished) == sorted(t.task_id for t in job.tasks)  # PENDING and RUNNING
     msgs = await stream_tasks(jobs, job.job_id)
@@ -69,10 +69,11 @@ async def test_tasks_lost_with_a_purged_stream_are_published_again(jobs: Running
     assert (await reconciler.run_once()).still_queued == 2
 
 
+@pytest.mark.parametrize("page", [1, 2, 4])
 async def test_a_pass_looks_at_every_stalled_task_a_page_at_a_time(
-    jobs: Running, monkeypatch: pytest.MonkeyPatch
+    jobs: Running, monkeypatch: pytest.MonkeyPatch, page: int
 ) -> None:
-    monkeypatch.setattr(reconciler_module, "PAGE", 2)
+    monkeypatch.setattr(reconciler_module, "PAGE", page)
     queued = await jobs.stub.CreateJob(create_request("alice", "a.png", "b.png", "c.png"))
     lost = await jobs.stub.CreateJob(create_request("alice", "d.png", "e.png", "f.png"))
     await messaging.purge_job_tasks(jobs.js, lost.job_id)
