@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,12 +32,8 @@ def window_uint8(values: np.ndarray, center: float, width: float, invert: bool =
     if width < 1:
         raise ValueError("the window width must be at least 1")
     c, w = float(center) - 0.5, float(width) - 1.0
-    out = np.empty(values.shape, np.uint8)
-    source, target = values.reshape(-1), out.reshape(-1)
-    block = np.empty(min(source.size, BLOCK_VALUES), np.float64)  # one buffer, reused
-    for start in range(0, source.size, BLOCK_VALUES):
-        part = source[start : start + BLOCK_VALUES]
-        x = block[: part.size]
+
+    def window(x: np.ndarray, part: np.ndarray) -> None:
         if w == 0:  # width 1: a threshold at the center
             x[...] = np.where(part <= c, 0.0, 255.0)
             if invert:
@@ -52,7 +49,22 @@ def window_uint8(values: np.ndarray, center: float, width: float, invert: bool =
             np.fmax(x, 0.0, out=x)  # fmax/fmin clip and send NaN to 0 (black)
             np.fmin(x, 255.0, out=x)
         np.rint(x, out=x)
-        target[start : start + BLOCK_VALUES] = x
+
+    return _blockwise(values, np.uint8, window)
+
+
+def _blockwise(values: np.ndarray, dtype: Any,
+               compute: Callable[[np.ndarray, np.ndarray], None]) -> np.ndarray:
+    """A new array of `dtype` filled block by block: `compute(x, part)` sets the float64 buffer
+    `x` from the block `part` of the values (one buffer, reused: no full-size float64 temporary)."""
+    out = np.empty(values.shape, dtype)
+    source, target = values.reshape(-1), out.reshape(-1)
+    block = np.empty(min(source.size, BLOCK_VALUES), np.float64)
+    for start in range(0, source.size, BLOCK_VALUES):
+        part = source[start : start + BLOCK_VALUES]
+        x = block[: part.size]
+        compute(x, part)
+        target[start : start + part.size] = x
     return out
 
 
@@ -101,20 +113,16 @@ def _affine_float32(
 ) -> np.ndarray:
     """float32 of (clip(values) - shift) / scale (not divided when scale <= 0), computed in float64
     block by block: no full-size float64 temporary."""
-    out = np.empty(values.shape, np.float32)
-    source, target = values.reshape(-1), out.reshape(-1)
-    block = np.empty(min(source.size, BLOCK_VALUES), np.float64)  # one buffer, reused
-    for start in range(0, source.size, BLOCK_VALUES):
-        part = source[start : start + BLOCK_VALUES]
-        x = block[: part.size]
+
+    def affine(x: np.ndarray, part: np.ndarray) -> None:
         x[...] = part
         if clip is not None:
             np.clip(x, clip[0], clip[1], out=x)
         x -= shift
         if scale > 0:
             x /= scale
-        target[start : start + BLOCK_VALUES] = x
-    return out
+
+    return _blockwise(values, np.float32, affine)
 
 
 def rescale_unit(values: np.ndarray) -> np.ndarray:
