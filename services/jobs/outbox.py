@@ -63,7 +63,6 @@ class Outbox:
                 break
             if len(pairs) < PAGE and self.cap:
                 break  # within the caps nothing more can go until tasks finish
-        metrics.OUTBOX_UNPUBLISHED.set(await self.repo.count_unpublished())
         if total:
             log.debug("dispatched %d task(s)", total)
         return total
@@ -102,6 +101,11 @@ class Outbox:
                 log.exception("dispatch pass failed; next one in %.1fs", self.interval)
             finally:
                 _release(waiters)
+            # After the release: a CreateJob waiting for this pass does not wait for the gauge too.
+            try:
+                metrics.OUTBOX_UNPUBLISHED.set(await self.repo.count_unpublished())
+            except Exception as exc:
+                log.warning("counting unpublished tasks failed: %s", exc)
         _release(self._waiters)
 
     def start(self) -> None:

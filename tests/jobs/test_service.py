@@ -335,7 +335,11 @@ async def test_outbox_publishes_after_nats_comes_back(
         await wait_for(all_published, 15)
         msgs = await stream_tasks(r, job.job_id)
         assert sorted(h["Nats-Msg-Id"] for h, _ in msgs) == sorted(t.task_id for t in job.tasks)
-        assert REGISTRY.get_sample_value("outbox_unpublished") == 0
+
+        async def gauge_zero() -> bool:  # set by the pass right after it lets CreateJob go
+            return REGISTRY.get_sample_value("outbox_unpublished") == 0
+
+        await wait_for(gauge_zero, 5)
 
         # A crash after the publish but before marking (its claim's lease over by now): the outbox
         # publishes again and JetStream's duplicate window keeps exactly one message per task.
