@@ -1,4 +1,4 @@
-// REST client of the gateway (CONTRACT section 3). Every request goes to the same origin with
+// REST client of the gateway (README, "Using the API"; /openapi.json). Every request goes to the same origin with
 // relative URLs and carries the caller's identity from identityHeaders().
 
 import { parseSSE } from "./sse";
