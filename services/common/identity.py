@@ -15,7 +15,8 @@ def is_valid_user_id(value: str) -> bool:
 
 # A client's Idempotency-Key (POST /jobs): enough for a UUID, a ULID or "order-42:retry-safe".
 IDEMPOTENCY_KEY_RULE = "1-128 characters of A-Z a-z 0-9 . _ : -"
-_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+IDEMPOTENCY_KEY_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"  # as the OpenAPI document states it
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def is_valid_idempotency_key(value: str) -> bool:
