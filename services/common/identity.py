@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import re
 
-_USER_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+# A user id is a storage key segment (services/common/keys.py), so never "." or "..". The web app
+# checks the same pattern before asking (web/src/api.ts, compared by tests/web/test_identity_rules.py).
+USER_ID_RULE = "1-64 characters of A-Z a-z 0-9 . _ @ -, not '.' or '..'"
+USER_ID_PATTERN = "^[A-Za-z0-9._@-]{1,64}$"
+_USER_ID = re.compile(USER_ID_PATTERN)
 
 
 def is_valid_user_id(value: str) -> bool:
-    """1-64 characters of A-Z a-z 0-9 . _ @ -, and not "." or ".." (it is a storage key segment)."""
+    """True when `value` follows USER_ID_RULE."""
     return bool(_USER_ID.fullmatch(value)) and value not in (".", "..")
 
 
