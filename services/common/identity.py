@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import re
 
-_USER_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+# A user id is a storage key segment (services/common/keys.py), so never "." or "..". The web app
+# checks the same pattern before asking (web/src/api.ts, compared by tests/web/test_identity_rules.py).
+USER_ID_RULE = "1-64 characters of A-Z a-z 0-9 . _ @ -, not '.' or '..'"
+USER_ID_PATTERN = "^[A-Za-z0-9._@-]{1,64}$"
+_USER_ID = re.compile(USER_ID_PATTERN)
 
 
 def is_valid_user_id(value: str) -> bool:
-    """1-64 characters of A-Z a-z 0-9 . _ @ -, and not "." or ".." (it is a storage key segment)."""
+    """True when `value` follows USER_ID_RULE."""
     return bool(_USER_ID.fullmatch(value)) and value not in (".", "..")
 
 
 # A client's Idempotency-Key (POST /jobs): enough for a UUID, a ULID or "order-42:retry-safe".
 IDEMPOTENCY_KEY_RULE = "1-128 characters of A-Z a-z 0-9 . _ : -"
-_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+IDEMPOTENCY_KEY_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"  # as the OpenAPI document states it
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def is_valid_idempotency_key(value: str) -> bool:

@@ -82,6 +82,16 @@ def parse_key(key: str) -> ObjectKey:
     return ObjectKey(*parts)
 
 
+def job_folder_of(key: str) -> tuple[str, str] | None:
+    """(user_id, job_id) when `key` lies inside a job's folder ``{user_id}/{job_id}/`` (whatever
+    follows it: the janitor removes a folder with everything in it); None for any other key."""
+    user_id, _, rest = key.partition("/")
+    job_id, _, name = rest.partition("/")
+    if not name or not is_valid_user_id(user_id) or not is_valid_job_id(job_id):
+        return None
+    return user_id, job_id
+
+
 def is_key_of_job(key: str, user_id: str, job_id: str) -> bool:
     """True when `key` names a file inside that job's own folder (and nowhere else)."""
     try:

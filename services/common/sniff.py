@@ -19,6 +19,9 @@ DICOM = "dicom"
 NIFTI = "nifti"
 ZIP = "zip"
 
+# The accepted formats in words, for the messages that refuse a file (gateway and processor).
+ACCEPTED = "PNG, JPEG, DICOM, NIfTI (.nii, .nii.gz) or a ZIP of DICOM files"
+
 MEDIA_TYPES = {
     PNG: "image/png",
     JPEG: "image/jpeg",

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from starlette.requests import Request
 
 from services.common.config import Settings
-from services.common.identity import is_valid_user_id
+from services.common.identity import USER_ID_RULE, is_valid_user_id
 from services.gateway.errors import INVALID_TOKEN, MISSING_IDENTITY, SERVICE_UNAVAILABLE, ApiError
 
 log = logging.getLogger(__name__)
@@ -268,8 +268,7 @@ class JwtVerifier:
         user = claims.get(self.user_claim)
         if not isinstance(user, str) or not is_valid_user_id(user):
             raise invalid_token(
-                f"The token's '{self.user_claim}' claim is not a valid user id "
-                "(1-64 characters of A-Z a-z 0-9 . _ @ -, not '.' or '..')."
+                f"The token's '{self.user_claim}' claim is not a valid user id ({USER_ID_RULE})."
             )
         return user
 

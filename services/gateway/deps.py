@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from services.common.config import Settings
-from services.common.identity import is_valid_user_id
+from services.common.identity import USER_ID_RULE, is_valid_user_id
 from services.gateway import auth
 from services.gateway.catalogue import Catalogue
 from services.gateway.clients import Backends
@@ -55,7 +55,7 @@ def _from_header(request: Request) -> str | None:
     if not is_valid_user_id(value):
         raise ApiError(
             INVALID_USER_ID,
-            "X-User-ID must be 1-64 characters of A-Z a-z 0-9 . _ @ - (and not '.' or '..').",
+            f"X-User-ID must be {USER_ID_RULE}.",
         )
     return value
 

@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from services.common.gen.radiology.v1 import jobs_pb2
+from services.common.identity import IDEMPOTENCY_KEY_RULE
 from services.common.refusals import limit_exceeded
 from services.gateway.allow import allow_header, allowed_methods
 from services.gateway.asgi import HttpMiddleware, ResponseStart
@@ -57,7 +58,7 @@ def _register(status: int, code: str, doc: str, detail: str = "", **extra: Mappi
 INVALID_USER_ID = _register(400, "invalid_user_id", "a malformed X-User-ID header")
 INVALID_IDEMPOTENCY_KEY = _register(
     400, "invalid_idempotency_key",
-    "the Idempotency-Key header is sent more than once, or is not 1-128 characters of A-Z a-z 0-9 . _ : -",
+    f"the Idempotency-Key header is sent more than once, or is not {IDEMPOTENCY_KEY_RULE}",
 )
 EXPECTED_MULTIPART = _register(400, "expected_multipart", "the body is not multipart/form-data")
 MALFORMED_MULTIPART = _register(

@@ -1,6 +1,6 @@
-"""One task per series of a ZIP (CONTRACT section 4): before the job is created, the gateway asks
-ProcessorService.Inspect which series a stored ZIP of DICOM files holds, and lists them in its
-JobInput; the jobs service then makes a task of each. Without an answer (no processor reachable, a
+"""One task per series of a ZIP (docs/design.md, Imaging: Series): before the job is created, the
+gateway asks ProcessorService.Inspect which series a stored ZIP of DICOM files holds, and lists them
+in its JobInput; the jobs service then makes a task of each. Without an answer (no processor reachable, a
 ZIP it cannot read) the ZIP stays one task: the processor reads its largest series and names the
 others in the result's warnings, or fails the task with the reason it cannot read it."""
 

@@ -23,7 +23,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.common.config import Settings
 from services.common.keys import job_prefix, object_key, safe_filename, unique_filename
-from services.common.sniff import MEDIA_TYPES, SNIFF_BYTES, sniff
+from services.common.sniff import ACCEPTED, MEDIA_TYPES, SNIFF_BYTES, sniff
 from services.common.storage_client import ObjectWriter, StorageClient
 from services.gateway.errors import (
     DUPLICATE_FIELD,
@@ -43,7 +43,6 @@ from services.gateway.errors import (
 log = logging.getLogger(__name__)
 
 MAX_FIELD_BYTES = 64 * 1024  # task_type / params
-ACCEPTED = "PNG, JPEG, DICOM, NIfTI (.nii, .nii.gz) or a ZIP of DICOM files"
 
 
 def _printable(raw: str) -> str:

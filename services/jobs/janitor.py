@@ -16,6 +16,7 @@ import time
 
 from prometheus_client import Counter
 
+from services.common.keys import job_folder_of, job_prefix
 from services.common.storage_client import StorageClient
 from services.jobs.periodic import Periodic
 from services.jobs.repository import Repository
@@ -25,15 +26,14 @@ log = logging.getLogger(__name__)
 ORPHANS_REMOVED = Counter("jobs_orphan_folders_removed", "Storage folders removed because no job owned them")
 
 
-def job_folders(keys_and_times: list[tuple[str, float]]) -> dict[str, float]:
-    """"{user}/{job}/" folder -> newest modification time, for keys with at least three segments."""
-    newest: dict[str, float] = {}
+def job_folders(keys_and_times: list[tuple[str, float]]) -> dict[tuple[str, str], float]:
+    """(user_id, job_id) of each job folder -> its newest modification time; keys outside any job
+    folder (keys.job_folder_of) are not the platform's and are left alone."""
+    newest: dict[tuple[str, str], float] = {}
     for key, modified in keys_and_times:
-        parts = key.split("/", 2)
-        if len(parts) < 3:
-            continue  # not a key the platform writes
-        folder = f"{parts[0]}/{parts[1]}/"
-        newest[folder] = max(newest.get(folder, 0.0), modified)
+        folder = job_folder_of(key)
+        if folder is not None:
+            newest[folder] = max(newest.get(folder, 0.0), modified)
     return newest
 
 
@@ -56,12 +56,13 @@ class Janitor:
             if not token:
                 break
         cutoff = time.time() - self.grace
-        old = {folder: folder.split("/")[:2] for folder, t in job_folders(listed).items() if t < cutoff}
-        owned = await self.repo.existing_jobs([job_id for _, job_id in old.values()])
+        old = [folder for folder, t in job_folders(listed).items() if t < cutoff]
+        owned = await self.repo.existing_jobs([job_id for _, job_id in old])
         removed = []
-        for folder, (user_id, job_id) in old.items():
+        for user_id, job_id in old:
             if (user_id, job_id) in owned:
                 continue
+            folder = job_prefix(user_id, job_id)
             await self.storage.delete_prefix(folder)
             removed.append(folder)
             ORPHANS_REMOVED.inc()

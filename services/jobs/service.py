@@ -12,7 +12,12 @@ from nats.aio.client import Client as NATS
 from services.common import messaging
 from services.common.config import Settings
 from services.common.gen.radiology.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
-from services.common.identity import IDEMPOTENCY_KEY_RULE, is_valid_idempotency_key, is_valid_user_id
+from services.common.identity import (
+    IDEMPOTENCY_KEY_RULE,
+    USER_ID_RULE,
+    is_valid_idempotency_key,
+    is_valid_user_id,
+)
 from services.common.keys import FILENAME_RULE, is_valid_filename, job_prefix, object_key
 from services.common.protobuf import NOT_JSON, from_struct
 from services.common.refusals import limit_trailer
@@ -75,7 +80,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         if not is_valid_user_id(user_id):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "invalid user id: 1-64 characters of A-Z a-z 0-9 . _ @ -, not '.' or '..'",
+                f"invalid user id: {USER_ID_RULE}",
             )
         return user_id
 

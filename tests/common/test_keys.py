@@ -9,6 +9,8 @@ from services.common.keys import (
     is_key_of_job,
     is_valid_filename,
     is_valid_stem,
+    job_folder_of,
+    job_prefix,
     object_key,
     output_names,
     parse_key,
@@ -60,6 +62,22 @@ def test_key_of_job_is_inside_that_folder_only() -> None:
     assert is_key_of_job(f"alice/{JOB}/a.png", "alice", JOB)
     assert not is_key_of_job(f"bob/{JOB}/a.png", "alice", JOB)
     assert not is_key_of_job(f"alice/{JOB}/../x/a.png", "alice", JOB)
+
+
+@pytest.mark.parametrize(
+    ("key", "folder"),
+    [
+        (f"alice/{JOB}/a.png", ("alice", JOB)),
+        (f"alice/{JOB}/deeper/x", ("alice", JOB)),  # not built by the platform, still in the folder
+        (f"alice/{JOB}/", None), (f"alice/{JOB}", None), ("alice/not-a-job/a.png", None),
+        (f"alice/{JOB.upper()}/a.png", None), (f"../{JOB}/a.png", None), (f"/alice/{JOB}/a.png", None),
+        ("stray-object", None), ("", None),
+    ],
+)
+def test_job_folder_of_a_key(key: str, folder: tuple[str, str] | None) -> None:
+    assert job_folder_of(key) == folder
+    if folder is not None:
+        assert key.startswith(job_prefix(*folder))
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The API's documentation: /openapi.json documents the real error shape and statuses, and /docs
-(Swagger UI) loads nothing from another host."""
+"""The API's documentation: /openapi.json and the README document the real error shape and
+statuses, and /docs (Swagger UI) loads nothing from another host."""
 
 from __future__ import annotations
 
@@ -131,6 +131,21 @@ async def test_every_code_the_gateway_sends_is_documented_with_its_status(client
     assert {
         (413, "file_too_large"), (415, "unsupported_file"), (409, "conflict"), (502, "backend_error")
     } <= registered
+
+
+def test_the_readme_names_every_code_under_its_status() -> None:
+    """README.md's error paragraph (from "Errors are JSON" to the /openapi.json sentence) names
+    each registered code after its own status, and no other code."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("Errors are JSON")
+    paragraph = readme[start : readme.index("`/openapi.json` lists", start)]
+    named, status = set(), 0
+    for m in re.finditer(r"\b([45]\d\d)\b|`([a-z_]+)`", paragraph):
+        if m.group(1):
+            status = int(m.group(1))
+        elif m.group(2) not in ("detail", "code"):
+            named.add((status, m.group(2)))
+    assert named == {(e.status, e.code) for e in CODES.values()}
 
 
 def test_an_error_is_built_from_a_registered_code_only() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from services.common import sniff
 from services.common.config import Settings
 from services.common.protobuf import from_struct
 from tests.gateway import catalogue_fixture
@@ -108,7 +109,7 @@ async def test_empty_file_is_415(client: httpx.AsyncClient, fakes: Fakes) -> Non
 async def test_text_named_png_is_415(client: httpx.AsyncClient, fakes: Fakes) -> None:
     resp = await upload(client, [("files", "notes.png", b"hello, I am plain text\n" * 10)])
     body = assert_error(resp, 415, "unsupported_file")
-    assert "notes.png" in body["detail"]
+    assert "notes.png" in body["detail"] and f"accepted are {sniff.ACCEPTED}" in body["detail"]
     assert fakes.storage.objects == {} and fakes.jobs.created == []
 
 

@@ -427,6 +427,7 @@ async def test_janitor_removes_only_old_folders_that_no_job_owns(
         listed(f"alice/{young}/y.png", now),  # maybe an upload still arriving: kept
         listed(f"bob/{job.job_id}/a.png", old),  # that job id belongs to alice, not bob: removed
         listed("stray-object", old),  # not a platform key: ignored
+        listed(f"alice/not-a-job/{orphan}.png", old),  # not a job's folder: ignored too
     ]
     removed = await jobs.app.janitor.sweep()
     assert sorted(removed) == sorted([f"alice/{orphan}/", f"bob/{job.job_id}/"])

@@ -1,4 +1,4 @@
-"""The operations of CONTRACT section 4 against independent computations: the DICOM window formula
+"""The operations (docs/imaging.md) against independent computations: the DICOM window formula
 written here from PS3.3 C.11.2.1.2.1, numpy statistics, scipy.ndimage, scikit-image, nibabel's
 as_closest_canonical, pydicom reading our DICOM back; on arrays and on pydicom's and nibabel's
 sample files. Cine frames must come out as each frame processed alone."""

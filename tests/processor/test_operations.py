@@ -38,7 +38,7 @@ def test_schemas_give_a_form_order_main_params_first_output_format_last() -> Non
     assert schemas["resize"]["x-order"][:3] == ["width", "height", "keep_aspect"]
 
 
-CONTRACT_OPERATIONS = [  # CONTRACT section 4, in its order
+CONTRACT_OPERATIONS = [  # docs/imaging.md and the README, in their order
     "blur", "resize", "grayscale", "window", "normalize", "denoise", "edges", "equalize", "mip",
     "threshold", "reorient", "convert", "anonymize",
 ]

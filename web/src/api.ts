@@ -1,5 +1,5 @@
-// REST client of the gateway (CONTRACT section 3). Every request goes to the same origin with
-// relative URLs and carries the caller's identity from identityHeaders().
+// REST client of the gateway (README, "Using the API"; /openapi.json). Every request goes to the
+// same origin with relative URLs and carries the caller's identity from identityHeaders().
 
 import { parseSSE } from "./sse";
 import type { Status } from "./status";

@@ -3,7 +3,8 @@
 // window saturates the image. A window (center c, width w) shows values lo = c - w/2 .. hi = c + w/2
 // linearly from black to white (NiiVue's cal_min / cal_max), clipped outside.
 
-/** CT presets in Hounsfield units, [center, width] (CONTRACT section 4, the `window` operation). */
+/** CT presets in Hounsfield units, [center, width]: the `window` operation's (docs/imaging.md;
+ *  tests/web/test_window_presets.py compares them). */
 export const CT_PRESETS: [string, string, number, number][] = [
   ["brain", "Brain", 40, 80],
   ["subdural", "Subdural", 75, 215],

@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.common import logging as log_ctx
 from services.common.gen.radiology.v1 import common_pb2
-from services.common.identity import IDEMPOTENCY_KEY_RULE, is_valid_idempotency_key
+from services.common.identity import IDEMPOTENCY_KEY_PATTERN, IDEMPOTENCY_KEY_RULE, is_valid_idempotency_key
 from services.common.protobuf import iso
-from services.common.status import STATUS_NAMES, status_name, status_value
+from services.common.status import PENDING, STATUS_NAMES, status_name, status_value
 from services.gateway import sse
 from services.gateway.deps import IDENTITY_ERRORS, BackendsDep, CurrentUser, SignerDep, SubmissionsDep
 from services.gateway.errors import (
@@ -81,7 +81,6 @@ _UPLOAD_BODY = {
 
 _LOCATION = {"Location": {"description": "`/jobs/{job_id}`: where to follow the job",
                           "schema": {"type": "string"}}}
-IDEMPOTENCY_KEY_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"
 
 
 def _idempotency_key(request: Request) -> str:
@@ -150,7 +149,7 @@ async def create_job(
     body = {
         "job_id": job.job_id,
         "user_id": job.user_id,
-        "status": status_name(job.status) if job.status else "PENDING",
+        "status": status_name(job.status) if job.status else PENDING,
         "task_ids": [t.task_id for t in job.tasks],
         "created_at": iso(job.created_at, job.HasField("created_at")),
     }

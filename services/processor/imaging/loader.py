@@ -44,9 +44,7 @@ def detect_format(path: Path) -> str:
         return sniffing.ZIP  # let the ZIP reader say what is inside
     if head.startswith(b"\x1f\x8b"):
         raise ImagingError("gzip file is corrupt or does not hold a NIfTI image")
-    raise ImagingError(
-        "Unsupported file type: expected PNG, JPEG, DICOM, NIfTI (.nii, .nii.gz) or a ZIP of DICOM files"
-    )
+    raise ImagingError(f"Unsupported file type: expected {sniffing.ACCEPTED}")
 
 
 _FORMAT_NAMES = {

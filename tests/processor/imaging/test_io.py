@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image as PILImage
 from pydicom.pixels import apply_modality_lut
 
+from services.common import sniff
 from services.processor import imaging
 from services.processor.imaging import ImagingError, outputs
 from tests.processor.imaging.helpers import NIBABEL_DATA, ct_slice, dicom_file
@@ -340,7 +342,8 @@ def test_empty_and_text_files(tmp_path: Path) -> None:
         imaging.load(empty)
     text = tmp_path / "text.png"
     text.write_text("hello, this is not an image\n" * 10)
-    with pytest.raises(ImagingError, match="^Unsupported file type"):
+    # The processor names what is accepted in the gateway's words (services/common/sniff.py).
+    with pytest.raises(ImagingError, match=f"^Unsupported file type: expected {re.escape(sniff.ACCEPTED)}$"):
         imaging.inspect(text)
 
 
