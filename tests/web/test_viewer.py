@@ -346,6 +346,33 @@ def test_mpr_grid_keys_orientation_and_hover_value(page, base_url, jobs, shots):
     assert page.evaluate("() => window.niivue.opts.isOrientationTextVisible") is True
     page.get_by_label("Crosshair").uncheck()
     page.locator(".nv-stage").screenshot(path=str(shots / "mpr-grid.png"))
+    # The orientation letters are legible: drawn in a bright colour (no grey anatomy or black
+    # background has it) at each edge's middle of the three planes.
+    from PIL import Image
+
+    png = page.locator(".nv-main").screenshot(scale="css")
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    dpr = page.evaluate("devicePixelRatio")
+    font = page.evaluate("() => window.niivue.fontPx") / dpr
+    assert font >= 15, font
+
+    def letter_pixels(x0: float, x1: float, y0: float, y1: float) -> int:
+        part = shot[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1]
+        r, g, b = part[..., 0], part[..., 1], part[..., 2]
+        return int(((r > 180) & (g > 120) & (r - b > 90)).sum())
+
+    for t in tiles:
+        if t["t"] == 4:
+            continue
+        left, top, w, h = (v / dpr for v in t["ltwh"])
+        mid_x, mid_y = left + w / 2, top + h / 2
+        sides = {
+            "top": letter_pixels(mid_x - font, mid_x + font, top, top + 1.5 * font),
+            "bottom": letter_pixels(mid_x - font, mid_x + font, top + h - 1.5 * font, top + h),
+            "left": letter_pixels(left, left + 1.5 * font, mid_y - font, mid_y + font),
+            "right": letter_pixels(left + w - 1.5 * font, left + w, mid_y - font, mid_y + font),
+        }
+        assert all(n >= 5 for n in sides.values()), (t["t"], sides)
     page.get_by_label("Crosshair").check()
 
     # Hover over the axial tile: position (RAS and LPS) and the value of that voxel, as text.
@@ -515,6 +542,85 @@ def test_volume_length_measurement_in_mm(page, jobs):
     a, b = np.array(m["points"][0]), np.array(m["points"][1])
     assert m["length"] == pytest.approx(float(np.linalg.norm(a - b)), abs=0.05)
     assert m["length"] > 10
+
+
+def test_volume_ellipse_region_statistics(page, base_url, jobs, shots):
+    """A region on an axial slice (NiiVue draws it as the ellipse inscribed in the dragged box):
+    mean, sd, min, max, voxel count and area of the result's voxels whose centres lie inside that
+    ellipse, against nibabel's array; the box's corners are exported in RAS mm."""
+    vol = jobs["vol"]
+    processed = _nifti(_download(page, base_url, _output(vol, "primary")["url"]))
+    # the voxel order NiiVue works in (RAS): flip the axes whose affine direction is negative
+    ras = nib.as_closest_canonical(processed)
+    data = np.asanyarray(ras.dataobj).astype(float)
+    spacing = ras.header.get_zooms()[:3]
+    _open(page, jobs["user"], vol["job_id"], "volume")
+    page.get_by_role("button", name="Clear").click()
+    page.get_by_role("button", name="Axial").click()
+    page.keyboard.press("e")
+    assert page.get_by_label("Left drag").locator("option:checked").inner_text() == "Ellipse region"
+    box = page.locator(".nv-main").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    _drag(page, (cx - 70, cy - 50), (cx + 40, cy + 60))
+    item = page.get_by_test_id("measurements").locator("li").first
+    item.wait_for()
+    text = item.inner_text()
+    assert text.startswith("Ellipse") and "axial slice" in text and "mm²" in text, text
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Export measurements as JSON").click()
+    (m,) = json.loads(Path(dl.value.path()).read_text())["measurements"]
+    assert m["tool"] == "ellipse"
+    to_vox = np.linalg.inv(ras.affine)
+    lo, hi = (np.rint((to_vox @ [*p, 1])[:3]).astype(int) for p in m["points"])
+    assert lo[2] == hi[2] and hi[0] - lo[0] >= 5 and hi[1] - lo[1] >= 5, (lo, hi)
+    x, y = np.mgrid[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1]
+    (x0, y0), (rx, ry) = (lo[:2] + hi[:2]) / 2, (hi[:2] - lo[:2]) / 2
+    inside = data[x, y, lo[2]][((x - x0) / rx) ** 2 + ((y - y0) / ry) ** 2 <= 1]
+    assert inside.size < (hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1)  # not the whole box
+    assert m["pixels"] == inside.size
+    assert m["mean"] == pytest.approx(inside.mean(), rel=1e-4)
+    assert m["sd"] == pytest.approx(inside.std(ddof=1), rel=1e-3)
+    assert m["min"] == pytest.approx(inside.min(), rel=1e-4)
+    assert m["max"] == pytest.approx(inside.max(), rel=1e-4)
+    assert m["area"] == pytest.approx(inside.size * spacing[0] * spacing[1], rel=1e-6)
+    assert m["lengthUnit"] == "mm"
+    page.locator(".nv-stage").screenshot(path=str(shots / "volume-ellipse.png"))
+
+
+def test_volume_wheel_slices_and_full_screen(page, jobs, shots):
+    _open(page, jobs["user"], jobs["vol"]["job_id"], "volume")
+    viewer = page.locator(".viewer3d")
+    page.get_by_role("button", name="Axial").click()
+    box = page.locator(".nv-main").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    start = int(viewer.get_attribute("data-slice").split()[1])
+    page.mouse.wheel(0, -100)
+    page.wait_for_function(
+        f"() => document.querySelector('.viewer3d').dataset.slice !== 'axial {start}'", timeout=5000
+    )
+    moved = int(viewer.get_attribute("data-slice").split()[1])
+    assert abs(moved - start) == 1, (start, moved)
+    page.mouse.wheel(0, 100)
+    page.wait_for_function(
+        f"() => document.querySelector('.viewer3d').dataset.slice === 'axial {start}'", timeout=5000
+    )
+    assert page.evaluate("() => scrollY === 0 && document.querySelector('.detail-panel').scrollTop === 0")
+    # Full screen: the viewer and its side column alone, the image area larger; f again leaves it.
+    before = page.locator(".nv-stage").bounding_box()
+    page.get_by_role("button", name="Full screen").click()
+    page.wait_for_function(
+        "() => document.fullscreenElement?.classList.contains('workspace')"
+        " || !!document.querySelector('.workspace.pseudo-fullscreen')"
+    )
+    page.wait_for_timeout(300)
+    full = page.locator(".nv-stage").bounding_box()
+    assert full["width"] * full["height"] > 1.1 * before["width"] * before["height"], (before, full)
+    page.screenshot(path=str(shots / "volume-full-screen.png"))
+    page.locator(".nv-main").focus()
+    page.keyboard.press("f")
+    page.wait_for_function(
+        "() => !document.fullscreenElement && !document.querySelector('.workspace.pseudo-fullscreen')"
+    )
 
 
 def _series_zip() -> bytes:

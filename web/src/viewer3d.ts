@@ -5,7 +5,7 @@
 // C/W boxes, right-drag (NiiVue's continuous `windowing` mode), a saturation warning. The result
 // can be overlaid on its input (masks: red, see-through, by default) or shown side by side with it
 // (two linked NiiVue instances: same slice, window and zoom). A hover readout (voxel, RAS and LPS
-// mm, values with their unit) is page text; length, angle (NiiVue's tools) and rectangle region
+// mm, values with their unit) is page text; length, angle (NiiVue's tools) and ellipse region
 // statistics go to the job's measurement list.
 //
 // One viewer (and at most two WebGL contexts) serves the whole page; show() moves it into the
@@ -73,6 +73,10 @@ function niivue(canvas: HTMLCanvasElement): Promise<NV> {
     multiplanarShowRender: SHOW_RENDER.ALWAYS,
     isOrientationTextVisible: true,
     showAllOrientationMarkers: true,
+    // the orientation letters sit on the image's edges: bright amber and a little larger than
+    // NiiVue's mid-grey 13 px, so that they stand out on black and on grey anatomy alike
+    fontColor: [1, 0.78, 0.2, 1],
+    fontMinPx: 16,
     // the page's own shortcuts use these letters
     viewModeHotKey: "",
     clipPlaneHotKey: "",
@@ -182,7 +186,7 @@ class VolumeViewer {
       h("option", { value: String(DRAG_MODE.pan) }, "Pan/zoom"),
       h("option", { value: String(DRAG_MODE.measurement) }, "Length"),
       h("option", { value: String(DRAG_MODE.angle) }, "Angle"),
-      h("option", { value: String(DRAG_MODE.roiSelection) }, "Rectangle region"),
+      h("option", { value: String(DRAG_MODE.roiSelection) }, "Ellipse region"),
     );
     this.leftDrag.addEventListener("change", () => this.setTool(Number(this.leftDrag.value) as DRAG_MODE));
 
@@ -731,29 +735,44 @@ class VolumeViewer {
     return `${plane} slice ${vox[a] + 1}`;
   }
 
-  /** Rectangle region on a slice: statistics of the result's values inside (RAS voxel box). */
+  /**
+   * Ellipse region on a slice: statistics of the result's values whose voxel centres lie inside
+   * the ellipse inscribed in the dragged box, which is what NiiVue draws while dragging (its
+   * region selection is an ellipse). The box's corners are kept in RAS mm.
+   */
   private regionFromDrag(p: { voxStart: ArrayLike<number>; voxEnd: ArrayLike<number>; axCorSag: SLICE_TYPE; mmStart: ArrayLike<number> }): void {
     const { result } = this.layers();
     const opts = this.current;
-    if (!result || !opts || p.axCorSag > SLICE_TYPE.SAGITTAL) return;
+    const nv = this.nv;
+    if (!result || !opts || !nv || p.axCorSag > SLICE_TYPE.SAGITTAL) return;
     const lo = [0, 1, 2].map((i) => Math.min(p.voxStart[i], p.voxEnd[i]));
     const hi = [0, 1, 2].map((i) => Math.max(p.voxStart[i], p.voxEnd[i]));
     const normal = p.axCorSag === 0 ? 2 : p.axCorSag === 1 ? 1 : 0;
     hi[normal] = lo[normal] = Math.round(p.voxStart[normal]);
+    const [u, v] = [0, 1, 2].filter((a) => a !== normal);
+    const centre = [0, 1, 2].map((a) => (lo[a] + hi[a]) / 2);
+    const radius = [0, 1, 2].map((a) => (hi[a] - lo[a]) / 2);
     const values: number[] = [];
-    for (let z = lo[2]; z <= hi[2]; z++) for (let y = lo[1]; y <= hi[1]; y++) for (let x = lo[0]; x <= hi[0]; x++) values.push(result.getValue(x, y, z, result.frame4D ?? 0));
+    if (radius[u] > 0 && radius[v] > 0) {
+      const vox = [0, 0, 0];
+      for (vox[2] = lo[2]; vox[2] <= hi[2]; vox[2]++)
+        for (vox[1] = lo[1]; vox[1] <= hi[1]; vox[1]++)
+          for (vox[0] = lo[0]; vox[0] <= hi[0]; vox[0]++) {
+            if (((vox[u] - centre[u]) / radius[u]) ** 2 + ((vox[v] - centre[v]) / radius[v]) ** 2 > 1) continue;
+            values.push(result.getValue(vox[0], vox[1], vox[2], result.frame4D ?? 0));
+          }
+    }
     const stats = regionStats(values);
     const pd = result.pixDimsRAS ?? [1, 1, 1, 1];
-    const inPlane = [0, 1, 2].filter((a) => a !== normal).map((a) => pd[a + 1]);
     opts.measurements.add({
-      tool: "rect",
+      tool: "ellipse",
       file: opts.file,
       where: this.sliceLabel(p.axCorSag, p.mmStart),
       ...stats,
-      area: stats.pixels * inPlane[0] * inPlane[1],
+      area: stats.pixels * pd[u + 1] * pd[v + 1],
       lengthUnit: "mm",
       valueUnit: unitOf(opts.meta),
-      points: [lo, hi],
+      points: [lo, hi].map((c) => round2(Array.from(nv.frac2mm(nv.vox2frac(c))).slice(0, 3))),
     });
   }
 
@@ -781,7 +800,6 @@ class VolumeViewer {
       w: () => this.setTool(DRAG_MODE.windowing),
       l: () => this.setTool(DRAG_MODE.measurement),
       g: () => this.setTool(DRAG_MODE.angle),
-      x: () => this.setTool(DRAG_MODE.roiSelection),
       e: () => this.setTool(DRAG_MODE.roiSelection),
       Escape: () => this.setTool(DRAG_MODE.crosshair),
     };
