@@ -421,6 +421,7 @@ def test_mpr_grid_keys_orientation_and_hover_value(page, base_url, jobs, shots):
 
 def test_volume_before_after_side_by_side_linked(page, jobs, shots):
     _open(page, jobs["user"], jobs["vol"]["job_id"], "volume")
+    viewer = page.locator(".viewer3d")
     page.keyboard.press("b")
     page.locator('.viewer3d[data-side-by-side="true"]').wait_for()
     assert page.locator(".nv-pane-input").is_visible()
@@ -444,6 +445,28 @@ def test_volume_before_after_side_by_side_linked(page, jobs, shots):
     )
     assert mm[0] == pytest.approx(mm[1], abs=0.01), mm
     assert page.evaluate("() => window.niivueInput.opts.sliceType") == 0
+    # Zoom: keys, buttons and the wheel in Pan/zoom mode zoom the result and the input alike
+    # (and the wheel does not move the slice then).
+    zoom_js = "() => [window.niivue, window.niivueInput].map(nv => nv.scene.pan2Dxyzmm[3])"
+    page.locator(".nv-main").focus()
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    assert page.evaluate(zoom_js) == pytest.approx([1.5625, 1.5625])
+    assert page.locator(".viewer3d .zoom-text").inner_text() == "156 %"
+    page.get_by_role("button", name="Zoom out (-)").click()
+    assert page.evaluate(zoom_js) == pytest.approx([1.25, 1.25])
+    slice_before = viewer.get_attribute("data-slice")
+    page.get_by_label("Left drag").select_option(label="Pan/zoom")
+    box = page.locator(".nv-main").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -100)
+    page.wait_for_timeout(300)
+    assert page.evaluate(zoom_js) == pytest.approx([1.5625, 1.5625])
+    assert viewer.get_attribute("data-slice") == slice_before
+    page.locator(".nv-stage").screenshot(path=str(shots / "volume-side-by-side-zoomed.png"))
+    page.keyboard.press("0")
+    assert page.evaluate(zoom_js) == pytest.approx([1, 1])
+    page.keyboard.press("Escape")
     page.locator(".nv-stage").screenshot(path=str(shots / "volume-side-by-side.png"))
     # The overlay: an image result is a light, see-through layer (anatomy shows through).
     page.keyboard.press("b")
@@ -452,6 +475,52 @@ def test_volume_before_after_side_by_side_linked(page, jobs, shots):
     page.locator('.viewer3d[data-state="ready"][data-volumes="2"]').wait_for()
     layers = page.evaluate("() => window.niivue.volumes.map(v => [v.colormap, v.opacity])")
     assert layers[0][0] == "gray" and layers[1][0] == "hot" and 0 < layers[1][1] <= 0.4, layers
+
+
+def _ct_series_zip(slices: int = 10) -> bytes:
+    """A ZIP of one CT series (stored values 0..2000 with intercept -1024: -1024..976 HU), with
+    the file's window 40/400."""
+    from tests.processor.imaging.helpers import ct_slice
+
+    rng = np.random.default_rng(11)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for k in range(slices):
+            raw = ct_slice(
+                rng.integers(0, 2000, (40, 48)).astype(np.uint16),
+                series_uid="1.2.826.0.1.7.9",
+                position=(-20.0, -15.0, 2.5 * k),
+                instance=k + 1,
+                window=(40, 400),
+            )
+            zf.writestr(f"ct/{k:02d}.dcm", raw)
+    return buf.getvalue()
+
+
+def test_ct_volume_presets_and_hover_in_hounsfield_units(page, base_url, shots):
+    """A CT series as a volume: the file's window first, then the CT presets in HU; the hover
+    shows the HU of the voxel under the mouse (against nibabel's array of the result)."""
+    user = new_user("ctvol")
+    job = _post_job(page, base_url, user, [("ct_series.zip", _ct_series_zip())], "blur", {"sigma": 1})
+    meta = job["task_results"][0]["result"]["metadata"]
+    assert meta["modality"] == "CT" and meta["units"] == "HU", meta
+    processed = _nifti(_download(page, base_url, _output(job, "primary")["url"]))
+    data = np.asanyarray(processed.dataobj).astype(float)
+    _open(page, user, job["job_id"], "volume")
+    viewer = page.locator(".viewer3d")
+    presets = viewer.get_attribute("data-presets").split()
+    assert presets[0] == "file" and {"brain", "lung", "bone", "p1_99", "p5_95"} <= set(presets), presets
+    assert viewer.get_attribute("data-window") == "40,400"
+    page.get_by_role("button", name="Axial").click()
+    box = page.locator(".nv-main").bounding_box()
+    for fx, fy in [(0.5, 0.5), (0.45, 0.6)]:
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        page.wait_for_function("() => document.querySelector('.readout').dataset.inside === 'true'")
+        readout = page.get_by_test_id("readout")
+        i, j, k = (int(v) for v in readout.get_attribute("data-voxel").split(","))
+        assert float(readout.get_attribute("data-value")) == pytest.approx(data[i, j, k], abs=0.01)
+        assert readout.locator('[data-field="value"]').inner_text().endswith(" HU")
+    page.screenshot(path=str(shots / "ct-volume-hu.png"))
 
 
 def _drag(page, a: tuple[float, float], b: tuple[float, float]) -> None:

@@ -101,6 +101,7 @@ class VolumeViewer {
   private sideBySide: HTMLButtonElement;
   private sliceSlider: HTMLInputElement;
   private sliceText: HTMLOutputElement;
+  private zoomText: HTMLOutputElement;
   private readout: HTMLElement;
   private crosshair: HTMLInputElement;
   private baseColormap: HTMLSelectElement;
@@ -152,6 +153,19 @@ class VolumeViewer {
     this.sliceSlider = h("input", { id: sliceId, type: "range", min: "0", max: "0", step: "1", value: "0" });
     this.sliceText = h("output", { for: sliceId, class: "slice-text" }, "");
     this.sliceSlider.addEventListener("input", () => this.gotoSlice(Number(this.sliceSlider.value)));
+
+    // Zoom of the 2D slices (NiiVue zooms by the wheel only while the right button pans, and the
+    // right button sets the window here): buttons, + - 0, and the wheel in "Pan/zoom" mode.
+    this.zoomText = h("output", { class: "zoom-text", "aria-live": "off" }, "100 %");
+    const zbtn = (label: string, text: string, fn: () => void) => h("button", { type: "button", class: "small", "aria-label": label, title: label, onclick: fn }, text);
+    const zoomGroup = h(
+      "span",
+      { class: "row tight" },
+      zbtn("Zoom out (-)", "−", () => this.zoomBy(1 / 1.25)),
+      this.zoomText,
+      zbtn("Zoom in (+)", "+", () => this.zoomBy(1.25)),
+      zbtn("Fit (0)", "Fit", () => this.setZoom(1)),
+    );
 
     const chId = nextId("crosshair");
     this.crosshair = h("input", { id: chId, type: "checkbox", checked: true });
@@ -232,6 +246,7 @@ class VolumeViewer {
         viewGroup,
         this.sideBySide,
         h("span", { class: "pair" }, h("label", { for: sliceId }, "Slice"), this.sliceSlider, this.sliceText),
+        zoomGroup,
         h("span", { class: "pair" }, this.frameLabel, this.frameSlider, this.frameText),
         h("span", { class: "field-inline" }, this.crosshair, h("label", { for: chId }, "Crosshair")),
         h("span", { class: "field-inline", title: "Radiological convention: the patient's right on the left of the screen" }, this.radiological, h("label", { for: radId }, "Radiological")),
@@ -252,11 +267,22 @@ class VolumeViewer {
         "div",
         { class: "nv-foot" },
         this.readout,
-        h("span", { class: "hint", id: hintId }, "Right-drag: window · wheel or ↑ ↓: slices · ? shortcuts"),
+        h("span", { class: "hint", id: hintId }, "Right-drag: window · wheel or ↑ ↓: slices · + −: zoom · ? shortcuts"),
       ),
     );
     this.setupHover(this.canvas);
     this.setupHover(this.canvasB);
+    for (const pane of [paneA, this.paneB])
+      pane.addEventListener(
+        "wheel",
+        (e) => {
+          if (Number(this.leftDrag.value) !== DRAG_MODE.pan || this.sliceType === SLICE_TYPE.RENDER) return;
+          e.preventDefault();
+          e.stopPropagation(); // NiiVue's own wheel (on the canvas) would move the slice
+          this.zoomBy(e.deltaY < 0 ? 1.25 : 1 / 1.25);
+        },
+        { capture: true, passive: false },
+      );
     new ResizeObserver(() =>
       this.each((nv) => {
         this.layoutGrid(nv);
@@ -347,6 +373,8 @@ class VolumeViewer {
     this.userPreset = "";
     this.userColormap = "gray";
     const nv = await this.init(); // fills the colormap lists
+    nv.setPan2Dxyzmm([0, 0, 0, 1]); // a new result opens fitted
+    this.showZoom();
     nv.clearMeasurements();
     nv.clearAngles();
     opts.measurements.onChange = () => {
@@ -406,6 +434,7 @@ class VolumeViewer {
       this.setView(this.sliceType);
       if (this.sideBySide.getAttribute("aria-pressed") === "true") await this.setSideBySide(true);
       this.status.hidden = true;
+      this.showZoom();
       this.el.dataset.state = "ready";
       this.el.dataset.volumes = String(nv.volumes.length);
       this.el.dataset.presets = this.choices.map((c) => c.id).join(" ");
@@ -539,6 +568,27 @@ class VolumeViewer {
     const dpr = nv.uiData.dpr ?? 1;
     const pxPerMM = tile ? Math.abs(tile.leftTopWidthHeight[2] / tile.fovMM[0]) / dpr : 1;
     nv.setCrosshairWidth(CROSSHAIR_PX / Math.max(pxPerMM, 1e-6));
+  }
+
+  /** Zoom of the 2D slices, on both instances when side by side (1 = fit). */
+  private setZoom(zoom: number): void {
+    const z = Math.max(0.5, Math.min(20, zoom));
+    this.each((nv) => {
+      const p = nv.scene.pan2Dxyzmm;
+      nv.setPan2Dxyzmm([p[0], p[1], p[2], z]);
+      this.crosshairWidth(nv);
+    });
+    this.showZoom();
+  }
+
+  private zoomBy(factor: number): void {
+    if (this.nv) this.setZoom(this.nv.scene.pan2Dxyzmm[3] * factor);
+  }
+
+  private showZoom(): void {
+    const z = this.nv?.scene.pan2Dxyzmm[3] ?? 1;
+    this.zoomText.textContent = `${Math.round(z * 100)} %`;
+    this.el.dataset.zoom = String(z);
   }
 
   /** RAS voxel axis of the plane's normal: axial moves z, coronal y, sagittal x. */
@@ -801,6 +851,10 @@ class VolumeViewer {
       l: () => this.setTool(DRAG_MODE.measurement),
       g: () => this.setTool(DRAG_MODE.angle),
       e: () => this.setTool(DRAG_MODE.roiSelection),
+      "+": () => this.zoomBy(1.25),
+      "=": () => this.zoomBy(1.25),
+      "-": () => this.zoomBy(1 / 1.25),
+      "0": () => this.setZoom(1),
       Escape: () => this.setTool(DRAG_MODE.crosshair),
     };
     for (const [, st, key] of VIEWS) actions[key] = () => this.setView(st);
@@ -824,6 +878,7 @@ class VolumeViewer {
       nv.scene.crosshairPos = [0.5, 0.5, 0.5];
       nv.drawScene();
     });
+    this.showZoom();
     this.syncSlice();
   }
 
