@@ -264,6 +264,19 @@ def test_2d_dicom_window_level_in_hounsfield_units(page, base_url, jobs, shots):
                 grey,
                 expected,
             )
+    # The input (before) side, in HU too, under the same window.
+    input_values = _nifti(_download(page, base_url, _output(ct, "input_values")["url"]))
+    input_hu = np.asanyarray(input_values.dataobj)[:, :, 0].T
+    page.get_by_label("Before / after").fill("100")  # the input all over
+    for col, row in pixels:
+        x, y = _pixel_centre(page, col, row)
+        page.mouse.move(x, y)
+        readout = page.get_by_test_id("readout")
+        shown = readout.locator('[data-field="input-value"]').inner_text()  # "Input -762 HU"
+        assert float(shown.split()[1]) == pytest.approx(float(input_hu[row, col]), abs=1e-3), shown
+        expected = round(min(max((float(input_hu[row, col]) - lo) / (hi - lo), 0), 1) * 255)
+        grey = _canvas_grey(page, x, y)
+        assert abs(grey[0] - expected) <= 1, (col, row, grey, expected)
     # A window far above the values saturates: the page says so.
     page.get_by_label("C", exact=True).fill("-3000")
     page.get_by_label("C", exact=True).press("Enter")
@@ -521,6 +534,17 @@ def test_ct_volume_presets_and_hover_in_hounsfield_units(page, base_url, shots):
         assert float(readout.get_attribute("data-value")) == pytest.approx(data[i, j, k], abs=0.01)
         assert readout.locator('[data-field="value"]').inner_text().endswith(" HU")
     page.screenshot(path=str(shots / "ct-volume-hu.png"))
+    # a window far above every value turns the volume black, and the page says so
+    page.get_by_label("C", exact=True).fill("3000")
+    page.get_by_label("C", exact=True).press("Enter")
+    page.get_by_label("W", exact=True).fill("100")
+    page.get_by_label("W", exact=True).press("Enter")
+    assert "black" in page.get_by_test_id("saturation").inner_text()
+    page.keyboard.press("Escape")
+    page.locator(".nv-main").focus()
+    page.keyboard.press("r")  # reset: the file's window again, no warning
+    assert viewer.get_attribute("data-window") == "40,400"
+    assert page.get_by_test_id("saturation").inner_text() == ""
 
 
 def _drag(page, a: tuple[float, float], b: tuple[float, float]) -> None:
@@ -766,6 +790,7 @@ def test_studies_browser_groups_two_series_and_gallery_opens_the_first(
     # numbered series first; the series number of a series the ZIP held besides the processed
     # one may be unknown (then it comes last)
     assert titles[0] == "#2 CT AXIAL SOFT" and titles[1] in ("#3 CT BONE", "CT BONE"), titles
+    assert series.first.locator(".thumb img").count() == 1  # the processed series' thumbnail
     # files without DICOM data are listed apart
     assert studies.locator('[data-patient="No DICOM patient data"] .series').count() == 2
     page.screenshot(path=str(shots / "studies-browser.png"))
@@ -791,5 +816,10 @@ def test_cheat_sheet_and_params_that_apply(page, base_url, jobs, shots):
     page.screenshot(path=str(shots / "cheat-sheet.png"))
     page.keyboard.press("Escape")
     sheet.wait_for(state="hidden")
+    # j shows and hides the side panel
+    page.keyboard.press("j")
+    page.locator('#main[data-side="open"]').wait_for()
+    page.keyboard.press("j")
+    page.locator('#main[data-side="closed"]').wait_for()
     _open(page, jobs["user"], jobs["ct"]["job_id"], "2d")
     assert "output_format" in page.locator(".job-params").inner_text()
