@@ -264,6 +264,19 @@ def test_2d_dicom_window_level_in_hounsfield_units(page, base_url, jobs, shots):
                 grey,
                 expected,
             )
+    # The input (before) side, in HU too, under the same window.
+    input_values = _nifti(_download(page, base_url, _output(ct, "input_values")["url"]))
+    input_hu = np.asanyarray(input_values.dataobj)[:, :, 0].T
+    page.get_by_label("Before / after").fill("100")  # the input all over
+    for col, row in pixels:
+        x, y = _pixel_centre(page, col, row)
+        page.mouse.move(x, y)
+        readout = page.get_by_test_id("readout")
+        shown = readout.locator('[data-field="input-value"]').inner_text()  # "Input -762 HU"
+        assert float(shown.split()[1]) == pytest.approx(float(input_hu[row, col]), abs=1e-3), shown
+        expected = round(min(max((float(input_hu[row, col]) - lo) / (hi - lo), 0), 1) * 255)
+        grey = _canvas_grey(page, x, y)
+        assert abs(grey[0] - expected) <= 1, (col, row, grey, expected)
     # A window far above the values saturates: the page says so.
     page.get_by_label("C", exact=True).fill("-3000")
     page.get_by_label("C", exact=True).press("Enter")
@@ -346,6 +359,33 @@ def test_mpr_grid_keys_orientation_and_hover_value(page, base_url, jobs, shots):
     assert page.evaluate("() => window.niivue.opts.isOrientationTextVisible") is True
     page.get_by_label("Crosshair").uncheck()
     page.locator(".nv-stage").screenshot(path=str(shots / "mpr-grid.png"))
+    # The orientation letters are legible: drawn in a bright colour (no grey anatomy or black
+    # background has it) at each edge's middle of the three planes.
+    from PIL import Image
+
+    png = page.locator(".nv-main").screenshot(scale="css")
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    dpr = page.evaluate("devicePixelRatio")
+    font = page.evaluate("() => window.niivue.fontPx") / dpr
+    assert font >= 15, font
+
+    def letter_pixels(x0: float, x1: float, y0: float, y1: float) -> int:
+        part = shot[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1]
+        r, g, b = part[..., 0], part[..., 1], part[..., 2]
+        return int(((r > 180) & (g > 120) & (r - b > 90)).sum())
+
+    for t in tiles:
+        if t["t"] == 4:
+            continue
+        left, top, w, h = (v / dpr for v in t["ltwh"])
+        mid_x, mid_y = left + w / 2, top + h / 2
+        sides = {
+            "top": letter_pixels(mid_x - font, mid_x + font, top, top + 1.5 * font),
+            "bottom": letter_pixels(mid_x - font, mid_x + font, top + h - 1.5 * font, top + h),
+            "left": letter_pixels(left, left + 1.5 * font, mid_y - font, mid_y + font),
+            "right": letter_pixels(left + w - 1.5 * font, left + w, mid_y - font, mid_y + font),
+        }
+        assert all(n >= 5 for n in sides.values()), (t["t"], sides)
     page.get_by_label("Crosshair").check()
 
     # Hover over the axial tile: position (RAS and LPS) and the value of that voxel, as text.
@@ -394,6 +434,7 @@ def test_mpr_grid_keys_orientation_and_hover_value(page, base_url, jobs, shots):
 
 def test_volume_before_after_side_by_side_linked(page, jobs, shots):
     _open(page, jobs["user"], jobs["vol"]["job_id"], "volume")
+    viewer = page.locator(".viewer3d")
     page.keyboard.press("b")
     page.locator('.viewer3d[data-side-by-side="true"]').wait_for()
     assert page.locator(".nv-pane-input").is_visible()
@@ -417,6 +458,28 @@ def test_volume_before_after_side_by_side_linked(page, jobs, shots):
     )
     assert mm[0] == pytest.approx(mm[1], abs=0.01), mm
     assert page.evaluate("() => window.niivueInput.opts.sliceType") == 0
+    # Zoom: keys, buttons and the wheel in Pan/zoom mode zoom the result and the input alike
+    # (and the wheel does not move the slice then).
+    zoom_js = "() => [window.niivue, window.niivueInput].map(nv => nv.scene.pan2Dxyzmm[3])"
+    page.locator(".nv-main").focus()
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    assert page.evaluate(zoom_js) == pytest.approx([1.5625, 1.5625])
+    assert page.locator(".viewer3d .zoom-text").inner_text() == "156 %"
+    page.get_by_role("button", name="Zoom out (-)").click()
+    assert page.evaluate(zoom_js) == pytest.approx([1.25, 1.25])
+    slice_before = viewer.get_attribute("data-slice")
+    page.get_by_label("Left drag").select_option(label="Pan/zoom")
+    box = page.locator(".nv-main").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -100)
+    page.wait_for_timeout(300)
+    assert page.evaluate(zoom_js) == pytest.approx([1.5625, 1.5625])
+    assert viewer.get_attribute("data-slice") == slice_before
+    page.locator(".nv-stage").screenshot(path=str(shots / "volume-side-by-side-zoomed.png"))
+    page.keyboard.press("0")
+    assert page.evaluate(zoom_js) == pytest.approx([1, 1])
+    page.keyboard.press("Escape")
     page.locator(".nv-stage").screenshot(path=str(shots / "volume-side-by-side.png"))
     # The overlay: an image result is a light, see-through layer (anatomy shows through).
     page.keyboard.press("b")
@@ -425,6 +488,63 @@ def test_volume_before_after_side_by_side_linked(page, jobs, shots):
     page.locator('.viewer3d[data-state="ready"][data-volumes="2"]').wait_for()
     layers = page.evaluate("() => window.niivue.volumes.map(v => [v.colormap, v.opacity])")
     assert layers[0][0] == "gray" and layers[1][0] == "hot" and 0 < layers[1][1] <= 0.4, layers
+
+
+def _ct_series_zip(slices: int = 10) -> bytes:
+    """A ZIP of one CT series (stored values 0..2000 with intercept -1024: -1024..976 HU), with
+    the file's window 40/400."""
+    from tests.processor.imaging.helpers import ct_slice
+
+    rng = np.random.default_rng(11)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for k in range(slices):
+            raw = ct_slice(
+                rng.integers(0, 2000, (40, 48)).astype(np.uint16),
+                series_uid="1.2.826.0.1.7.9",
+                position=(-20.0, -15.0, 2.5 * k),
+                instance=k + 1,
+                window=(40, 400),
+            )
+            zf.writestr(f"ct/{k:02d}.dcm", raw)
+    return buf.getvalue()
+
+
+def test_ct_volume_presets_and_hover_in_hounsfield_units(page, base_url, shots):
+    """A CT series as a volume: the file's window first, then the CT presets in HU; the hover
+    shows the HU of the voxel under the mouse (against nibabel's array of the result)."""
+    user = new_user("ctvol")
+    job = _post_job(page, base_url, user, [("ct_series.zip", _ct_series_zip())], "blur", {"sigma": 1})
+    meta = job["task_results"][0]["result"]["metadata"]
+    assert meta["modality"] == "CT" and meta["units"] == "HU", meta
+    processed = _nifti(_download(page, base_url, _output(job, "primary")["url"]))
+    data = np.asanyarray(processed.dataobj).astype(float)
+    _open(page, user, job["job_id"], "volume")
+    viewer = page.locator(".viewer3d")
+    presets = viewer.get_attribute("data-presets").split()
+    assert presets[0] == "file" and {"brain", "lung", "bone", "p1_99", "p5_95"} <= set(presets), presets
+    assert viewer.get_attribute("data-window") == "40,400"
+    page.get_by_role("button", name="Axial").click()
+    box = page.locator(".nv-main").bounding_box()
+    for fx, fy in [(0.5, 0.5), (0.45, 0.6)]:
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        page.wait_for_function("() => document.querySelector('.readout').dataset.inside === 'true'")
+        readout = page.get_by_test_id("readout")
+        i, j, k = (int(v) for v in readout.get_attribute("data-voxel").split(","))
+        assert float(readout.get_attribute("data-value")) == pytest.approx(data[i, j, k], abs=0.01)
+        assert readout.locator('[data-field="value"]').inner_text().endswith(" HU")
+    page.screenshot(path=str(shots / "ct-volume-hu.png"))
+    # a window far above every value turns the volume black, and the page says so
+    page.get_by_label("C", exact=True).fill("3000")
+    page.get_by_label("C", exact=True).press("Enter")
+    page.get_by_label("W", exact=True).fill("100")
+    page.get_by_label("W", exact=True).press("Enter")
+    assert "black" in page.get_by_test_id("saturation").inner_text()
+    page.keyboard.press("Escape")
+    page.locator(".nv-main").focus()
+    page.keyboard.press("r")  # reset: the file's window again, no warning
+    assert viewer.get_attribute("data-window") == "40,400"
+    assert page.get_by_test_id("saturation").inner_text() == ""
 
 
 def _drag(page, a: tuple[float, float], b: tuple[float, float]) -> None:
@@ -517,6 +637,85 @@ def test_volume_length_measurement_in_mm(page, jobs):
     assert m["length"] > 10
 
 
+def test_volume_ellipse_region_statistics(page, base_url, jobs, shots):
+    """A region on an axial slice (NiiVue draws it as the ellipse inscribed in the dragged box):
+    mean, sd, min, max, voxel count and area of the result's voxels whose centres lie inside that
+    ellipse, against nibabel's array; the box's corners are exported in RAS mm."""
+    vol = jobs["vol"]
+    processed = _nifti(_download(page, base_url, _output(vol, "primary")["url"]))
+    # the voxel order NiiVue works in (RAS): flip the axes whose affine direction is negative
+    ras = nib.as_closest_canonical(processed)
+    data = np.asanyarray(ras.dataobj).astype(float)
+    spacing = ras.header.get_zooms()[:3]
+    _open(page, jobs["user"], vol["job_id"], "volume")
+    page.get_by_role("button", name="Clear").click()
+    page.get_by_role("button", name="Axial").click()
+    page.keyboard.press("e")
+    assert page.get_by_label("Left drag").locator("option:checked").inner_text() == "Ellipse region"
+    box = page.locator(".nv-main").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    _drag(page, (cx - 70, cy - 50), (cx + 40, cy + 60))
+    item = page.get_by_test_id("measurements").locator("li").first
+    item.wait_for()
+    text = item.inner_text()
+    assert text.startswith("Ellipse") and "axial slice" in text and "mm²" in text, text
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Export measurements as JSON").click()
+    (m,) = json.loads(Path(dl.value.path()).read_text())["measurements"]
+    assert m["tool"] == "ellipse"
+    to_vox = np.linalg.inv(ras.affine)
+    lo, hi = (np.rint((to_vox @ [*p, 1])[:3]).astype(int) for p in m["points"])
+    assert lo[2] == hi[2] and hi[0] - lo[0] >= 5 and hi[1] - lo[1] >= 5, (lo, hi)
+    x, y = np.mgrid[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1]
+    (x0, y0), (rx, ry) = (lo[:2] + hi[:2]) / 2, (hi[:2] - lo[:2]) / 2
+    inside = data[x, y, lo[2]][((x - x0) / rx) ** 2 + ((y - y0) / ry) ** 2 <= 1]
+    assert inside.size < (hi[0] - lo[0] + 1) * (hi[1] - lo[1] + 1)  # not the whole box
+    assert m["pixels"] == inside.size
+    assert m["mean"] == pytest.approx(inside.mean(), rel=1e-4)
+    assert m["sd"] == pytest.approx(inside.std(ddof=1), rel=1e-3)
+    assert m["min"] == pytest.approx(inside.min(), rel=1e-4)
+    assert m["max"] == pytest.approx(inside.max(), rel=1e-4)
+    assert m["area"] == pytest.approx(inside.size * spacing[0] * spacing[1], rel=1e-6)
+    assert m["lengthUnit"] == "mm"
+    page.locator(".nv-stage").screenshot(path=str(shots / "volume-ellipse.png"))
+
+
+def test_volume_wheel_slices_and_full_screen(page, jobs, shots):
+    _open(page, jobs["user"], jobs["vol"]["job_id"], "volume")
+    viewer = page.locator(".viewer3d")
+    page.get_by_role("button", name="Axial").click()
+    box = page.locator(".nv-main").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    start = int(viewer.get_attribute("data-slice").split()[1])
+    page.mouse.wheel(0, -100)
+    page.wait_for_function(
+        f"() => document.querySelector('.viewer3d').dataset.slice !== 'axial {start}'", timeout=5000
+    )
+    moved = int(viewer.get_attribute("data-slice").split()[1])
+    assert abs(moved - start) == 1, (start, moved)
+    page.mouse.wheel(0, 100)
+    page.wait_for_function(
+        f"() => document.querySelector('.viewer3d').dataset.slice === 'axial {start}'", timeout=5000
+    )
+    assert page.evaluate("() => scrollY === 0 && document.querySelector('.detail-panel').scrollTop === 0")
+    # Full screen: the viewer and its side column alone, the image area larger; f again leaves it.
+    before = page.locator(".nv-stage").bounding_box()
+    page.get_by_role("button", name="Full screen").click()
+    page.wait_for_function(
+        "() => document.fullscreenElement?.classList.contains('workspace')"
+        " || !!document.querySelector('.workspace.pseudo-fullscreen')"
+    )
+    page.wait_for_timeout(300)
+    full = page.locator(".nv-stage").bounding_box()
+    assert full["width"] * full["height"] > 1.1 * before["width"] * before["height"], (before, full)
+    page.screenshot(path=str(shots / "volume-full-screen.png"))
+    page.locator(".nv-main").focus()
+    page.keyboard.press("f")
+    page.wait_for_function(
+        "() => !document.fullscreenElement && !document.querySelector('.workspace.pseudo-fullscreen')"
+    )
+
+
 def _series_zip() -> bytes:
     """A ZIP of two CT series of one patient and study: 3 slices "AXIAL SOFT", 2 slices "BONE"."""
     import pydicom
@@ -591,6 +790,7 @@ def test_studies_browser_groups_two_series_and_gallery_opens_the_first(
     # numbered series first; the series number of a series the ZIP held besides the processed
     # one may be unknown (then it comes last)
     assert titles[0] == "#2 CT AXIAL SOFT" and titles[1] in ("#3 CT BONE", "CT BONE"), titles
+    assert series.first.locator(".thumb img").count() == 1  # the processed series' thumbnail
     # files without DICOM data are listed apart
     assert studies.locator('[data-patient="No DICOM patient data"] .series').count() == 2
     page.screenshot(path=str(shots / "studies-browser.png"))
@@ -616,5 +816,10 @@ def test_cheat_sheet_and_params_that_apply(page, base_url, jobs, shots):
     page.screenshot(path=str(shots / "cheat-sheet.png"))
     page.keyboard.press("Escape")
     sheet.wait_for(state="hidden")
+    # j shows and hides the side panel
+    page.keyboard.press("j")
+    page.locator('#main[data-side="open"]').wait_for()
+    page.keyboard.press("j")
+    page.locator('#main[data-side="closed"]').wait_for()
     _open(page, jobs["user"], jobs["ct"]["job_id"], "2d")
     assert "output_format" in page.locator(".job-params").inner_text()

@@ -49,10 +49,10 @@ export const SHORTCUTS: [string, [string, string][]][] = [
       ["w", "window/level with the left button"],
       ["l", "length"],
       ["g", "angle"],
-      ["e", "ellipse region (2D) / rectangle region (volumes): mean, sd, min, max, area"],
-      ["x", "rectangle region"],
+      ["e", "ellipse region (2D and volume slices): mean, sd, min, max, area"],
+      ["x", "rectangle region (2D)"],
       ["Esc", "back to the default tool (pan in 2D, crosshair in volumes)"],
-      ["+ / − / 0", "zoom in / out / fit (2D)"],
+      ["+ / − / 0", "zoom in / out / fit (in volumes also the wheel with Left drag: Pan/zoom)"],
     ],
   ],
   [

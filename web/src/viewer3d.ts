@@ -5,7 +5,7 @@
 // C/W boxes, right-drag (NiiVue's continuous `windowing` mode), a saturation warning. The result
 // can be overlaid on its input (masks: red, see-through, by default) or shown side by side with it
 // (two linked NiiVue instances: same slice, window and zoom). A hover readout (voxel, RAS and LPS
-// mm, values with their unit) is page text; length, angle (NiiVue's tools) and rectangle region
+// mm, values with their unit) is page text; length, angle (NiiVue's tools) and ellipse region
 // statistics go to the job's measurement list.
 //
 // One viewer (and at most two WebGL contexts) serves the whole page; show() moves it into the
@@ -73,6 +73,10 @@ function niivue(canvas: HTMLCanvasElement): Promise<NV> {
     multiplanarShowRender: SHOW_RENDER.ALWAYS,
     isOrientationTextVisible: true,
     showAllOrientationMarkers: true,
+    // the orientation letters sit on the image's edges: bright amber and a little larger than
+    // NiiVue's mid-grey 13 px, so that they stand out on black and on grey anatomy alike
+    fontColor: [1, 0.78, 0.2, 1],
+    fontMinPx: 16,
     // the page's own shortcuts use these letters
     viewModeHotKey: "",
     clipPlaneHotKey: "",
@@ -97,6 +101,7 @@ class VolumeViewer {
   private sideBySide: HTMLButtonElement;
   private sliceSlider: HTMLInputElement;
   private sliceText: HTMLOutputElement;
+  private zoomText: HTMLOutputElement;
   private readout: HTMLElement;
   private crosshair: HTMLInputElement;
   private baseColormap: HTMLSelectElement;
@@ -149,6 +154,19 @@ class VolumeViewer {
     this.sliceText = h("output", { for: sliceId, class: "slice-text" }, "");
     this.sliceSlider.addEventListener("input", () => this.gotoSlice(Number(this.sliceSlider.value)));
 
+    // Zoom of the 2D slices (NiiVue zooms by the wheel only while the right button pans, and the
+    // right button sets the window here): buttons, + - 0, and the wheel in "Pan/zoom" mode.
+    this.zoomText = h("output", { class: "zoom-text", "aria-live": "off" }, "100 %");
+    const zbtn = (label: string, text: string, fn: () => void) => h("button", { type: "button", class: "small", "aria-label": label, title: label, onclick: fn }, text);
+    const zoomGroup = h(
+      "span",
+      { class: "row tight" },
+      zbtn("Zoom out (-)", "−", () => this.zoomBy(1 / 1.25)),
+      this.zoomText,
+      zbtn("Zoom in (+)", "+", () => this.zoomBy(1.25)),
+      zbtn("Fit (0)", "Fit", () => this.setZoom(1)),
+    );
+
     const chId = nextId("crosshair");
     this.crosshair = h("input", { id: chId, type: "checkbox", checked: true });
     this.crosshair.addEventListener("change", () => this.each((nv) => this.crosshairWidth(nv)));
@@ -182,7 +200,7 @@ class VolumeViewer {
       h("option", { value: String(DRAG_MODE.pan) }, "Pan/zoom"),
       h("option", { value: String(DRAG_MODE.measurement) }, "Length"),
       h("option", { value: String(DRAG_MODE.angle) }, "Angle"),
-      h("option", { value: String(DRAG_MODE.roiSelection) }, "Rectangle region"),
+      h("option", { value: String(DRAG_MODE.roiSelection) }, "Ellipse region"),
     );
     this.leftDrag.addEventListener("change", () => this.setTool(Number(this.leftDrag.value) as DRAG_MODE));
 
@@ -228,6 +246,7 @@ class VolumeViewer {
         viewGroup,
         this.sideBySide,
         h("span", { class: "pair" }, h("label", { for: sliceId }, "Slice"), this.sliceSlider, this.sliceText),
+        zoomGroup,
         h("span", { class: "pair" }, this.frameLabel, this.frameSlider, this.frameText),
         h("span", { class: "field-inline" }, this.crosshair, h("label", { for: chId }, "Crosshair")),
         h("span", { class: "field-inline", title: "Radiological convention: the patient's right on the left of the screen" }, this.radiological, h("label", { for: radId }, "Radiological")),
@@ -248,11 +267,22 @@ class VolumeViewer {
         "div",
         { class: "nv-foot" },
         this.readout,
-        h("span", { class: "hint", id: hintId }, "Right-drag: window · wheel or ↑ ↓: slices · ? shortcuts"),
+        h("span", { class: "hint", id: hintId }, "Right-drag: window · wheel or ↑ ↓: slices · + −: zoom · ? shortcuts"),
       ),
     );
     this.setupHover(this.canvas);
     this.setupHover(this.canvasB);
+    for (const pane of [paneA, this.paneB])
+      pane.addEventListener(
+        "wheel",
+        (e) => {
+          if (Number(this.leftDrag.value) !== DRAG_MODE.pan || this.sliceType === SLICE_TYPE.RENDER) return;
+          e.preventDefault();
+          e.stopPropagation(); // NiiVue's own wheel (on the canvas) would move the slice
+          this.zoomBy(e.deltaY < 0 ? 1.25 : 1 / 1.25);
+        },
+        { capture: true, passive: false },
+      );
     new ResizeObserver(() =>
       this.each((nv) => {
         this.layoutGrid(nv);
@@ -343,6 +373,8 @@ class VolumeViewer {
     this.userPreset = "";
     this.userColormap = "gray";
     const nv = await this.init(); // fills the colormap lists
+    nv.setPan2Dxyzmm([0, 0, 0, 1]); // a new result opens fitted
+    this.showZoom();
     nv.clearMeasurements();
     nv.clearAngles();
     opts.measurements.onChange = () => {
@@ -402,6 +434,7 @@ class VolumeViewer {
       this.setView(this.sliceType);
       if (this.sideBySide.getAttribute("aria-pressed") === "true") await this.setSideBySide(true);
       this.status.hidden = true;
+      this.showZoom();
       this.el.dataset.state = "ready";
       this.el.dataset.volumes = String(nv.volumes.length);
       this.el.dataset.presets = this.choices.map((c) => c.id).join(" ");
@@ -535,6 +568,27 @@ class VolumeViewer {
     const dpr = nv.uiData.dpr ?? 1;
     const pxPerMM = tile ? Math.abs(tile.leftTopWidthHeight[2] / tile.fovMM[0]) / dpr : 1;
     nv.setCrosshairWidth(CROSSHAIR_PX / Math.max(pxPerMM, 1e-6));
+  }
+
+  /** Zoom of the 2D slices, on both instances when side by side (1 = fit). */
+  private setZoom(zoom: number): void {
+    const z = Math.max(0.5, Math.min(20, zoom));
+    this.each((nv) => {
+      const p = nv.scene.pan2Dxyzmm;
+      nv.setPan2Dxyzmm([p[0], p[1], p[2], z]);
+      this.crosshairWidth(nv);
+    });
+    this.showZoom();
+  }
+
+  private zoomBy(factor: number): void {
+    if (this.nv) this.setZoom(this.nv.scene.pan2Dxyzmm[3] * factor);
+  }
+
+  private showZoom(): void {
+    const z = this.nv?.scene.pan2Dxyzmm[3] ?? 1;
+    this.zoomText.textContent = `${Math.round(z * 100)} %`;
+    this.el.dataset.zoom = String(z);
   }
 
   /** RAS voxel axis of the plane's normal: axial moves z, coronal y, sagittal x. */
@@ -731,29 +785,44 @@ class VolumeViewer {
     return `${plane} slice ${vox[a] + 1}`;
   }
 
-  /** Rectangle region on a slice: statistics of the result's values inside (RAS voxel box). */
+  /**
+   * Ellipse region on a slice: statistics of the result's values whose voxel centres lie inside
+   * the ellipse inscribed in the dragged box, which is what NiiVue draws while dragging (its
+   * region selection is an ellipse). The box's corners are kept in RAS mm.
+   */
   private regionFromDrag(p: { voxStart: ArrayLike<number>; voxEnd: ArrayLike<number>; axCorSag: SLICE_TYPE; mmStart: ArrayLike<number> }): void {
     const { result } = this.layers();
     const opts = this.current;
-    if (!result || !opts || p.axCorSag > SLICE_TYPE.SAGITTAL) return;
+    const nv = this.nv;
+    if (!result || !opts || !nv || p.axCorSag > SLICE_TYPE.SAGITTAL) return;
     const lo = [0, 1, 2].map((i) => Math.min(p.voxStart[i], p.voxEnd[i]));
     const hi = [0, 1, 2].map((i) => Math.max(p.voxStart[i], p.voxEnd[i]));
     const normal = p.axCorSag === 0 ? 2 : p.axCorSag === 1 ? 1 : 0;
     hi[normal] = lo[normal] = Math.round(p.voxStart[normal]);
+    const [u, v] = [0, 1, 2].filter((a) => a !== normal);
+    const centre = [0, 1, 2].map((a) => (lo[a] + hi[a]) / 2);
+    const radius = [0, 1, 2].map((a) => (hi[a] - lo[a]) / 2);
     const values: number[] = [];
-    for (let z = lo[2]; z <= hi[2]; z++) for (let y = lo[1]; y <= hi[1]; y++) for (let x = lo[0]; x <= hi[0]; x++) values.push(result.getValue(x, y, z, result.frame4D ?? 0));
+    if (radius[u] > 0 && radius[v] > 0) {
+      const vox = [0, 0, 0];
+      for (vox[2] = lo[2]; vox[2] <= hi[2]; vox[2]++)
+        for (vox[1] = lo[1]; vox[1] <= hi[1]; vox[1]++)
+          for (vox[0] = lo[0]; vox[0] <= hi[0]; vox[0]++) {
+            if (((vox[u] - centre[u]) / radius[u]) ** 2 + ((vox[v] - centre[v]) / radius[v]) ** 2 > 1) continue;
+            values.push(result.getValue(vox[0], vox[1], vox[2], result.frame4D ?? 0));
+          }
+    }
     const stats = regionStats(values);
     const pd = result.pixDimsRAS ?? [1, 1, 1, 1];
-    const inPlane = [0, 1, 2].filter((a) => a !== normal).map((a) => pd[a + 1]);
     opts.measurements.add({
-      tool: "rect",
+      tool: "ellipse",
       file: opts.file,
       where: this.sliceLabel(p.axCorSag, p.mmStart),
       ...stats,
-      area: stats.pixels * inPlane[0] * inPlane[1],
+      area: stats.pixels * pd[u + 1] * pd[v + 1],
       lengthUnit: "mm",
       valueUnit: unitOf(opts.meta),
-      points: [lo, hi],
+      points: [lo, hi].map((c) => round2(Array.from(nv.frac2mm(nv.vox2frac(c))).slice(0, 3))),
     });
   }
 
@@ -781,8 +850,11 @@ class VolumeViewer {
       w: () => this.setTool(DRAG_MODE.windowing),
       l: () => this.setTool(DRAG_MODE.measurement),
       g: () => this.setTool(DRAG_MODE.angle),
-      x: () => this.setTool(DRAG_MODE.roiSelection),
       e: () => this.setTool(DRAG_MODE.roiSelection),
+      "+": () => this.zoomBy(1.25),
+      "=": () => this.zoomBy(1.25),
+      "-": () => this.zoomBy(1 / 1.25),
+      "0": () => this.setZoom(1),
       Escape: () => this.setTool(DRAG_MODE.crosshair),
     };
     for (const [, st, key] of VIEWS) actions[key] = () => this.setView(st);
@@ -806,6 +878,7 @@ class VolumeViewer {
       nv.scene.crosshairPos = [0.5, 0.5, 0.5];
       nv.drawScene();
     });
+    this.showZoom();
     this.syncSlice();
   }
 
