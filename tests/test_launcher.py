@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tools.launcher import ROOT, CrashLoopError, Ports, RestartPolicy, Supervisor, free_port
+from tools.launcher import ROOT, CrashLoopError, Platform, Ports, RestartPolicy, Supervisor, free_port
 
 
 def test_ports_follow_the_service_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,6 +63,25 @@ def test_a_service_whose_metrics_port_is_taken_says_so(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "cannot serve metrics" in proc.stderr and "RADIOLOGY_METRICS_PORT" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_data_folder_is_private_to_its_owner(tmp_path: Path) -> None:
+    """var/ holds every user's files, the jobs database, the logs and the NATS passwords: another
+    account on the machine must not read any of it, also when an earlier start left it open."""
+    fresh = Platform(tmp_path / "new" / "var", Ports.free())
+    fresh.prepare_data_dir()
+    assert _mode(fresh.data_dir) == 0o700
+    opened = tmp_path / "old"
+    opened.mkdir(mode=0o755)
+    (opened / "jobs.db").write_bytes(b"")
+    opened.chmod(0o755)
+    Platform(opened, Ports.free()).prepare_data_dir()
+    assert _mode(opened) == 0o700
+    assert (opened / "jobs.db").exists()
 
 
 # --- supervision (`make run` restarts what dies) ---------------------------------------------

@@ -8,9 +8,10 @@ is restarted with backoff and the event logged; one that keeps crashing stops th
 exit status 1. Ctrl-C or SIGTERM stops everything.
 
 Ports and folders come from RADIOLOGY_* variables (see README); data lives under RADIOLOGY_DATA_DIR
-(default var/), so a restart keeps every job and file. NATS runs with authorization: each service
-that uses it gets its own user and generated password (var/nats-auth/, kept across restarts) with
-only the subjects services/common/nats_auth.py grants it; a client without credentials is refused.
+(default var/, private to its owner: 0700), so a restart keeps every job and file. NATS runs with
+authorization: each service that uses it gets its own user and generated password (var/nats-auth/,
+kept across restarts) with only the subjects services/common/nats_auth.py grants it; a client
+without credentials is refused.
 """
 
 from __future__ import annotations
@@ -150,8 +151,15 @@ class Platform:
         return open(logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child process
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    def prepare_data_dir(self) -> None:
+        """Create the data folder, private to its owner (0700), also when an earlier start made it
+        readable: it holds every user's files, the jobs database (job ids, file names, errors), the
+        logs and the NATS passwords, none of which another account on the machine may read."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+
+    def start(self) -> None:
+        self.prepare_data_dir()
         busy = self.ports.busy()
         if busy:
             raise SystemExit(f"ports already in use: {', '.join(busy)}; set the variable to move each")

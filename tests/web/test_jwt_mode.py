@@ -76,9 +76,15 @@ def test_a_token_from_an_oidc_redirect_is_used_on_every_request(  # type: ignore
     page.get_by_role("button", name="Upload and run").click()
     page.locator('.job-detail[data-status="SUCCESS"]').wait_for(timeout=JOB_TIMEOUT)
     page.wait_for_timeout(1500)  # the viewer fetches its files
+    # Overlaid on its input: NiiVue loads the input by its unsigned URL, which needs the token.
+    unsigned_input = f"/{user}/"
+    with page.expect_response(lambda r: unsigned_input in r.url and r.url.endswith("/anatomical.nii")) as got:
+        page.get_by_label("Overlay result on input").check()
+    assert got.value.status == 200, got.value.status
     sent = _api(page.api_requests)
     paths = [p for p, _ in sent]
     assert any(p == "/jobs" for p in paths) and any(p.endswith("/events") for p in paths), paths
+    assert any(p.startswith("/files/") and p.endswith("/anatomical.nii") for p in paths), paths
     for path, headers in sent:
         assert headers.get("authorization") == f"Bearer {token}", path
         assert "x-user-id" not in headers, path
