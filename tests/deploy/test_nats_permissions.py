@@ -1,10 +1,15 @@
 """The NATS configuration of compose and Kubernetes (deploy/k8s/components/nats/nats.conf and
 nats-auth.conf) on a real nats-server: each service's own NATS calls succeed with its own user, what
-it has no business doing is refused, and nobody gets in without credentials."""
+it has no business doing is refused, and nobody gets in without credentials, neither as a client
+nor as a server on the Kubernetes cluster's route port."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +24,7 @@ from services.common.config import Settings
 from services.jobs.events import EventConsumer
 from services.processor.worker import subscribe
 from tests.conftest import _binary, free_port, wait_port
-from tests.deploy.conftest import K8S
+from tests.deploy.conftest import K8S, render_overlay
 
 NATS_DIR = K8S / "components" / "nats"
 PASSWORDS = {"jobs": "jobs-test-password", "processor": "processor-test-password"}
@@ -169,3 +174,100 @@ def test_the_config_names_the_codes_streams_and_consumers() -> None:
     assert f'"{messaging.JOB_CANCELLED_SUBJECT}"' in auth
     assert "password: $NATS_JOBS_PASSWORD" in auth and "password: $NATS_PROCESSOR_PASSWORD" in auth
     assert Path(NATS_DIR / "nats.conf").read_text().count("include ./nats-auth.conf") == 1
+
+
+def _routes(monitor: int) -> list[dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/routez", timeout=5) as reply:
+        return json.load(reply).get("routes") or []
+
+
+def test_cluster_routes_need_the_route_password(tmp_path: Path) -> None:
+    """The prod StatefulSet's own arguments, on this machine: two servers that know the password of
+    radiology-nats-cluster form the cluster; a server without it is refused on the route port, and
+    the monitoring port (open to KEDA and Prometheus) never shows the password."""
+    (nats_set,) = [
+        o for o in render_overlay("prod") if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "nats"
+    ]
+    container = nats_set["spec"]["template"]["spec"]["containers"][0]
+    secret = next(e for e in container["env"] if e["name"] == "NATS_CLUSTER_PASSWORD")
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": "radiology-nats-cluster", "key": "password"}
+    args = container["args"]
+    cluster = next(a for a in args if a.startswith("--cluster="))
+    routes = next(a for a in args if a.startswith("--routes="))
+    assert cluster == "--cluster=nats://route:$(NATS_CLUSTER_PASSWORD)@0.0.0.0:6222"
+    route_urls = routes.split("=", 1)[1].split(",")
+    assert len(route_urls) == nats_set["spec"]["replicas"] == 3
+    assert all(u.startswith("nats://route:$(NATS_CLUSTER_PASSWORD)@") for u in route_urls), route_urls
+
+    password = "route-test-password"
+    route_ports = [free_port() for _ in route_urls]  # nats-0, nats-1 run here; nats-2 stays away
+    conf = (NATS_DIR / "nats.conf").read_text()
+    (tmp_path / "nats-auth.conf").write_text((NATS_DIR / "nats-auth.conf").read_text())
+    env = {
+        "NATS_JOBS_PASSWORD": PASSWORDS["jobs"],
+        "NATS_PROCESSOR_PASSWORD": PASSWORDS["processor"],
+        "NATS_CLUSTER_PASSWORD": password,
+    }
+
+    def local(arg: str, index: int, listen: int | None = None) -> str:
+        """The pod's argument as Kubernetes expands it, with the pods' DNS names as local ports."""
+        arg = arg.replace("$(NATS_CLUSTER_PASSWORD)", password).replace("$(POD_NAME)", f"nats-{index}")
+        arg = arg.replace("0.0.0.0:6222", f"127.0.0.1:{listen or route_ports[index]}")
+        arg = re.sub(r"nats-(\d)\.nats-headless:6222", lambda m: f"127.0.0.1:{route_ports[int(m[1])]}", arg)
+        return arg.replace("/etc/nats/nats.conf", str(tmp_path / f"nats-{index}.conf")).replace(
+            "/var/run/nats/nats.pid", str(tmp_path / f"nats-{index}.pid")
+        )
+
+    procs: list[subprocess.Popen[bytes]] = []
+    monitors: list[int] = []
+
+    def start(index: int, server_args: list[str]) -> None:
+        (tmp_path / f"nats-{index}.conf").write_text(
+            conf.replace("store_dir: /data", f"store_dir: {tmp_path / f'js-{index}'}")
+        )
+        monitor = free_port()
+        monitors.append(monitor)
+        log = open(tmp_path / f"nats-{index}.log", "wb")  # noqa: SIM115 - closed with the process
+        procs.append(
+            subprocess.Popen(
+                [_binary("nats-server"), *server_args, "-a", "127.0.0.1", "-p", str(free_port())]
+                + ["-m", str(monitor)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        )
+        log.close()
+        wait_port(monitor)
+
+    try:
+        for index in (0, 1):
+            start(index, [local(a, index) for a in args])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(_routes(m) for m in monitors):
+            time.sleep(0.2)
+        assert {r["remote_name"] for r in _routes(monitors[0])} == {"nats-1"}
+        assert {r["remote_name"] for r in _routes(monitors[1])} == {"nats-0"}
+
+        # An intruder that reaches the route port: the same arguments without the credentials (and
+        # its own listening port, so that the servers' routes to nats-2 do not find it).
+        intruder = [re.sub(r"route:\$\(NATS_CLUSTER_PASSWORD\)@", "", a) for a in args]
+        assert intruder != args
+        start(2, [local(a, 2, free_port()).replace("--name=nats-2", "--name=intruder") for a in intruder])
+        log0 = tmp_path / "nats-0.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "Authentication Failure" not in log0.read_text():
+            time.sleep(0.2)
+        assert "Authentication Failure" in log0.read_text()
+        assert _routes(monitors[2]) == []
+        assert {r["remote_name"] for r in _routes(monitors[0])} == {"nats-1"}
+
+        for monitor in monitors[:2]:
+            for page in ("varz", "routez", "jsz", "connz"):
+                with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/{page}", timeout=5) as reply:
+                    assert password not in reply.read().decode(), page
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
