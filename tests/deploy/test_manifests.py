@@ -129,6 +129,13 @@ def test_scaled_object_matches_keda_schema_and_the_code() -> None:
     assert meta["stream"] == messaging.TASKS_STREAM
     assert meta["consumer"] == messaging.PROCESSOR_DURABLE
     assert int(meta["lagThreshold"]) > 0
+    # KEDA's lag counts the tasks the replicas already hold (num_ack_pending) with the waiting ones:
+    # a threshold above the tasks one replica holds would scale busy replicas away once the queue
+    # is empty. The processor's own settings (ConfigMap + its env) say how many it holds.
+    (processor,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "processor"]
+    env = _k8s_env(objects, processor["spec"]["template"]["spec"]["containers"][0])
+    held = Settings(workers=int(env["RADIOLOGY_WORKERS"]), concurrency=int(env["RADIOLOGY_CONCURRENCY"]))
+    assert int(meta["lagThreshold"]) <= held.task_concurrency, (meta["lagThreshold"], held.task_concurrency)
     namespace = scaled["metadata"]["namespace"]
     host, port = meta["natsServerMonitoringEndpoint"].rsplit(":", 1)
     assert host == f"nats-headless.{namespace}.svc.cluster.local"
