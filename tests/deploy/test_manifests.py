@@ -16,6 +16,7 @@ import pytest
 
 from services.common import messaging
 from services.common.config import Settings, listen_port
+from services.common.grpc_server import LIVENESS_SERVICE
 from tests.deploy.conftest import (
     BIN,
     COMPOSE_FILE,
@@ -222,6 +223,10 @@ def test_k8s_ports_probes_and_pod_hardening(overlay: str) -> None:
             assert port == GRPC_PORTS[name] == ports["grpc"]
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert container[probe]["grpc"]["port"] == port, (name, probe)
+            # Readiness follows the dependencies (the overall entry); liveness only the process.
+            for probe in ("startupProbe", "readinessProbe"):
+                assert container[probe]["grpc"].get("service", "") == "", (name, probe)
+            assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE, name
             assert ports["metrics"] == int(env["RADIOLOGY_METRICS_PORT"])
             # Other services reach it at the address in the ConfigMap: "<service>:<port>".
             host = env[f"RADIOLOGY_{name.upper()}_ADDR"].rsplit(":", 1)[0]
