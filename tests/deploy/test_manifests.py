@@ -273,6 +273,12 @@ def test_k8s_replicas_and_disruption_budgets(overlay: str) -> None:
             assert replicas == 1, name
         if replicas > 1:
             assert name in pdbs, f"{name} runs {replicas} replicas without a PodDisruptionBudget"
+    # Every stream has a copy on each NATS server (at most 3): more than the servers cannot be placed.
+    (nats_set,) = [o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "nats"]
+    (_, jobs_container) = _containers(objects)["jobs"]
+    stream_replicas = int(_k8s_env(objects, jobs_container)["RADIOLOGY_NATS_STREAM_REPLICAS"])
+    servers = nats_set["spec"]["replicas"]
+    assert stream_replicas == min(3, servers), (stream_replicas, servers)
     if overlay == "prod":
         (nats,) = [o for o in objects if o["kind"] == "StatefulSet"]
         assert nats["spec"]["replicas"] == 3
@@ -370,6 +376,9 @@ def test_compose_services_settings_ports_and_policies() -> None:
         if name != "gateway":
             assert listen_port(values[f"{name}_addr"]) == GRPC_PORTS[name]
     assert services["processor"]["deploy"]["replicas"] == 2
+    # One NATS server in compose: one copy of each stream (more could not be placed).
+    jobs_env = _compose_env(services["jobs"])
+    assert _interpolate_defaults(jobs_env["RADIOLOGY_NATS_STREAM_REPLICAS"]) == "1"
     gateway_env = {
         _setting(k): _interpolate_defaults(v) for k, v in _compose_env(services["gateway"]).items()
     }
