@@ -49,7 +49,10 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
 FROM ${BASE_IMAGE} AS runtime
 # A fixed non-root user; /var/lib/radiology is the only folder it writes (plus /tmp): mount a
 # volume there (compose) or an emptyDir/PVC (Kubernetes) and the root filesystem can be read-only.
-RUN echo "radiology:x:10001:" >> /etc/group \
+# The official python images bring their own pip (/usr/local/bin/pip): removed, as the venv's is
+# (also a Debian python3-pip, which would otherwise refuse: externally managed).
+RUN if python3 -m pip --version >/dev/null 2>&1; then python3 -m pip uninstall --yes --quiet --break-system-packages pip; fi \
+ && echo "radiology:x:10001:" >> /etc/group \
  && echo "radiology:x:10001:10001:radiology:/var/lib/radiology:/usr/sbin/nologin" >> /etc/passwd \
  && mkdir -p /var/lib/radiology \
  && chown 10001:10001 /var/lib/radiology \

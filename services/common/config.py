@@ -45,6 +45,10 @@ class Settings(BaseSettings):
 
     # --- jobs ---
     database_url: str = ""  # default: sqlite+aiosqlite:///{data_dir}/jobs.db
+    # Jobs: copies of each JetStream stream (and of its consumers) on a NATS cluster. 1 on a single
+    # server (make run, compose); 3 on Kubernetes' 3-server cluster, so that a server restarting or
+    # lost takes no queued task or event with it. Applied to existing streams at the next start.
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     outbox_interval_seconds: float = 5.0
     # Jobs: how often to look for stored folders no job owns (0: never), and how old their newest
     # object must be (longer than any upload) before they are removed.

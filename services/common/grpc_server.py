@@ -23,6 +23,14 @@ from services.common.config import Settings, listen_port
 
 log = logging.getLogger(__name__)
 
+# A health-check entry that says only "this process serves": SERVING from start until shutdown,
+# whatever the dependencies do. Kubernetes' liveness probes ask for it (`grpc.service: liveness`);
+# readiness asks for the overall entry "", which goes NOT_SERVING while NATS, the database or the
+# storage backend is unreachable. An outage of a dependency then takes pods out of rotation, and
+# never restarts them (a restart would not bring the dependency back, and every client reconnects
+# by itself).
+LIVENESS_SERVICE = "liveness"
+
 # Larger than the 1 MiB storage chunks plus framing.
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 8 * 1024 * 1024),
@@ -67,7 +75,7 @@ async def run_server(
 
     `ready` checks what the service depends on (NATS, its database, its storage backend) and returns
     None or what is wrong; health says NOT_SERVING while it is wrong, so readiness probes and the
-    gateway's /readyz see it."""
+    gateway's /readyz see it. The LIVENESS_SERVICE entry stays SERVING until shutdown."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
@@ -93,7 +101,7 @@ async def run_server(
     if on_start:
         await on_start()
     await server.start()
-    for name in ["", *service_names]:
+    for name in ["", *service_names, LIVENESS_SERVICE]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving on %s", bind)
     runtime.settle()

@@ -135,8 +135,10 @@ async def consumer_exists(js: JetStreamContext, stream: str, durable: str) -> bo
     return True
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create (or update) both streams; safe to call from every replica at start."""
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create (or update) both streams with `replicas` copies on a NATS cluster (their consumers
+    inherit it); safe to call from every replica at start. An update also changes the number of
+    copies of a stream that exists (RADIOLOGY_NATS_STREAM_REPLICAS)."""
     for name, subject in ((TASKS_STREAM, TASKS_SUBJECT), (EVENTS_STREAM, EVENTS_SUBJECT)):
         config = StreamConfig(
             name=name,
@@ -144,6 +146,7 @@ async def ensure_streams(js: JetStreamContext) -> None:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
         )
         try:
             await js.add_stream(config)

@@ -84,7 +84,7 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
     engine = engine or make_engine(settings.database_url)
     await upgrade(engine)
     nc = await messaging.connect_service(settings, "jobs")
-    await messaging.ensure_streams(nc.jetstream())
+    await messaging.ensure_streams(nc.jetstream(), settings.nats_stream_replicas)
     repo = Repository(engine)
     hub = WatchHub(nc)
     publisher = TaskPublisher(nc)
@@ -98,7 +98,7 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
     reconciler = Reconciler(
         repo=repo, js=nc.jetstream(), publisher=publisher, hub=hub, consumer=consumer,
         stall_seconds=settings.task_stall_seconds, deadline_seconds=settings.task_deadline_seconds,
-        on_finished=outbox.wake,
+        on_finished=outbox.wake, stream_replicas=settings.nats_stream_replicas,
     )
     return JobsApp(
         engine=engine, nc=nc, repo=repo, hub=hub, outbox=outbox, consumer=consumer,

@@ -62,7 +62,7 @@ class Reconciler:
     def __init__(
         self, *, repo: Repository, js: JetStreamContext, publisher: TaskPublisher, hub: WatchHub,
         consumer: EventConsumer, stall_seconds: float, deadline_seconds: float,
-        on_finished: Callable[[], None] | None = None,
+        on_finished: Callable[[], None] | None = None, stream_replicas: int = 1,
     ) -> None:
         self.repo = repo
         self.js = js
@@ -72,6 +72,7 @@ class Reconciler:
         self.stall = timedelta(seconds=stall_seconds)
         self.deadline_seconds = deadline_seconds
         self.on_finished = on_finished
+        self.stream_replicas = stream_replicas
         self.last: Pass | None = None
 
     async def run_once(self) -> Pass:
@@ -120,7 +121,7 @@ class Reconciler:
         missing = await messaging.missing_streams(self.js)
         if missing:
             log.warning("stream(s) %s missing: re-creating", ", ".join(missing))
-            await messaging.ensure_streams(self.js)
+            await messaging.ensure_streams(self.js, self.stream_replicas)
             done.recreated.extend(missing)
         if not await messaging.consumer_exists(self.js, messaging.EVENTS_STREAM, messaging.JOBS_DURABLE):
             log.warning("consumer %s missing: re-creating", messaging.JOBS_DURABLE)

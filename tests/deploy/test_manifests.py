@@ -16,6 +16,7 @@ import pytest
 
 from services.common import messaging
 from services.common.config import Settings, listen_port
+from services.common.grpc_server import LIVENESS_SERVICE
 from tests.deploy.conftest import (
     BIN,
     COMPOSE_FILE,
@@ -129,6 +130,13 @@ def test_scaled_object_matches_keda_schema_and_the_code() -> None:
     assert meta["stream"] == messaging.TASKS_STREAM
     assert meta["consumer"] == messaging.PROCESSOR_DURABLE
     assert int(meta["lagThreshold"]) > 0
+    # KEDA's lag counts the tasks the replicas already hold (num_ack_pending) with the waiting ones:
+    # a threshold above the tasks one replica holds would scale busy replicas away once the queue
+    # is empty. The processor's own settings (ConfigMap + its env) say how many it holds.
+    (processor,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "processor"]
+    env = _k8s_env(objects, processor["spec"]["template"]["spec"]["containers"][0])
+    held = Settings(workers=int(env["RADIOLOGY_WORKERS"]), concurrency=int(env["RADIOLOGY_CONCURRENCY"]))
+    assert int(meta["lagThreshold"]) <= held.task_concurrency, (meta["lagThreshold"], held.task_concurrency)
     namespace = scaled["metadata"]["namespace"]
     host, port = meta["natsServerMonitoringEndpoint"].rsplit(":", 1)
     assert host == f"nats-headless.{namespace}.svc.cluster.local"
@@ -215,6 +223,10 @@ def test_k8s_ports_probes_and_pod_hardening(overlay: str) -> None:
             assert port == GRPC_PORTS[name] == ports["grpc"]
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert container[probe]["grpc"]["port"] == port, (name, probe)
+            # Readiness follows the dependencies (the overall entry); liveness only the process.
+            for probe in ("startupProbe", "readinessProbe"):
+                assert container[probe]["grpc"].get("service", "") == "", (name, probe)
+            assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE, name
             assert ports["metrics"] == int(env["RADIOLOGY_METRICS_PORT"])
             # Other services reach it at the address in the ConfigMap: "<service>:<port>".
             host = env[f"RADIOLOGY_{name.upper()}_ADDR"].rsplit(":", 1)[0]
@@ -261,6 +273,12 @@ def test_k8s_replicas_and_disruption_budgets(overlay: str) -> None:
             assert replicas == 1, name
         if replicas > 1:
             assert name in pdbs, f"{name} runs {replicas} replicas without a PodDisruptionBudget"
+    # Every stream has a copy on each NATS server (at most 3): more than the servers cannot be placed.
+    (nats_set,) = [o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "nats"]
+    (_, jobs_container) = _containers(objects)["jobs"]
+    stream_replicas = int(_k8s_env(objects, jobs_container)["RADIOLOGY_NATS_STREAM_REPLICAS"])
+    servers = nats_set["spec"]["replicas"]
+    assert stream_replicas == min(3, servers), (stream_replicas, servers)
     if overlay == "prod":
         (nats,) = [o for o in objects if o["kind"] == "StatefulSet"]
         assert nats["spec"]["replicas"] == 3
@@ -345,10 +363,8 @@ def test_compose_services_settings_ports_and_policies() -> None:
         env = _compose_env(svc)
         unknown = {v for v in env if v.startswith("RADIOLOGY_") and _setting(v) not in SETTINGS}
         assert not unknown, f"{name}: not in services/common/config.py: {unknown}"
-        assert NEEDS[name] - {"RADIOLOGY_LISTEN_HOST"} <= set(env) or name == "gateway", (
-            name,
-            NEEDS[name] - set(env),
-        )
+        # RADIOLOGY_LISTEN_HOST may come from the image (0.0.0.0); the rest must be set here.
+        assert NEEDS[name] - {"RADIOLOGY_LISTEN_HOST"} <= set(env), (name, NEEDS[name] - set(env))
         values = {_setting(k): _interpolate_defaults(v) for k, v in env.items()}
         Settings(**values)
         assert svc["command"] == [name]
@@ -360,6 +376,9 @@ def test_compose_services_settings_ports_and_policies() -> None:
         if name != "gateway":
             assert listen_port(values[f"{name}_addr"]) == GRPC_PORTS[name]
     assert services["processor"]["deploy"]["replicas"] == 2
+    # One NATS server in compose: one copy of each stream (more could not be placed).
+    jobs_env = _compose_env(services["jobs"])
+    assert _interpolate_defaults(jobs_env["RADIOLOGY_NATS_STREAM_REPLICAS"]) == "1"
     gateway_env = {
         _setting(k): _interpolate_defaults(v) for k, v in _compose_env(services["gateway"]).items()
     }
@@ -496,6 +515,9 @@ def test_dockerfile_promises() -> None:
     assert "--no-index" in text and 'ENTRYPOINT ["radiology"]' in text
     runtime = text.split("AS runtime", 1)[1]
     assert not re.search(r"apt-get|gcc|build-essential|pip install", runtime)
+    # No pip either: the venv's is uninstalled in the build stage, the base image's here.
+    assert "/opt/venv/bin/pip uninstall --yes pip" in text.split("AS runtime", 1)[0]
+    assert "python3 -m pip uninstall --yes --quiet --break-system-packages pip" in runtime.split("USER 10001", 1)[0]
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "web/node_modules", "tests", ".env"} <= set(ignore)
 

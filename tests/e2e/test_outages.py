@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import time
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.grpc_server import LIVENESS_SERVICE
 from tests.conftest import start_platform
 from tests.e2e.conftest import client, png_bytes, stored_keys, submit, wait_job
 
@@ -100,6 +104,14 @@ def _readyz_until(c, done, timeout: float = 15):  # type: ignore[no-untyped-def]
     return r
 
 
+def _health(port: int, service: str) -> str:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
 def test_readyz_says_not_ready_while_nats_is_down(tmp_path) -> None:
     """The gRPC services stay up when NATS goes away, but they cannot do their work: their health
     goes NOT_SERVING (so /readyz and Kubernetes probes see it) until NATS is back."""
@@ -112,6 +124,11 @@ def test_readyz_says_not_ready_while_nats_is_down(tmp_path) -> None:
             assert r.status_code == 503, r.text
             assert "jobs" in r.json()["detail"] and "processor" in r.json()["detail"], r.text
             assert "storage" not in r.json()["detail"]  # storage does not need NATS
+            # Not ready, but alive: the entry Kubernetes' liveness probes ask for stays SERVING, so
+            # an outage of NATS never gets the pods restarted.
+            for port in (platform.ports.jobs, platform.ports.processor):
+                assert _health(port, "") == "NOT_SERVING"
+                assert _health(port, LIVENESS_SERVICE) == "SERVING"
             platform.start_nats()
             r = _readyz_until(c, lambda r: r.status_code == 200, timeout=30)
             assert r.status_code == 200, r.text
