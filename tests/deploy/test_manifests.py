@@ -517,7 +517,8 @@ def test_dockerfile_promises() -> None:
     assert not re.search(r"apt-get|gcc|build-essential|pip install", runtime)
     # No pip either: the venv's is uninstalled in the build stage, the base image's here.
     assert "/opt/venv/bin/pip uninstall --yes pip" in text.split("AS runtime", 1)[0]
-    assert "python3 -m pip uninstall --yes --quiet --break-system-packages pip" in runtime.split("USER 10001", 1)[0]
+    remove_base_pip = "python3 -m pip uninstall --yes --quiet --break-system-packages pip"
+    assert remove_base_pip in runtime.split("USER 10001", 1)[0]
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "web/node_modules", "tests", ".env"} <= set(ignore)
 
