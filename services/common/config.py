@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     # A task unfinished this long after its first publish fails ("deadline exceeded"): the only
     # way an outage (storage, NATS, database) can fail a task. Transient errors otherwise wait.
     task_deadline_seconds: float = 6 * 3600.0
+    # The processors' durable consumer on the task stream, which the jobs service alone creates and
+    # updates (services/common/messaging.ensure_task_consumer): a task message held this long without
+    # an ack or keep-alive is redelivered. Processors send keep-alives every third of the consumer's
+    # own ack_wait (read from it), so this setting takes effect through the jobs service.
+    ack_wait_seconds: float = 30.0
+    # Deliveries of a task message before JetStream gives up on it; -1 (the default): no limit, so
+    # that the task deadline (not a count of retries during an outage) decides when a task fails.
+    max_deliver: int = -1
 
     # --- storage ---
     storage_url: str = ""  # default: file://{data_dir}/objects ; or s3://host:port/bucket
@@ -92,10 +100,6 @@ class Settings(BaseSettings):
     # --- processor ---
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1)  # process pool size
     concurrency: int = 0  # tasks in flight per replica; 0 = 2 x workers
-    ack_wait_seconds: float = 30.0
-    # Deliveries of a task message before JetStream gives up on it; -1 (the default): no limit, so
-    # that the task deadline (not a count of retries during an outage) decides when a task fails.
-    max_deliver: int = -1
     # After a transient failure a task is handed back with a delay doubling from
     # `retry_backoff_seconds` up to `retry_backoff_max_seconds`.
     retry_backoff_seconds: float = 1.0

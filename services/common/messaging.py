@@ -2,7 +2,8 @@
 
 Streams
 - RADIOLOGY_TASKS   subjects radiology.tasks.<task_type>.<job_id>.<task_id>   work queue; one durable
-                    pull consumer "processor" shared by every processor replica. The job id in
+                    pull consumer "processor" shared by every processor replica, created and
+                    updated by the jobs service only (ensure_task_consumer). The job id in
                     the subject lets a cancel purge the job's queued tasks (purge_job_tasks); the
                     task id lets the reconciler ask whether a task's message is still queued.
 - RADIOLOGY_EVENTS  subjects radiology.events.<task_id>    work queue; durable pull consumer "jobs".
@@ -166,6 +167,38 @@ async def wait_for_streams(js: JetStreamContext, poll_seconds: float = 1.0) -> N
             log.info("waiting for the jobs service to create stream %s", " and ".join(missing))
         waited += 1
         await asyncio.sleep(poll_seconds)
+
+
+async def wait_for_task_consumer(js: JetStreamContext, poll_seconds: float = 1.0) -> None:
+    """Until the processors' durable consumer exists. Processors wait for the jobs service to create
+    it: their NATS user may read its info and pull from it, but not create or change it."""
+    waited = 0
+    while not await consumer_exists(js, TASKS_STREAM, PROCESSOR_DURABLE):
+        if waited % 10 == 0:
+            log.info("waiting for the jobs service to create consumer %s of stream %s",
+                     PROCESSOR_DURABLE, TASKS_STREAM)
+        waited += 1
+        await asyncio.sleep(poll_seconds)
+
+
+def task_consumer_config(*, ack_wait: float, max_deliver: int) -> ConsumerConfig:
+    """The processors' durable consumer on the task stream: the one definition, applied by the jobs
+    service (RADIOLOGY_ACK_WAIT_SECONDS, RADIOLOGY_MAX_DELIVER). The same configuration processors
+    used to create themselves, so a deployment's existing durable is kept as it is on upgrade."""
+    return consumer_config(PROCESSOR_DURABLE, TASKS_SUBJECT, ack_wait=ack_wait, max_deliver=max_deliver)
+
+
+async def ensure_task_consumer(js: JetStreamContext, *, ack_wait: float, max_deliver: int) -> None:
+    """Create the processors' durable consumer, or update an existing one to this configuration
+    (ack_wait and max_deliver are editable; binding alone would silently keep old values). Called by
+    the jobs service at start and by its reconciler when the durable is missing."""
+    config = task_consumer_config(ack_wait=ack_wait, max_deliver=max_deliver)
+    try:
+        await js.add_consumer(TASKS_STREAM, config)
+    except BadRequestError as exc:  # exists with a setting the server cannot change in place
+        log.error("consumer %s of stream %s not updated (%s); delete it with the NATS CLI "
+                  "(nats consumer rm %s %s) and the reconciler re-creates it", PROCESSOR_DURABLE,
+                  TASKS_STREAM, exc, TASKS_STREAM, PROCESSOR_DURABLE)
 
 
 def consumer_config(durable: str, subject: str, *, ack_wait: float, max_deliver: int,

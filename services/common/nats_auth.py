@@ -9,12 +9,16 @@ what its service's code uses (services/common/messaging.py names the streams and
 
 - jobs: publishes tasks, job-changed and job-cancelled; creates and updates both streams; purges a
   cancelled job's queued tasks; owns the durable "jobs" on the events stream (create, pull, ack);
-  may get a message of either stream and read the processors' durable's info (the reconciler asks
-  whether a task is still queued or has events not yet applied).
-- processor: owns the durable "processor" on the tasks stream (create/update it, read its info for
-  the queue depth, pull, ack/nak/in-progress); publishes task events; hears job-cancelled; may read
-  the streams' info (to wait for the jobs service to create them). Nothing else: no other consumer
-  (so no second reader of the tasks), no message get, no purge or delete, no task publishing.
+  creates and updates the processors' durable "processor" on the tasks stream (at start, and the
+  reconciler when it is missing) without pulling from it; may get a message of either stream and
+  read the processors' durable's info (the reconciler asks whether a task is still queued or has
+  events not yet applied).
+- processor: uses the durable "processor" on the tasks stream, which it may not create or change
+  (a changed filter or max_deliver would starve every replica, like a purge): reads its info (to
+  wait for it, and for the queue depth), pulls, acks/naks/in-progress; publishes task events; hears
+  job-cancelled; may read the streams' info (to wait for the jobs service to create them). Nothing
+  else: no other consumer (so no second reader of the tasks), no message get, no purge or delete,
+  no task publishing.
 
 Each service gets its replies (JetStream API answers, pulled messages) on its own inbox prefix
 (messaging.inbox_prefix), so no user can listen to another's replies. Nothing is allowed to delete a
@@ -45,13 +49,19 @@ class Permissions:
     subscribe: tuple[str, ...]
 
 
-def _consumer_api(stream: str, durable: str) -> tuple[str, ...]:
-    """Create/update (both API forms), info and pull of one durable consumer, and acks of its messages."""
+def _consumer_admin(stream: str, durable: str) -> tuple[str, ...]:
+    """Create/update (all API forms) and info of one durable consumer."""
     return (
         f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
         f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
         f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
         f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+    )
+
+
+def _consumer_pull(stream: str, durable: str) -> tuple[str, ...]:
+    """Pull from one durable consumer, and ack, nak, term or in-progress its messages."""
+    return (
         f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
         f"$JS.ACK.{stream}.{durable}.>",
     )
@@ -67,10 +77,12 @@ PERMISSIONS: dict[str, Permissions] = {
             m.JOB_CANCELLED_SUBJECT,
             *(f"$JS.API.STREAM.{op}.{stream}" for stream in _STREAMS for op in ("CREATE", "UPDATE", "INFO")),
             f"$JS.API.STREAM.PURGE.{m.TASKS_STREAM}",
-            # The reconciler: is a task's message still queued; does the processors' durable exist.
+            # The reconciler: is a task's message still queued (message get); is the processors'
+            # durable there (info), else re-create it. The jobs service alone defines that durable.
             *(f"$JS.API.STREAM.MSG.GET.{stream}" for stream in _STREAMS),
-            f"$JS.API.CONSUMER.INFO.{m.TASKS_STREAM}.{m.PROCESSOR_DURABLE}",
-            *_consumer_api(m.EVENTS_STREAM, m.JOBS_DURABLE),
+            *_consumer_admin(m.TASKS_STREAM, m.PROCESSOR_DURABLE),
+            *_consumer_admin(m.EVENTS_STREAM, m.JOBS_DURABLE),
+            *_consumer_pull(m.EVENTS_STREAM, m.JOBS_DURABLE),
         ),
         subscribe=(f"{m.JOB_CHANGED_SUBJECT}.>", f"{m.inbox_prefix(JOBS)}.>"),
     ),
@@ -78,7 +90,9 @@ PERMISSIONS: dict[str, Permissions] = {
         publish=(
             f"{m.EVENTS_SUBJECT}.>",
             *(f"$JS.API.STREAM.INFO.{stream}" for stream in _STREAMS),
-            *_consumer_api(m.TASKS_STREAM, m.PROCESSOR_DURABLE),
+            # Its durable: look it up and pull from it; never create, change or delete it.
+            f"$JS.API.CONSUMER.INFO.{m.TASKS_STREAM}.{m.PROCESSOR_DURABLE}",
+            *_consumer_pull(m.TASKS_STREAM, m.PROCESSOR_DURABLE),
         ),
         subscribe=(m.JOB_CANCELLED_SUBJECT, f"{m.inbox_prefix(PROCESSOR)}.>"),
     ),

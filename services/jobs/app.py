@@ -85,6 +85,9 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
     await upgrade(engine)
     nc = await messaging.connect_service(settings, "jobs")
     await messaging.ensure_streams(nc.jetstream(), settings.nats_stream_replicas)
+    # The processors' durable: created and kept up to date here only (processors may not change it).
+    await messaging.ensure_task_consumer(nc.jetstream(), ack_wait=settings.ack_wait_seconds,
+                                         max_deliver=settings.max_deliver)
     repo = Repository(engine)
     hub = WatchHub(nc)
     publisher = TaskPublisher(nc)
@@ -98,6 +101,7 @@ async def build(settings: Settings, *, engine: AsyncEngine | None = None) -> Job
     reconciler = Reconciler(
         repo=repo, js=nc.jetstream(), publisher=publisher, hub=hub, consumer=consumer,
         stall_seconds=settings.task_stall_seconds, deadline_seconds=settings.task_deadline_seconds,
+        task_ack_wait=settings.ack_wait_seconds, task_max_deliver=settings.max_deliver,
         on_finished=outbox.wake, stream_replicas=settings.nats_stream_replicas,
     )
     return JobsApp(

@@ -1,7 +1,8 @@
 """The reconciler: no task stays PENDING or RUNNING for ever because a message was lost.
 
 Each pass (every RADIOLOGY_RECONCILE_INTERVAL_SECONDS, run by periodic.Periodic) first re-creates
-what NATS lost (a deleted stream, the jobs service's own durable consumer), then looks at the
+what NATS lost (a deleted stream, the jobs service's own durable consumer, the processors' durable
+consumer, which only the jobs service may create: services/common/nats_auth.py), then looks at the
 published, unfinished tasks that had neither an event nor a publish for
 RADIOLOGY_TASK_STALL_SECONDS:
 
@@ -62,7 +63,8 @@ class Reconciler:
     def __init__(
         self, *, repo: Repository, js: JetStreamContext, publisher: TaskPublisher, hub: WatchHub,
         consumer: EventConsumer, stall_seconds: float, deadline_seconds: float,
-        on_finished: Callable[[], None] | None = None, stream_replicas: int = 1,
+        task_ack_wait: float, task_max_deliver: int, on_finished: Callable[[], None] | None = None,
+        stream_replicas: int = 1,
     ) -> None:
         self.repo = repo
         self.js = js
@@ -71,6 +73,8 @@ class Reconciler:
         self.consumer = consumer
         self.stall = timedelta(seconds=stall_seconds)
         self.deadline_seconds = deadline_seconds
+        self.task_ack_wait = task_ack_wait  # of the processors' durable, when it is re-created
+        self.task_max_deliver = task_max_deliver
         self.on_finished = on_finished
         self.stream_replicas = stream_replicas
         self.last: Pass | None = None
@@ -127,6 +131,12 @@ class Reconciler:
             log.warning("consumer %s missing: re-creating", messaging.JOBS_DURABLE)
             await self.consumer.ensure_consumer()
             done.recreated.append(messaging.JOBS_DURABLE)
+        if not await messaging.consumer_exists(self.js, messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE):
+            # Processors wait (not ready) until it is back; it delivers what queued meanwhile.
+            log.warning("consumer %s missing: re-creating", messaging.PROCESSOR_DURABLE)
+            await messaging.ensure_task_consumer(self.js, ack_wait=self.task_ack_wait,
+                                                 max_deliver=self.task_max_deliver)
+            done.recreated.append(messaging.PROCESSOR_DURABLE)
 
     async def _fail(self, task_ids: list[str]) -> None:
         result = await self.repo.fail_tasks(task_ids, deadline_error(self.deadline_seconds))

@@ -26,8 +26,8 @@ async def main() -> None:
 
     nc = await messaging.connect_service(settings, "processor")
     js = nc.jetstream()
-    await messaging.wait_for_streams(js)  # the jobs service creates them
-    sub = await subscribe(js, settings)
+    await messaging.wait_for_streams(js)  # the jobs service creates them ...
+    sub = await subscribe(js)  # ... and the durable consumer: waits for it
 
     storage_channel = grpc_client.channel(settings.storage_addr)
     storage = StorageClient(storage_channel, settings.rpc_timeout_seconds)

@@ -8,8 +8,13 @@ is unlimited by default); only a task past RADIOLOGY_TASK_DEADLINE_SECONDS since
 fails ("not finished within the task deadline of 6 h"). While storage is unreachable this replica
 pulls no new task and probes storage's health every RADIOLOGY_STORAGE_PROBE_SECONDS, resuming at
 the first SERVING answer.
-While a task runs, its message is kept alive (in_progress every ack_wait/3). Drain stops fetching,
-gives in-flight tasks the grace period and hands the rest back (nak) to another replica.
+The durable consumer is the jobs service's: only it may create or change it (a processor's NATS user
+may read its info, pull from it and ack its messages: services/common/nats_auth.py). A replica waits
+for it at start and, should it go missing, reports not ready until the jobs service's reconciler has
+re-created it.
+While a task runs, its message is kept alive (in_progress every third of the consumer's ack_wait).
+Drain stops fetching, gives in-flight tasks the grace period and hands the rest back (nak) to
+another replica.
 
 One task id runs at most once at a time here: a redelivery of a message a running attempt holds
 (its keep-alive was frozen, e.g. SIGSTOP past ack_wait) is left to that attempt, another copy of a
@@ -50,8 +55,8 @@ log = logging.getLogger(__name__)
 # A lingering fetch returns as soon as one message arrives; this only bounds how long drain waits.
 FETCH_TIMEOUT = 1.0
 QUEUE_DEPTH_INTERVAL = 5.0
-# How often the durable consumer is checked (re-created when an operator or a NATS data loss
-# removed it).
+# How often the durable consumer is checked (an operator or a NATS data loss may remove it; the jobs
+# service re-creates it) and its ack_wait read.
 CONSUMER_CHECK_INTERVAL = 5.0
 # Task ids this replica finished, remembered to drop a late copy of one (see _Attempts).
 RECENTLY_SETTLED = 10_000
@@ -69,15 +74,10 @@ _TRANSIENT_NATS = (
 )
 
 
-async def subscribe(js: JetStreamContext, settings: Settings) -> JetStreamContext.PullSubscription:
-    """Bind to (creating if needed) the durable consumer shared by every processor replica."""
-    config = messaging.consumer_config(
-        messaging.PROCESSOR_DURABLE, messaging.TASKS_SUBJECT,
-        ack_wait=settings.ack_wait_seconds, max_deliver=settings.max_deliver,
-    )
-    # Create, or update an existing durable to this replica's ack_wait/max_deliver (binding alone
-    # would silently keep the old values).
-    await js.add_consumer(messaging.TASKS_STREAM, config)
+async def subscribe(js: JetStreamContext) -> JetStreamContext.PullSubscription:
+    """Bind to the durable consumer shared by every processor replica, once the jobs service has
+    created it (messaging.ensure_task_consumer)."""
+    await messaging.wait_for_task_consumer(js)
     return await js.pull_subscribe_bind(
         durable=messaging.PROCESSOR_DURABLE, stream=messaging.TASKS_STREAM
     )
@@ -114,11 +114,15 @@ class Worker:
         self.attempts = _Attempts()
         # Messages nak'd back to the stream by drain (for logs and tests).
         self.handed_back = 0
-        self.consumer_recreated = 0
+        # The consumer's ack_wait (the jobs service sets it), read at start and at every check.
+        self.ack_wait = settings.ack_wait_seconds
+        self._consumer_missing = False
+        self.consumer_rebound = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.consumer_problem()  # reads the consumer's ack_wait before the first task
         await asyncio.to_thread(scratch.sweep_stale, self._tmp_root)
         await self.cancelled.listen(self._nc)
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="task-fetcher")
@@ -131,23 +135,32 @@ class Worker:
         return self._storage_ok.is_set()
 
     async def consumer_problem(self) -> str | None:
-        """For readiness: the durable consumer is missing (the check re-creates it)."""
-        if not await messaging.consumer_exists(self._js, messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE):
-            return f"consumer {messaging.PROCESSOR_DURABLE} of stream {messaging.TASKS_STREAM} is missing"
+        """For readiness: the durable consumer is missing (the jobs service re-creates it). Also
+        keeps `ack_wait` up to date with the consumer's own."""
+        try:
+            info = await self._js.consumer_info(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+        except nats.js.errors.NotFoundError:
+            return (f"consumer {messaging.PROCESSOR_DURABLE} of stream {messaging.TASKS_STREAM} is "
+                    "missing (waiting for the jobs service to re-create it)")
+        if info.config.ack_wait:
+            self.ack_wait = info.config.ack_wait
         return None
 
     async def _watch_consumer(self) -> None:
         while True:
             await asyncio.sleep(CONSUMER_CHECK_INTERVAL)
             try:
-                if await self.consumer_problem() is None:
+                problem = await self.consumer_problem()
+                if problem is not None:
+                    if not self._consumer_missing:
+                        log.warning("%s; no task is pulled until it is back", problem)
+                    self._consumer_missing = True
                     continue
-                if await messaging.missing_streams(self._js):
-                    log.warning("task stream missing; waiting for the jobs service to re-create it")
-                    continue
-                self._sub = await subscribe(self._js, self._settings)
-                self.consumer_recreated += 1
-                log.warning("durable consumer %s was missing: re-created", messaging.PROCESSOR_DURABLE)
+                if self._consumer_missing:
+                    self._sub = await subscribe(self._js)
+                    self._consumer_missing = False
+                    self.consumer_rebound += 1
+                    log.warning("durable consumer %s is back: pulling tasks", messaging.PROCESSOR_DURABLE)
             except Exception as exc:  # NATS down: the next check tries again
                 log.debug("consumer check failed: %s", exc)
 
@@ -199,6 +212,10 @@ class Worker:
             except Exception as exc:  # connection trouble: nats-py reconnects by itself
                 if self._stopping:
                     break
+                if self._consumer_missing:  # already reported; the check rebinds when it is back
+                    log.debug("fetch failed while the consumer is missing: %s", exc)
+                    await asyncio.sleep(1.0)
+                    continue
                 log.warning("fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -345,7 +362,7 @@ class Worker:
         return metrics.FAILED
 
     async def _keep_alive(self, msg: Msg) -> None:
-        interval = max(0.1, self._settings.ack_wait_seconds / 3)
+        interval = max(0.1, self.ack_wait / 3)
         while True:
             await asyncio.sleep(interval)
             await _quietly(msg.in_progress())

@@ -157,10 +157,16 @@ async def test_services_connect_with_their_settings(server: AuthNats) -> None:
 
 async def test_the_platform_flows_work(server: AuthNats, jobs: Client, processor: Client) -> None:
     job_id = str(uuid.uuid4())
-    # processor: waits for the streams, binds its durable as the worker does, hears cancel notices
+    # jobs: defines the processors' durable (at start, and its reconciler), updates it
+    await messaging.ensure_task_consumer(jobs.js, ack_wait=5, max_deliver=3)
+    await messaging.ensure_task_consumer(jobs.js, ack_wait=30, max_deliver=-1)
+    assert await messaging.consumer_exists(jobs.js, messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+    # processor: waits for the streams and its durable, binds it as the worker does, hears cancel
+    # notices
     await asyncio.wait_for(messaging.wait_for_streams(processor.js), 5)
-    settings = Settings(ack_wait_seconds=5, max_deliver=3)
-    sub = await processor_subscribe(processor.js, settings)
+    sub = await asyncio.wait_for(processor_subscribe(processor.js), 5)
+    assert (await processor.js.consumer_info(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+            ).config.ack_wait == 30  # the worker reads the consumer's ack_wait for its keep-alives
     cancels: list[bytes] = []
     await processor.nc.subscribe(messaging.JOB_CANCELLED_SUBJECT, cb=collect(cancels))
     # jobs: its durable on the events stream, job-changed fan-out
@@ -258,6 +264,45 @@ async def test_processor_cannot_read_tasks_through_a_consumer_of_its_own(
     assert (await jobs.js.stream_info(messaging.TASKS_STREAM)).state.consumer_count == consumers
 
 
+async def test_processor_cannot_create_change_or_delete_its_durable(
+    server: AuthNats, jobs: Client, processor: Client
+) -> None:
+    """A durable whose filter matches nothing (or that gives up after one delivery) starves every
+    processor, as a purge would: only the jobs service may define it."""
+    await messaging.ensure_task_consumer(jobs.js, ack_wait=30, max_deliver=-1)
+    before = await jobs.js.consumer_info(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+    starve = dict(filter_subject=f"{messaging.TASKS_SUBJECT}.nothing.>", max_deliver=1, ack_wait=1)
+    durable = messaging.PROCESSOR_DURABLE
+    attacks = [
+        # update through each form of the API: named with a filter, named, and the legacy durable form
+        (lambda: processor.js.add_consumer(messaging.TASKS_STREAM, name=durable, durable_name=durable,
+                                           **starve),
+         f"CONSUMER.CREATE.{messaging.TASKS_STREAM}.{durable}.{starve['filter_subject']}"),
+        (lambda: processor.js.add_consumer(messaging.TASKS_STREAM, name=durable, durable_name=durable,
+                                           filter_subject=">", max_deliver=1),
+         f'CONSUMER.CREATE.{messaging.TASKS_STREAM}.{durable}"'),
+        (lambda: processor.js.add_consumer(messaging.TASKS_STREAM, durable_name=durable, **starve),
+         f"CONSUMER.DURABLE.CREATE.{messaging.TASKS_STREAM}.{durable}"),
+        (lambda: processor.js.delete_consumer(messaging.TASKS_STREAM, durable),
+         f"CONSUMER.DELETE.{messaging.TASKS_STREAM}.{durable}"),
+    ]
+    for attack, subject in attacks:
+        with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):
+            await attack()
+        assert await processor.refused(subject), (subject, processor.violations)
+    after = await jobs.js.consumer_info(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+    assert after.config == before.config and after.created == before.created
+
+    # ... and, its durable intact, an honest processor still gets the queued task.
+    await jobs.js.purge_stream(messaging.TASKS_STREAM)
+    task = task_message(str(uuid.uuid4()))
+    await publish_task(jobs, task)
+    sub = await processor_subscribe(processor.js)
+    [msg] = await sub.fetch(1, timeout=5)
+    assert tasks_pb2.TaskMessage.FromString(msg.data) == task
+    await msg.ack()
+
+
 async def test_processor_cannot_publish_tasks_or_job_notices(
     server: AuthNats, jobs: Client, processor: Client
 ) -> None:
@@ -293,7 +338,8 @@ async def test_processor_cannot_publish_tasks_or_job_notices(
 async def test_nobody_but_the_jobs_service_can_purge_and_nobody_deletes(
     server: AuthNats, jobs: Client, processor: Client
 ) -> None:
-    await processor_subscribe(processor.js, Settings(ack_wait_seconds=5, max_deliver=3))
+    await messaging.ensure_task_consumer(jobs.js, ack_wait=5, max_deliver=3)
+    await processor_subscribe(processor.js)
     await publish_task(jobs, task_message(str(uuid.uuid4())))
     before = await queued(jobs)
     assert before >= 1

@@ -21,7 +21,6 @@ import pytest
 from nats.js.errors import APIError
 
 from services.common import messaging
-from services.common.config import Settings
 from services.jobs.events import EventConsumer
 from services.processor.worker import subscribe
 from tests.conftest import _binary, free_port, wait_port
@@ -94,11 +93,13 @@ async def test_the_services_own_calls_work_and_others_are_refused(server: str) -
         await messaging.ensure_streams(js_jobs)
         await messaging.ensure_streams(js_jobs)  # the update path of a second replica
         await EventConsumer(jobs, None, None).ensure_consumer()  # type: ignore[arg-type]
-        # processor: waits for the streams, then its consumer (create/update + bind), exactly as
+        # ... and the processors' durable (create, then update as a restart with new settings does).
+        await messaging.ensure_task_consumer(js_jobs, ack_wait=5, max_deliver=3)
+        await messaging.ensure_task_consumer(js_jobs, ack_wait=30, max_deliver=-1)
+        # processor: waits for the streams, then for its durable and binds it, exactly as
         # services/processor/server.py and the worker do it.
         await messaging.wait_for_streams(js_proc)
-        settings = Settings(ack_wait_seconds=5, max_deliver=3)
-        sub = await subscribe(js_proc, settings)
+        sub = await subscribe(js_proc)
         cancelled = await proc.subscribe(messaging.JOB_CANCELLED_SUBJECT)
         changed = await jobs.subscribe(f"{messaging.JOB_CHANGED_SUBJECT}.*")
         await proc.flush()
@@ -145,8 +146,21 @@ async def test_the_services_own_calls_work_and_others_are_refused(server: str) -
             await messaging.purge_job_tasks(js_proc, job_id)
         with pytest.raises(refused):
             await js_proc.delete_stream(messaging.TASKS_STREAM)
-        with pytest.raises(refused):  # ... nor read the jobs service's events
+        with pytest.raises(refused):  # ... nor read the jobs service's events ...
             await js_proc.consumer_info(messaging.EVENTS_STREAM, messaging.JOBS_DURABLE)
+        durable, nothing = messaging.PROCESSOR_DURABLE, f"{messaging.TASKS_SUBJECT}.nothing.>"
+        for change in (  # ... nor create, change or delete its own durable (only the jobs service)
+            lambda: js_proc.add_consumer(messaging.TASKS_STREAM, durable_name=durable,
+                                         filter_subject=nothing, max_deliver=1),
+            lambda: js_proc.add_consumer(messaging.TASKS_STREAM, name=durable, durable_name=durable,
+                                         filter_subject=nothing, max_deliver=1),
+            lambda: js_proc.delete_consumer(messaging.TASKS_STREAM, durable),
+        ):
+            with pytest.raises(refused):
+                await change()
+        kept = await js_jobs.consumer_info(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+        assert kept.config.filter_subject == f"{messaging.TASKS_SUBJECT}.>"
+        assert kept.config.max_deliver == -1
         with pytest.raises(refused):  # the jobs service cannot pose as a processor
             await js_jobs.publish(messaging.event_subject(task_id), b"forged", timeout=1)
         with pytest.raises(refused):
@@ -170,6 +184,9 @@ def test_the_config_names_the_codes_streams_and_consumers() -> None:
         assert f"$JS.API.STREAM.CREATE.{name}" in auth
     assert f"$JS.API.CONSUMER.MSG.NEXT.{messaging.TASKS_STREAM}.{messaging.PROCESSOR_DURABLE}" in auth
     assert f"$JS.API.CONSUMER.MSG.NEXT.{messaging.EVENTS_STREAM}.{messaging.JOBS_DURABLE}" in auth
+    # The processors' durable is created by the jobs user only.
+    create = f"$JS.API.CONSUMER.DURABLE.CREATE.{messaging.TASKS_STREAM}.{messaging.PROCESSOR_DURABLE}"
+    assert auth.count(create) == 1 and auth.index(create) < auth.index('user: "processor"')
     for subject in (messaging.TASKS_SUBJECT, messaging.EVENTS_SUBJECT, messaging.JOB_CHANGED_SUBJECT):
         assert f'"{subject}.>"' in auth
     assert f'"{messaging.JOB_CANCELLED_SUBJECT}"' in auth

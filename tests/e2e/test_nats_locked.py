@@ -1,5 +1,7 @@
 """`make run`'s NATS is locked down: the launcher generated per-service credentials (private files,
-kept across restarts) and the server refuses anyone without them, while jobs still run."""
+kept across restarts) and the server refuses anyone without them, and a process with a processor's
+credentials can neither listen to everything nor redefine the processors' shared durable consumer
+(a filter matching nothing would leave every queued job unfinished), while jobs still run."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 
+from services.common import messaging
 from tests.e2e.conftest import client, png_bytes, submit, wait_job
 
 pytestmark = pytest.mark.slow
@@ -36,12 +40,32 @@ def test_nats_refuses_strangers_and_jobs_still_run(platform: Any) -> None:
                                 inbox_prefix="_INBOX_processor", error_cb=on_error)
         await nc.subscribe("radiology.>")
         await nc.flush()
+        # Starve the processors: their durable filtering on nothing, giving up after one delivery;
+        # or no durable at all. Each form of the consumer API is refused.
+        js = nc.jetstream(timeout=2)
+        durable, nothing = messaging.PROCESSOR_DURABLE, f"{messaging.TASKS_SUBJECT}.nothing.>"
+        for attack in (
+            lambda: js.add_consumer(messaging.TASKS_STREAM, name=durable, durable_name=durable,
+                                    filter_subject=nothing, max_deliver=1),
+            lambda: js.add_consumer(messaging.TASKS_STREAM, durable_name=durable,
+                                    filter_subject=nothing, max_deliver=1),
+            lambda: js.delete_consumer(messaging.TASKS_STREAM, durable),
+        ):
+            with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):
+                await attack()
         await asyncio.sleep(0.3)
+        # What it may do: read the durable's info (to wait for it); the jobs service made it.
+        info = await js.consumer_info(messaging.TASKS_STREAM, durable)
         await nc.close()
+        assert (info.config.filter_subject, info.config.max_deliver) == (f"{messaging.TASKS_SUBJECT}.>", -1)
         return violations
 
     violations = asyncio.run(probe())
     assert any('subscription to "radiology.>"' in v.lower() for v in violations), violations
+    for subject in (f"consumer.create.{messaging.TASKS_STREAM}.{messaging.PROCESSOR_DURABLE}",
+                    f"consumer.durable.create.{messaging.TASKS_STREAM}.{messaging.PROCESSOR_DURABLE}",
+                    f"consumer.delete.{messaging.TASKS_STREAM}.{messaging.PROCESSOR_DURABLE}"):
+        assert any(subject.lower() in v.lower() for v in violations), (subject, violations)
 
     with client(platform) as c:
         r = submit(c, [("a.png", png_bytes())])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -16,7 +18,7 @@ from services.jobs.models import tasks as tasks_table
 from services.jobs.models import utcnow
 from services.jobs.publisher import republish_id
 
-from .harness import Running
+from .harness import Running, StorageServer, start_jobs
 from .test_service import create_request, send_event, stream_tasks, wait_for
 
 S = common_pb2
@@ -155,7 +157,8 @@ async def test_deleted_streams_and_consumer_are_reported_and_recreated(jobs: Run
     problem = await jobs.app.ready()
     assert problem is not None and messaging.TASKS_STREAM in problem
     done = await jobs.app.reconciler.run_once()
-    assert done.recreated == [messaging.TASKS_STREAM]
+    # the processors' durable went with its stream: the jobs service alone re-creates it
+    assert done.recreated == [messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE]
     assert await jobs.app.ready() is None
 
     await jobs.js.delete_consumer(messaging.EVENTS_STREAM, messaging.JOBS_DURABLE)
@@ -172,6 +175,35 @@ async def test_deleted_streams_and_consumer_are_reported_and_recreated(jobs: Run
         return (await jobs.stub.GetTask(_get_task(job.tasks[0]))).progress == 40
 
     await wait_for(applied, 15)
+
+
+async def test_the_processors_durable_is_created_at_start_and_recreated(
+    private_nats: Any, fake_storage: StorageServer, tmp_path: Path
+) -> None:
+    """The jobs service is the only one that defines the processors' durable (processors may only
+    read and pull from it): created at start with the configured ack_wait and max_deliver, and
+    re-created by the reconciler with the same configuration when it is missing."""
+    running = await start_jobs(private_nats.url, fake_storage.addr, tmp_path / "jobs.db",
+                               ack_wait_seconds=7.0, max_deliver=5)
+    js = running.js
+    try:
+        info = await js.consumer_info(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+        expected = messaging.task_consumer_config(ack_wait=7.0, max_deliver=5)
+        assert (info.config.filter_subject, info.config.ack_wait, info.config.max_deliver,
+                info.config.ack_policy) == (expected.filter_subject, 7.0, 5, expected.ack_policy)
+        assert expected.filter_subject == f"{messaging.TASKS_SUBJECT}.>"
+
+        await js.delete_consumer(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+        # Tasks wait in the stream meanwhile; the jobs service itself stays ready (processors
+        # report the missing durable as their own readiness problem).
+        assert await running.app.ready() is None
+        assert (await running.app.reconciler.run_once()).recreated == [messaging.PROCESSOR_DURABLE]
+        again = await js.consumer_info(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+        assert (again.config.ack_wait, again.config.max_deliver) == (7.0, 5)
+        assert (await running.app.reconciler.run_once()).recreated == []
+    finally:
+        for close in running._closers:
+            await close()
 
 
 def _get_job(job: S.Job) -> jobs_pb2.GetJobRequest:

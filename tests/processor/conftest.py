@@ -217,8 +217,11 @@ class Harness:
         self, drain_grace: float | None = None, queue_depth_interval: float = 5.0, **overrides: object
     ) -> Worker:
         settings = self.settings(**overrides)
+        assert self.nc is not None  # as the jobs service: the durable with this worker's settings
+        await messaging.ensure_task_consumer(self.nc.jetstream(), ack_wait=settings.ack_wait_seconds,
+                                             max_deliver=settings.max_deliver)
         nc = await messaging.connect_service(settings, "processor-test")
-        sub = await subscribe(nc.jetstream(), settings)
+        sub = await subscribe(nc.jetstream())
         channel = grpc.aio.insecure_channel(settings.storage_addr)
         storage = StorageClient(channel, settings.rpc_timeout_seconds)
         w = Worker(

@@ -311,16 +311,28 @@ async def _frozen_keep_alive(msg: object) -> None:
     await asyncio.Event().wait()
 
 
-async def test_a_deleted_consumer_is_recreated(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_deleted_consumer_is_waited_for_not_recreated(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the jobs service defines the durable: a processor reports not ready while it is missing,
+    and works again once the jobs service has re-created it (with the tasks queued meanwhile)."""
     monkeypatch.setattr(worker_module, "CONSUMER_CHECK_INTERVAL", 0.2)
-    worker = await harness.worker()
+    worker = await harness.worker(ack_wait_seconds=6.0)
     assert harness.nc is not None
     js = harness.nc.jetstream()
     await js.delete_consumer(messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
-    assert await worker.consumer_problem() is not None
-    await harness.wait_for(lambda: worker.consumer_recreated == 1, 10)
-    assert await worker.consumer_problem() is None
+    problem = await worker.consumer_problem()
+    assert problem is not None and "waiting for the jobs service" in problem
     task = await harness.publish_task(png_bytes())
+    await asyncio.sleep(1.5)  # several checks: the worker waits, it re-creates nothing
+    assert not await messaging.consumer_exists(js, messaging.TASKS_STREAM, messaging.PROCESSOR_DURABLE)
+    assert await worker.consumer_problem() is not None and harness.events_of(task.task_id) == []
+
+    # The jobs service (its reconciler) re-creates it, here with another ack_wait.
+    await messaging.ensure_task_consumer(js, ack_wait=3.0, max_deliver=-1)
+    await harness.wait_for(lambda: worker.consumer_rebound == 1, 10)
+    assert await worker.consumer_problem() is None
+    assert worker.ack_wait == 3.0  # keep-alives follow the consumer's ack_wait
     assert (await harness.wait_terminal(task.task_id, 20)).status == SUCCESS
 
 
@@ -427,14 +439,15 @@ async def test_an_input_the_operation_does_not_accept_fails_once_with_a_clear_me
 # --- the real server process ----------------------------------------------------------------------
 
 
-def _start_server(h: Harness, storage: FakeStorage, log: Path) -> subprocess.Popen[bytes]:
+async def _start_server(h: Harness, storage: FakeStorage, log: Path) -> subprocess.Popen[bytes]:
+    assert h.nc is not None  # as the jobs service: the durable, ack_wait 2 s (the processor reads it)
+    await messaging.ensure_task_consumer(h.nc.jetstream(), ack_wait=2.0, max_deliver=-1)
     env = {
         **os.environ,
         "RADIOLOGY_NATS_URL": h.nats_server.url,
         "RADIOLOGY_STORAGE_ADDR": storage.addr,
         "RADIOLOGY_PROCESSOR_ADDR": f"127.0.0.1:{free_port()}",
         "RADIOLOGY_DATA_DIR": str(h.data_dir),
-        "RADIOLOGY_ACK_WAIT_SECONDS": "2",
         "RADIOLOGY_WORKERS": "1",
         "RADIOLOGY_SHUTDOWN_GRACE_SECONDS": "30",
     }
@@ -459,7 +472,7 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 async def test_server_killed_mid_task_redelivers_and_finishes_once(harness: Harness, tmp_path: Path) -> None:
     log = tmp_path / "processor.log"
-    proc = _start_server(harness, harness.storage, log)
+    proc = await _start_server(harness, harness.storage, log)
     try:
         task = await harness.publish_task(slow_png(4000), params={"sigma": 50})
         await harness.wait_for(lambda: harness.events_of(task.task_id), 30)
@@ -469,7 +482,7 @@ async def test_server_killed_mid_task_redelivers_and_finishes_once(harness: Harn
 
         assert list((harness.data_dir / "tmp").rglob("task-*"))  # what the killed process left
 
-        proc = _start_server(harness, harness.storage, log)
+        proc = await _start_server(harness, harness.storage, log)
         final = await harness.wait_terminal(task.task_id, 60)
         assert final.status == SUCCESS, log.read_text()[-3000:]
         await _settled(harness)
@@ -489,7 +502,7 @@ async def test_server_killed_mid_task_redelivers_and_finishes_once(harness: Harn
 
 async def test_server_sigterm_finishes_in_flight_work_and_exits_0(harness: Harness, tmp_path: Path) -> None:
     log = tmp_path / "processor.log"
-    proc = _start_server(harness, harness.storage, log)
+    proc = await _start_server(harness, harness.storage, log)
     try:
         task = await harness.publish_task(slow_png(), params=SLOW)
         await harness.wait_for(lambda: harness.events_of(task.task_id), 30)
