@@ -354,7 +354,9 @@ async def test_streams_keep_copies_on_three_servers_and_survive_their_leader(tmp
         for stream in (messaging.TASKS_STREAM, messaging.EVENTS_STREAM):
             info = await _until(lambda s=stream: js_jobs.stream_info(s))
             assert info.config.num_replicas == replicas, stream
-        sub = await _until(lambda: subscribe(js_proc, Settings(ack_wait_seconds=5)))
+        # The processors' durable is the jobs service's to create (it inherits the stream's copies).
+        await _until(lambda: messaging.ensure_task_consumer(js_jobs, ack_wait=5, max_deliver=-1))
+        sub = await _until(lambda: subscribe(js_proc))
 
         async def three_copies():  # type: ignore[no-untyped-def]
             """Both streams and the consumer with a leader and two followers that caught up (a
