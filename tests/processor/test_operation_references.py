@@ -628,3 +628,55 @@ def test_denoise_median_of_a_float32_volume_makes_no_extra_copy() -> None:
     np.testing.assert_array_equal(out.data, ndimage.median_filter(data, size=3, mode="reflect"))
     assert out.data.dtype == np.float32
     assert peak < 1.5 * data.nbytes  # the result only: no float32 copy of it
+
+
+# -- every operation: previews of volume results, the input described ------------------------------
+
+
+@pytest.fixture(scope="module")
+def ct_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve CT slices stored from head to feet (LPS voxel order) with a window."""
+    zip_path = tmp_path_factory.mktemp("series") / "series.zip"
+    rng = np.random.default_rng(8)
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for k in range(12):
+            pixels = rng.integers(900, 1300, (20, 24)).astype(np.uint16)
+            zf.writestr(f"{k}.dcm", ct_slice(pixels, series_uid="1.2.3.10", position=(-5.0, 7.0, -2.5 * k),
+                                             instance=k + 1, window=(40, 400)))
+    return zip_path
+
+
+@pytest.mark.parametrize("name", [op["name"] for op in operations.catalogue()])
+def test_every_operation_describes_its_input_and_previews_its_volume(
+    name: str, ct_series: Path, tmp_path: Path
+) -> None:
+    """Each task result carries what its input was (format, modality, series, shape, spacing, the
+    voxel axes' orientation codes, window, units); a volume result comes with axial, coronal and
+    sagittal previews."""
+    result = run(name, ct_series, tmp_path)
+    meta = result["metadata"]
+    source = imaging.load(ct_series)
+    expected_codes = "".join(nib.aff2axcodes(source.affine))
+    assert meta["format"] == "zip" and meta["modality"] == "CT"
+    assert meta["orientation"] == expected_codes == "LPS"  # sorted along the normal: feet to head
+    # an operation that gives its result other units or another window says what the input's were
+    assert meta.get("input_units", meta.get("units")) == "HU"
+    window = (meta.get("input_window_center", meta["window_center"]),
+              meta.get("input_window_width", meta["window_width"]))
+    assert window == (40.0, 400.0)
+    assert meta.get("input_shape", meta["shape"]) == [24, 20, 12]
+    assert meta["pixel_spacing"] == [0.8, 0.6] and meta["slice_thickness"] == 2.5
+    if name != "anonymize":  # the profile removes the series description (X)
+        assert meta["series_description"] == "synthetic"
+    names = {o["filename"] for o in result["outputs"]}
+    if name == "mip":  # a projection: one picture, not a volume
+        assert "scan_processed.png" in names
+    else:
+        assert {"scan_preview.png", "scan_preview_coronal.png", "scan_preview_sagittal.png"} <= names
+
+
+def test_a_result_with_its_own_window_and_units_keeps_the_inputs(ct_series: Path, tmp_path: Path) -> None:
+    meta = run("window", ct_series, tmp_path, preset="lung")["metadata"]
+    assert (meta["window_center"], meta["window_width"], meta["units"]) == (-600.0, 1500.0, "display 0-255")
+    inputs = (meta["input_window_center"], meta["input_window_width"], meta["input_units"])
+    assert inputs == (40.0, 400.0, "HU")
