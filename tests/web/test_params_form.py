@@ -68,3 +68,7 @@ def test_the_catalogue_operations_and_the_window_presets_are_in_the_form(page):
     for title, values in (("Lung (-600/1500)", ("-600", "1500")), ("Subdural (75/215)", ("75", "215"))):
         preset.select_option(label=title)
         assert (center.input_value(), width.input_value()) == values
+    named = page.locator("#params").get_by_label("Named window")
+    values = named.locator("option").evaluate_all("os => os.map(o => o.textContent)")
+    assert {"brain", "subdural", "stroke", "lung", "mediastinum", "abdomen", "liver", "bone",
+            "soft_tissue"} <= set(values)
