@@ -680,3 +680,54 @@ def test_a_result_with_its_own_window_and_units_keeps_the_inputs(ct_series: Path
     assert (meta["window_center"], meta["window_width"], meta["units"]) == (-600.0, 1500.0, "display 0-255")
     inputs = (meta["input_window_center"], meta["input_window_width"], meta["input_units"])
     assert inputs == (40.0, 400.0, "HU")
+
+
+def _sobel_whole(values: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """The Sobel magnitude on the whole array at once: scipy's own sobel per axis ([-1, 0, 1] along
+    it, [1, 2, 1] along each other axis of the first len(spacing), i.e. 2 x 4^(n-1) times the
+    derivative per voxel), over the spacing."""
+    x = values.astype(np.float64)
+    n = len(spacing)
+    scale = 2 * 4 ** (n - 1)
+    total = np.zeros(x.shape)
+    for a, s in enumerate(spacing):
+        d = ndimage.correlate1d(x, [-1.0, 0.0, 1.0], axis=a, mode="reflect")
+        for other in range(n):
+            if other != a:
+                d = ndimage.correlate1d(d, [1.0, 2.0, 1.0], axis=other, mode="reflect")
+        total += (d / (scale * s)) ** 2
+    return np.sqrt(total)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [((17, 13, 11), (0.7, 0.9, 2.5)), ((9, 10, 7, 3), (1.0, 1.0, 1.5)), ((23, 19), (0.5, 0.8))],
+)
+def test_sobel_in_slabs_equals_the_whole_array(
+    shape: tuple, spacing: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slabs of two planes (the smallest that still has an inside), each with its neighbours' planes:
+    the same magnitude as scipy's sobel on the whole array, edges mirrored, later axes left alone."""
+    from services.processor.imaging import edges
+
+    values = np.random.default_rng(11).normal(0, 100, shape).astype(np.int16)
+    monkeypatch.setattr(edges, "SLAB_VALUES", 2 * int(np.prod(shape)) // min(shape[: len(spacing)]))
+    for layout in (values, np.asfortranarray(values)):  # slabs along the first axis, then the last
+        ours = edges.sobel_magnitude(layout, spacing)
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, _sobel_whole(values, spacing), rtol=1e-5, atol=1e-3)
+
+
+def test_sobel_of_a_volume_needs_much_less_than_two_more_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.processor.imaging import edges
+
+    volume = np.random.default_rng(12).normal(0, 100, (96, 96, 96)).astype(np.float32)
+    monkeypatch.setattr(edges, "SLAB_VALUES", 96 * 96 * 8)
+    tracemalloc.start()
+    try:
+        out = edges.sobel_magnitude(volume, (0.9, 0.9, 1.2))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.6 * volume.nbytes, peak / volume.nbytes  # the result, plus a few slabs
+    np.testing.assert_allclose(out, _sobel_whole(volume, (0.9, 0.9, 1.2)), rtol=1e-4, atol=1e-2)
