@@ -716,6 +716,7 @@ def test_sobel_in_slabs_equals_the_whole_array(
         ours = edges.sobel_magnitude(layout, spacing)
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, _sobel_whole(values, spacing), rtol=1e-5, atol=1e-3)
+        np.testing.assert_array_equal(ours, edges._sobel_block(values, spacing))  # bit for bit
 
 
 def test_sobel_of_a_volume_needs_much_less_than_two_more_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
