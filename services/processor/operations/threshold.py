@@ -75,8 +75,8 @@ register(
                 {"x-title": "CT lung (-1000 to -400 HU)", "lower": -1000, "upper": -400},
             ],
         ),
-        outputs="A mask: black and white PNG for 2D inputs; uint8 .nii.gz (0/1) plus a PNG preview "
-        "for volumes",
+        outputs="A mask: black and white PNG for 2D inputs; uint8 .nii.gz (0/1) plus axial, coronal and "
+        "sagittal PNG previews for volumes; DICOM with output_format=dicom for DICOM inputs",
         apply=threshold,
         check=_check,
     )
