@@ -27,10 +27,11 @@ def threshold(image: Image, params: dict[str, Any]) -> Image:
     if automatic:
         lower = filters.otsu_threshold(values)
     mask = filters.band_mask(values, lower, upper)
+    labels = mask.view(np.uint8)  # a bool is one byte, 0 or 1: the labels without a copy
     if image.kind == "2d":
-        out = image.with_data(mask.astype(np.uint8) * 255, samples="L", display=Display(native=True))
+        out = image.with_data(labels * np.uint8(255), samples="L", display=Display(native=True))
     else:
-        out = image.with_data(mask.astype(np.uint8), samples="L", display=Display(window=(0.5, 1.0)))
+        out = image.with_data(labels, samples="L", display=Display(window=(0.5, 1.0)))
     inside = int(np.count_nonzero(mask))
     out.metadata.update(
         content="mask",
