@@ -53,11 +53,13 @@ def test_the_catalogue_operations_and_the_window_presets_are_in_the_form(page):
     offered, and the window's CT presets fill center and width in HU."""
     sign_in(page, new_user("catalogue"))
     operation = page.get_by_label("Operation")
+    operation.locator('option[value="anonymize"]').wait_for(state="attached")  # the catalogue has loaded
     offered = operation.locator("option").evaluate_all("os => os.map(o => o.value)")
     new = ["window", "normalize", "denoise", "edges", "equalize", "mip", "reorient", "convert", "anonymize"]
     assert set(new) <= set(offered)
     operation.select_option("window")
     preset = page.get_by_label("Preset")
+    preset.locator("option", has_text="Lung").wait_for(state="attached")
     titles = preset.locator("option").evaluate_all("os => os.map(o => o.textContent)")
     expected = {"Brain (40/80)", "Subdural (75/215)", "Stroke (40/40)", "Lung (-600/1500)",
                 "Mediastinum (50/350)", "Abdomen (50/400)", "Liver (30/150)", "Bone (400/1800)",
