@@ -137,7 +137,8 @@ def _inspect(path: Path, fmt: str) -> dict[str, Any]:
         meta["kind"] = "volume"
     else:
         meta = io_series.inspect_zip(path)
-        meta["kind"] = "volume" if meta.get("slices", 0) > 1 else "2d"
+        one_volume = meta.get("frames", 1) > 1 and "frame_axis" not in meta  # a multi-frame volume file
+        meta["kind"] = "volume" if meta.get("slices", 0) > 1 or one_volume else "2d"
     return meta
 
 
