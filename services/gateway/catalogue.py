@@ -146,6 +146,8 @@ class Catalogue:
                 log.warning("kind of %s not known (%s): the task checks it", job_input.filename, exc.detail)
                 continue
             inspected[job_input.key] = metadata
+            if int(metadata.get("series_count") or 1) > 1:
+                continue  # Inspect's kind is its largest series': each series' task checks its own
             kind = kind_of_inspection(metadata.get("kind"))
             refusal = kind_refusal(task_type, kind, op["accepts"]) if kind else None
             if refusal:

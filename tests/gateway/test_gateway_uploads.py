@@ -181,6 +181,14 @@ async def test_kinds_are_read_only_where_an_operation_refuses_one(
     assert fakes.processor.inspected == []
     resp = await upload(client, [("task_type", None, b"reorient"), ("files", "unread.dcm", DICOM)])
     assert resp.status_code == 202, resp.text  # Inspect could not read it: the task will say why
+    # several series: Inspect's kind is the largest one's, so each series' task judges its own
+    fakes.processor.inspections["two.zip"] = {
+        "format": "zip", "kind": "2d", "series_count": 2,
+        "series": [{"series_instance_uid": f"1.2.3.{k}", "slices": 1} for k in (1, 2)],
+    }
+    resp = await upload(client, [("task_type", None, b"mip"), ("files", "two.zip", _zip_of_dicom())])
+    assert resp.status_code == 202, resp.text
+    assert len(fakes.jobs.created[-1].inputs[0].series) == 2
 
 
 def _zip_of_dicom() -> bytes:
