@@ -350,6 +350,22 @@ def test_mip_projects_along_the_patients_axis_whatever_the_voxel_order(
         np.testing.assert_allclose(out.data, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("axis", ["axial", "coronal", "sagittal"])
+def test_mip_of_a_4d_volume_in_any_voxel_order_is_each_time_points_projection(
+    axis: str, tmp_path: Path
+) -> None:
+    odd, _ = marked_volume(tmp_path)
+    stored = nib.load(odd)
+    series = np.stack([np.asanyarray(stored.dataobj), np.asanyarray(stored.dataobj)[::-1] * 2], axis=3)
+    image = Image(data=series, kind="volume", affine=stored.affine)
+    out = apply("mip", image, axis=axis, mode="max")
+    normal = {"sagittal": 0, "coronal": 1, "axial": 2}[axis]
+    for t in range(2):
+        one = nib.Nifti1Image(series[..., t], stored.affine)
+        canon = np.asanyarray(nib.as_closest_canonical(one).dataobj)
+        np.testing.assert_array_equal(out.data[..., t], canon.max(axis=normal)[::-1, ::-1].T)
+
+
 def test_mip_png_is_in_radiological_display_convention(tmp_path: Path) -> None:
     odd, _ = marked_volume(tmp_path)
     for axis, corner in (("axial", "top-left"), ("coronal", "top-left"), ("sagittal", "top-left")):
