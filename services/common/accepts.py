@@ -52,3 +52,21 @@ def format_refusal(operation: str, sniffed: str, accepts: tuple[str, ...] | list
         return None
     return (f"{operation} does not accept {FORMAT_WORDS.get(fmt, fmt)} files; it accepts "
             f"{words(formats, FORMAT_WORDS)}")
+
+
+# The kinds Inspect reports ("2d", "volume") in the catalogue's words.
+_KIND_OF_INSPECTION = {"2d": "2d", "volume": "3d"}
+
+
+def kind_of_inspection(kind: object) -> str | None:
+    """ProcessorService.Inspect's `kind` ("2d", "volume") as `accepts` names it ("2d", "3d")."""
+    return _KIND_OF_INSPECTION.get(kind) if isinstance(kind, str) else None
+
+
+def kind_refusal(operation: str, kind: str, accepts: tuple[str, ...] | list[str]) -> str | None:
+    """None when `operation` takes an input of this kind ("2d" or "3d"), else the sentence that says
+    why not."""
+    kinds = ordered(accepts, KINDS)
+    if kind in kinds:
+        return None
+    return f"{operation} does not accept a {KIND_WORDS[kind]}; it needs a {words(kinds, KIND_WORDS)}"

@@ -8,14 +8,19 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from services.common.accepts import format_refusal
-from services.common.gen.radiology.v1 import processor_pb2
+from services.common import sniff
+from services.common.accepts import KINDS, format_refusal, kind_of_inspection, kind_refusal
+from services.common.gen.radiology.v1 import jobs_pb2, processor_pb2
 from services.common.protobuf import from_struct_plain
 from services.gateway.clients import ProcessorClient
 from services.gateway.errors import INPUT_NOT_ACCEPTED, SERVICE_UNAVAILABLE, UNKNOWN_TASK_TYPE, ApiError
+
+log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 5.0
 MAX_REMEMBERED = 256  # validated (operation, params) pairs
@@ -118,6 +123,36 @@ class Catalogue:
             refusal = format_refusal(task_type, fmt, op["accepts"])
             if refusal:
                 raise ApiError(INPUT_NOT_ACCEPTED, f"'{name}': {refusal}.")
+
+    async def check_kinds(
+        self, task_type: str, inputs: Iterable[jobs_pb2.JobInput]
+    ) -> dict[str, dict[str, Any]]:
+        """ApiError input_not_accepted when a DICOM file or a ZIP of DICOM files holds a kind of
+        image (2D image, 3D volume) the operation does not take, as ProcessorService.Inspect reads
+        it from the headers (a single-frame CT for mip, say). Returns what Inspect said of each file
+        it was asked about, by key. Nobody is asked when the operation takes both kinds (PNG and
+        JPEG are 2D and NIfTI 3D by their format, checked before); a file Inspect cannot read, or no
+        processor answering, leaves the question to the task."""
+        op = next(op for op in await self.operations() if op["name"] == task_type)
+        if all(kind in op["accepts"] for kind in KINDS):
+            return {}
+        inspected: dict[str, dict[str, Any]] = {}
+        for job_input in inputs:
+            if job_input.format not in (sniff.DICOM, sniff.ZIP):
+                continue
+            try:
+                _, metadata = await self._processor.inspect(job_input.key)
+            except ApiError as exc:
+                log.warning("kind of %s not known (%s): the task checks it", job_input.filename, exc.detail)
+                continue
+            inspected[job_input.key] = metadata
+            if int(metadata.get("series_count") or 1) > 1:
+                continue  # Inspect's kind is its largest series': each series' task checks its own
+            kind = kind_of_inspection(metadata.get("kind"))
+            refusal = kind_refusal(task_type, kind, op["accepts"]) if kind else None
+            if refusal:
+                raise ApiError(INPUT_NOT_ACCEPTED, f"'{job_input.filename}': {refusal}.")
+        return inspected
 
     async def require(self, task_type: str) -> None:
         """ApiError unknown_task_type unless the catalogue has an operation of that name."""

@@ -130,7 +130,9 @@ INVALID_PARAMS = _register(
 )
 INPUT_NOT_ACCEPTED = _register(
     422, "input_not_accepted",
-    "a file's format is not one the operation accepts (`accepts` in GET /operations); the detail names it",
+    "a file's format, or the kind of image it holds (a 2D image, a 3D volume, read from a DICOM "
+    "file's headers), is not one the operation accepts (`accepts` in GET /operations); the detail "
+    "names the file",
 )
 UNKNOWN_TASK_TYPE = _register(422, "unknown_task_type", "`task_type` is not an operation of GET /operations")
 _RETRY_AFTER = {"Retry-After": "Seconds to wait before retrying"}

@@ -46,14 +46,21 @@ def listed_series(metadata: dict[str, Any]) -> list[jobs_pb2.InputSeries]:
     return listed
 
 
-async def add_series(processor: ProcessorClient, inputs: Iterable[jobs_pb2.JobInput]) -> None:
-    """List the series of every ZIP input that holds several (in place)."""
+async def add_series(
+    processor: ProcessorClient,
+    inputs: Iterable[jobs_pb2.JobInput],
+    inspected: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """List the series of every ZIP input that holds several (in place). ``inspected``: what
+    Inspect already said of some files, by key (they are not asked again)."""
     for job_input in inputs:
         if job_input.format != "zip":
             continue
-        try:
-            _, metadata = await processor.inspect(job_input.key)
-        except ApiError as exc:
-            log.warning("no series listed for %s (%s): it stays one task", job_input.filename, exc.detail)
-            continue
+        metadata = (inspected or {}).get(job_input.key)
+        if metadata is None:
+            try:
+                _, metadata = await processor.inspect(job_input.key)
+            except ApiError as exc:
+                log.warning("no series listed for %s (%s): it stays one task", job_input.filename, exc.detail)
+                continue
         job_input.series.extend(listed_series(metadata))

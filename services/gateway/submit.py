@@ -125,7 +125,9 @@ class Submissions:
                 jobs_pb2.JobInput(filename=f.filename, key=f.key, format=f.format, size=f.size)
                 for f in form.files
             ]
-            await add_series(self._backends.processor, inputs)  # a ZIP's series: one task each
+            # a 2D DICOM for an operation on volumes (or the reverse) is refused now, not as a task
+            inspected = await self._catalogue.check_kinds(task_type, inputs)
+            await add_series(self._backends.processor, inputs, inspected)  # a ZIP's series: one task each
             may_exist = True
             try:
                 submitted = await self._create(job_id, user_id, task_type, params, inputs, idempotency_key)

@@ -149,3 +149,21 @@ def test_a_zip_of_two_series_is_two_tasks(platform) -> None:
     ]
     assert [m["shape"][2] for m in meta] == [3, 5]
     assert all("warnings" not in m for m in meta)
+
+
+def test_a_2d_dicom_for_mip_is_refused_at_submission(platform) -> None:
+    """The processor's Inspect reads the kind from the headers: a single CT slice is not a volume,
+    so mip refuses it with 422 before a task exists; a series of slices is accepted."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for k, data in enumerate(_slices("1.2.826.0.1.3680043.2.1125.93", 3, "AX", 4, 0)):
+            zf.writestr(f"{k}.dcm", data)
+    with client(platform) as c:
+        r = submit(c, [("slice.dcm", CT.read_bytes())], "mip", {})
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["code"] == "input_not_accepted" and "slice.dcm" in body["detail"]
+        assert "2D image" in body["detail"] and "3D volume" in body["detail"]
+        r = submit(c, [("series.zip", buf.getvalue())], "mip", {})
+        assert r.status_code == 202, r.text
+        _done(c, r.json()["job_id"])

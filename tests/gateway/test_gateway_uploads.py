@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 from collections.abc import Callable
 
 import httpx
@@ -146,6 +148,55 @@ async def test_a_file_the_operation_does_not_accept_is_422_and_nothing_stays(
     )
     assert "photo.png" in body["detail"] and "PNG" in body["detail"] and "NIfTI" in body["detail"]
     assert fakes.storage.objects == {} and fakes.jobs.created == []
+
+
+async def test_a_2d_dicom_for_an_operation_on_volumes_is_422_and_nothing_stays(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    """mip takes volumes: a DICOM whose headers say it is one 2D image (Inspect's kind) is refused
+    at submission, naming the file, rather than failing as a task later."""
+    fakes.processor.inspections["slice.dcm"] = {"format": "dicom", "kind": "2d", "shape": [512, 512]}
+    body = assert_error(
+        await upload(client, [("task_type", None, b"mip"), ("files", "slice.dcm", DICOM)]),
+        422, "input_not_accepted",
+    )
+    assert "slice.dcm" in body["detail"] and "2D image" in body["detail"] and "3D volume" in body["detail"]
+    assert fakes.storage.objects == {} and fakes.jobs.created == []
+
+
+async def test_kinds_are_read_only_where_an_operation_refuses_one(
+    client: httpx.AsyncClient, fakes: Fakes
+) -> None:
+    """A volume DICOM for mip is accepted; a ZIP is asked once (its kind, then its series); blur takes
+    both kinds, so nothing is asked of a DICOM; without an answer the task decides."""
+    fakes.processor.inspections["ct.dcm"] = {"format": "dicom", "kind": "volume"}
+    fakes.processor.inspections["exam.zip"] = {"format": "zip", "kind": "volume", "series_count": 1}
+    resp = await upload(client, [("task_type", None, b"mip"), ("files", "ct.dcm", DICOM),
+                                 ("files", "exam.zip", _zip_of_dicom())])
+    assert resp.status_code == 202, resp.text
+    keys = [i.key for i in fakes.jobs.created[-1].inputs]
+    assert fakes.processor.inspected == keys  # each asked once
+    fakes.processor.inspected.clear()
+    resp = await upload(client, [("task_type", None, b"blur"), ("files", "ct.dcm", DICOM)])
+    assert resp.status_code == 202, resp.text
+    assert fakes.processor.inspected == []
+    resp = await upload(client, [("task_type", None, b"reorient"), ("files", "unread.dcm", DICOM)])
+    assert resp.status_code == 202, resp.text  # Inspect could not read it: the task will say why
+    # several series: Inspect's kind is the largest one's, so each series' task judges its own
+    fakes.processor.inspections["two.zip"] = {
+        "format": "zip", "kind": "2d", "series_count": 2,
+        "series": [{"series_instance_uid": f"1.2.3.{k}", "slices": 1} for k in (1, 2)],
+    }
+    resp = await upload(client, [("task_type", None, b"mip"), ("files", "two.zip", _zip_of_dicom())])
+    assert resp.status_code == 202, resp.text
+    assert len(fakes.jobs.created[-1].inputs[0].series) == 2
+
+
+def _zip_of_dicom() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.dcm", DICOM)
+    return buf.getvalue()
 
 
 async def test_params_failing_the_schema_is_422_with_service_message(

@@ -350,6 +350,22 @@ def test_mip_projects_along_the_patients_axis_whatever_the_voxel_order(
         np.testing.assert_allclose(out.data, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("axis", ["axial", "coronal", "sagittal"])
+def test_mip_of_a_4d_volume_in_any_voxel_order_is_each_time_points_projection(
+    axis: str, tmp_path: Path
+) -> None:
+    odd, _ = marked_volume(tmp_path)
+    stored = nib.load(odd)
+    series = np.stack([np.asanyarray(stored.dataobj), np.asanyarray(stored.dataobj)[::-1] * 2], axis=3)
+    image = Image(data=series, kind="volume", affine=stored.affine)
+    out = apply("mip", image, axis=axis, mode="max")
+    normal = {"sagittal": 0, "coronal": 1, "axial": 2}[axis]
+    for t in range(2):
+        one = nib.Nifti1Image(series[..., t], stored.affine)
+        canon = np.asanyarray(nib.as_closest_canonical(one).dataobj)
+        np.testing.assert_array_equal(out.data[..., t], canon.max(axis=normal)[::-1, ::-1].T)
+
+
 def test_mip_png_is_in_radiological_display_convention(tmp_path: Path) -> None:
     odd, _ = marked_volume(tmp_path)
     for axis, corner in (("axial", "top-left"), ("coronal", "top-left"), ("sagittal", "top-left")):
@@ -628,3 +644,107 @@ def test_denoise_median_of_a_float32_volume_makes_no_extra_copy() -> None:
     np.testing.assert_array_equal(out.data, ndimage.median_filter(data, size=3, mode="reflect"))
     assert out.data.dtype == np.float32
     assert peak < 1.5 * data.nbytes  # the result only: no float32 copy of it
+
+
+# -- every operation: previews of volume results, the input described ------------------------------
+
+
+@pytest.fixture(scope="module")
+def ct_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve CT slices stored from head to feet (LPS voxel order) with a window."""
+    zip_path = tmp_path_factory.mktemp("series") / "series.zip"
+    rng = np.random.default_rng(8)
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for k in range(12):
+            pixels = rng.integers(900, 1300, (20, 24)).astype(np.uint16)
+            zf.writestr(f"{k}.dcm", ct_slice(pixels, series_uid="1.2.3.10", position=(-5.0, 7.0, -2.5 * k),
+                                             instance=k + 1, window=(40, 400)))
+    return zip_path
+
+
+@pytest.mark.parametrize("name", [op["name"] for op in operations.catalogue()])
+def test_every_operation_describes_its_input_and_previews_its_volume(
+    name: str, ct_series: Path, tmp_path: Path
+) -> None:
+    """Each task result carries what its input was (format, modality, series, shape, spacing, the
+    voxel axes' orientation codes, window, units); a volume result comes with axial, coronal and
+    sagittal previews."""
+    result = run(name, ct_series, tmp_path)
+    meta = result["metadata"]
+    source = imaging.load(ct_series)
+    expected_codes = "".join(nib.aff2axcodes(source.affine))
+    assert meta["format"] == "zip" and meta["modality"] == "CT"
+    assert meta["orientation"] == expected_codes == "LPS"  # sorted along the normal: feet to head
+    # an operation that gives its result other units or another window says what the input's were
+    assert meta.get("input_units", meta.get("units")) == "HU"
+    window = (meta.get("input_window_center", meta["window_center"]),
+              meta.get("input_window_width", meta["window_width"]))
+    assert window == (40.0, 400.0)
+    assert meta.get("input_shape", meta["shape"]) == [24, 20, 12]
+    assert meta["pixel_spacing"] == [0.8, 0.6] and meta["slice_thickness"] == 2.5
+    if name != "anonymize":  # the profile removes the series description (X)
+        assert meta["series_description"] == "synthetic"
+    names = {o["filename"] for o in result["outputs"]}
+    if name == "mip":  # a projection: one picture, not a volume
+        assert "scan_processed.png" in names
+    else:
+        assert {"scan_preview.png", "scan_preview_coronal.png", "scan_preview_sagittal.png"} <= names
+
+
+def test_a_result_with_its_own_window_and_units_keeps_the_inputs(ct_series: Path, tmp_path: Path) -> None:
+    meta = run("window", ct_series, tmp_path, preset="lung")["metadata"]
+    assert (meta["window_center"], meta["window_width"], meta["units"]) == (-600.0, 1500.0, "display 0-255")
+    inputs = (meta["input_window_center"], meta["input_window_width"], meta["input_units"])
+    assert inputs == (40.0, 400.0, "HU")
+
+
+def _sobel_whole(values: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    """The Sobel magnitude on the whole array at once: scipy's own sobel per axis ([-1, 0, 1] along
+    it, [1, 2, 1] along each other axis of the first len(spacing), i.e. 2 x 4^(n-1) times the
+    derivative per voxel), over the spacing."""
+    x = values.astype(np.float64)
+    n = len(spacing)
+    scale = 2 * 4 ** (n - 1)
+    total = np.zeros(x.shape)
+    for a, s in enumerate(spacing):
+        d = ndimage.correlate1d(x, [-1.0, 0.0, 1.0], axis=a, mode="reflect")
+        for other in range(n):
+            if other != a:
+                d = ndimage.correlate1d(d, [1.0, 2.0, 1.0], axis=other, mode="reflect")
+        total += (d / (scale * s)) ** 2
+    return np.sqrt(total)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [((17, 13, 11), (0.7, 0.9, 2.5)), ((9, 10, 7, 3), (1.0, 1.0, 1.5)), ((23, 19), (0.5, 0.8))],
+)
+def test_sobel_in_slabs_equals_the_whole_array(
+    shape: tuple, spacing: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slabs of two planes (the smallest that still has an inside), each with its neighbours' planes:
+    the same magnitude as scipy's sobel on the whole array, edges mirrored, later axes left alone."""
+    from services.processor.imaging import edges
+
+    values = np.random.default_rng(11).normal(0, 100, shape).astype(np.int16)
+    monkeypatch.setattr(edges, "SLAB_VALUES", 2 * int(np.prod(shape)) // min(shape[: len(spacing)]))
+    for layout in (values, np.asfortranarray(values)):  # slabs along the first axis, then the last
+        ours = edges.sobel_magnitude(layout, spacing)
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, _sobel_whole(values, spacing), rtol=1e-5, atol=1e-3)
+        np.testing.assert_array_equal(ours, edges._sobel_block(values, spacing))  # bit for bit
+
+
+def test_sobel_of_a_volume_needs_much_less_than_two_more_volumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.processor.imaging import edges
+
+    volume = np.random.default_rng(12).normal(0, 100, (96, 96, 96)).astype(np.float32)
+    monkeypatch.setattr(edges, "SLAB_VALUES", 96 * 96 * 8)
+    tracemalloc.start()
+    try:
+        out = edges.sobel_magnitude(volume, (0.9, 0.9, 1.2))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.6 * volume.nbytes, peak / volume.nbytes  # the result, plus a few slabs
+    np.testing.assert_allclose(out, _sobel_whole(volume, (0.9, 0.9, 1.2)), rtol=1e-4, atol=1e-2)

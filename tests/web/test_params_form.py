@@ -46,3 +46,31 @@ def test_presets_fill_the_form(page):
     assert (lower.input_value(), upper.input_value()) == ("-1000", "-400")
     page.get_by_label("Preset").select_option(label="Automatic (Otsu)")
     assert (lower.input_value(), upper.input_value()) == ("", "")
+
+
+def test_the_catalogue_operations_and_the_window_presets_are_in_the_form(page):
+    """The form is built from GET /operations alone: the operations of CONTRACT section 4 are all
+    offered, and the window's CT presets fill center and width in HU."""
+    sign_in(page, new_user("catalogue"))
+    operation = page.get_by_label("Operation")
+    operation.locator('option[value="anonymize"]').wait_for(state="attached")  # the catalogue has loaded
+    offered = operation.locator("option").evaluate_all("os => os.map(o => o.value)")
+    new = ["window", "normalize", "denoise", "edges", "equalize", "mip", "reorient", "convert", "anonymize"]
+    assert set(new) <= set(offered)
+    operation.select_option("window")
+    preset = page.get_by_label("Preset")
+    preset.locator("option", has_text="Lung").wait_for(state="attached")
+    titles = preset.locator("option").evaluate_all("os => os.map(o => o.textContent)")
+    expected = {"Brain (40/80)", "Subdural (75/215)", "Stroke (40/40)", "Lung (-600/1500)",
+                "Mediastinum (50/350)", "Abdomen (50/400)", "Liver (30/150)", "Bone (400/1800)",
+                "Soft tissue (40/400)"}
+    assert expected <= set(titles)
+    center = page.locator("#params").get_by_label("Center").first
+    width = page.locator("#params").get_by_label("Width").first
+    for title, values in (("Lung (-600/1500)", ("-600", "1500")), ("Subdural (75/215)", ("75", "215"))):
+        preset.select_option(label=title)
+        assert (center.input_value(), width.input_value()) == values
+    named = page.locator("#params").get_by_label("Named window")
+    values = named.locator("option").evaluate_all("os => os.map(o => o.textContent)")
+    assert {"brain", "subdural", "stroke", "lung", "mediastinum", "abdomen", "liver", "bone",
+            "soft_tissue"} <= set(values)

@@ -169,7 +169,11 @@ def integral_dtype(values: np.ndarray) -> np.dtype | None:
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     """Otsu's threshold: the value that best splits the histogram of the finite values into two
     classes (maximum between-class variance). A constant image returns its value."""
-    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    finite = values.reshape(-1)
+    if values.dtype.kind == "f":
+        kept = np.isfinite(values)
+        if not kept.all():  # a copy only when there is something to leave out
+            finite = values[kept]
     if finite.size == 0:
         raise ValueError("no finite values to threshold")
     low, high = float(finite.min()), float(finite.max())
@@ -187,10 +191,16 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 
 def band_mask(values: np.ndarray, lower: float | None, upper: float | None) -> np.ndarray:
-    """True where lower <= value <= upper (a missing bound is open); NaN is never inside."""
-    mask = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, dtype=bool)
-    if lower is not None:
-        mask &= values >= lower
-    if upper is not None:
+    """True where lower <= value <= upper (a missing bound is open); NaN and infinities are never
+    inside. Two comparisons whatever the bounds: an open bound of a float array is its type's
+    largest finite value, which NaN and the infinities fail as they fail any finite bound."""
+    if values.dtype.kind == "f":
+        largest = float(np.finfo(values.dtype).max)
+        lower = -largest if lower is None else lower
+        upper = largest if upper is None else upper
+    elif lower is None and upper is None:
+        return np.ones(values.shape, dtype=bool)
+    mask = values >= lower if lower is not None else values <= upper
+    if lower is not None and upper is not None:
         mask &= values <= upper
     return mask

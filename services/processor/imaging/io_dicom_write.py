@@ -492,6 +492,9 @@ DEIDENTIFICATION_METHOD = "DICOM PS3.15 E.1 Basic Application Level Confidential
 # PS3.16 CID 7050 "De-identification Method": the Basic Application Confidentiality Profile.
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 
+# UIDs the standard itself defines (SOP classes, transfer syntaxes, coding schemes): not identifying.
+DICOM_UID_ROOT = "1.2.840.10008."
+
 # How a compound action of Table E.1-1 is carried out here, without the IOD's attribute types at
 # hand: the choice that is always conformant and keeps the least (PS3.15 E.1.1 allows either).
 _COMPOUND = {"X/Z": "Z", "X/D": "D", "X/Z/D": "D", "Z/D": "D", "X/Z/U*": "U"}
@@ -626,7 +629,8 @@ class AnonymizationReport:
 def anonymize(ds: Dataset, uids: UidMap) -> AnonymizationReport:
     """De-identify ``ds`` in place by the Basic Application Level Confidentiality Profile
     (PS3.15 E.1, Table E.1-1): every attribute of the table gets its action at any depth of nested
-    sequences, private attributes are removed, PatientIdentityRemoved is YES and the method is
+    sequences (a sequence with a dummy action keeps its items with every value in them dummied:
+    ``_dummy_item``), private attributes are removed, PatientIdentityRemoved is YES and the method is
     recorded (DeidentificationMethod and its code). Pixel data is not touched: a warning says so
     when Burned In Annotation is YES or not stated, as text in the pixels then survives.
     """
@@ -679,6 +683,10 @@ def _walk(ds: Dataset, uids: UidMap, report: AnonymizationReport) -> None:
             else:  # kept, dummied (D) or holding references (U): clean every item
                 for item in elem.value or []:
                     _walk(item, uids, report)
+                    if action == "D":
+                        _dummy_item(item, uids)
+                if action == "D":
+                    report.dummied += 1
         elif action == "Z":
             _empty(elem)
             report.emptied += 1
@@ -688,6 +696,34 @@ def _walk(ds: Dataset, uids: UidMap, report: AnonymizationReport) -> None:
         elif action == "U":
             _replace_uid(elem, uids)
             report.uids_replaced += 1
+
+
+def _dummy_item(ds: Dataset, uids: UidMap) -> None:
+    """An item of a sequence the profile gives a dummy value (D: Institution Code Sequence, Person
+    Identification Code Sequence, Content Sequence, Graphic Annotation Sequence, ...): once the
+    table's own actions are done, every value left in it, at any depth, is replaced by a dummy of its
+    VR. The items hold attributes that are not in the table themselves (Code Meaning, Text Value,
+    Unformatted Text Value) but carry the identifying text here: an institution's or a person's
+    name, a report's words. UIDs are replaced as everywhere else (the same new UID for the same
+    original), except the standard's own (1.2.840.10008..., SOP classes and the like), which
+    identify nobody."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                _dummy_item(item, uids)
+        elif elem.is_empty:
+            continue
+        elif elem.VR == "UI":
+            if profile_action(elem.tag) in ("U", "D"):
+                continue  # replaced by the table's action already
+            value = elem.value
+            values = value if isinstance(value, list | pydicom.multival.MultiValue) else [value]
+            if not all(str(v).startswith(DICOM_UID_ROOT) for v in values):
+                _replace_uid(elem, uids)
+        elif elem.VR in _DUMMY:
+            elem.value = _DUMMY[elem.VR]
+        else:  # AT: no dummy says nothing, so nothing is kept
+            _empty(elem)
 
 
 def _empty(elem: DataElement) -> None:

@@ -17,7 +17,7 @@ from services.common.sniff import is_dicom
 
 from . import geometry, io_dicom, limits
 from .errors import ImagingError
-from .image import Image
+from .image import Frames, Image
 
 MAX_MEMBERS = 5000
 MAX_TOTAL_BYTES = 2 * 1024**3
@@ -308,11 +308,16 @@ def inspect_zip(path: Path) -> dict[str, Any]:
     ``list_series`` order): each may be read (and judged too large) on its own."""
     with _open(path) as zf:
         archive = _Archive(zf, keep_bytes=False)
-    groups = _series(archive.slices)
-    chosen = groups[0]
-    if len(groups) == 1:
-        _check_size(chosen)
-    meta = dict(chosen[0].facts)
+        groups = _series(archive.slices)
+        chosen = groups[0]
+        if len(groups) == 1:
+            _check_size(chosen)
+        meta = dict(chosen[0].facts)
+        frames = int(meta.get("frames") or 1)
+        if len(chosen) == 1 and frames > 1:  # one multi-frame file: a volume, or frames in time
+            layout = io_dicom.frame_layout(archive.dataset(chosen[0].name), frames)
+            if isinstance(layout, Frames):
+                meta["frame_axis"] = layout.reason
     meta.update(format="zip", slices=len(chosen), series_count=len(groups), skipped_files=archive.skipped)
     if len(groups) > 1:
         meta["other_series"] = [_series_summary(g) for g in groups[1:]]

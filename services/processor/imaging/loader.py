@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nibabel.orientations import aff2axcodes
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -81,6 +82,10 @@ def load(path: Path | str, series_instance_uid: str | None = None) -> Image:
     except Exception as exc:
         raise _unreadable(fmt, exc, path) from exc
     image.metadata.setdefault("format", fmt)
+    if image.kind == "volume" and image.affine is not None:
+        # the voxel axes' patient directions (RAS+ letters, nibabel's aff2axcodes), for every volume
+        # as NIfTI's reader notes them: "LPS" for a DICOM series stored the usual way
+        image.metadata.setdefault("orientation", "".join(aff2axcodes(image.affine)))
     return image
 
 
@@ -130,7 +135,8 @@ def _inspect(path: Path, fmt: str) -> dict[str, Any]:
         meta["kind"] = "volume"
     else:
         meta = io_series.inspect_zip(path)
-        meta["kind"] = "volume" if meta.get("slices", 0) > 1 else "2d"
+        one_volume = meta.get("frames", 1) > 1 and "frame_axis" not in meta  # a multi-frame volume file
+        meta["kind"] = "volume" if meta.get("slices", 0) > 1 or one_volume else "2d"
     return meta
 
 

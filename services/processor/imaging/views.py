@@ -77,12 +77,20 @@ def project(
     """Projection of a volume (x, y, z[, t]) through the patient perpendicular to ``plane``:
     the maximum, minimum or mean along that RAS+ axis (NaN ignored), in display orientation
     (rows, columns[, t]), and its (row, column) spacing in mm."""
-    data, affine = canonical(data, affine)
+    ornt = io_orientation(affine)
     normal = PLANE_NORMAL[plane]
     reduce = {"max": np.nanmax, "min": np.nanmin, "mean": np.nanmean}[mode]
     values = data if data.dtype.kind == "f" else data.astype(np.float32 if mode == "mean" else data.dtype)
-    projected = reduce(values, axis=normal)
-    spacing = geometry.voxel_sizes(affine)
+    # Reduced along the voxel axis that runs along the plane's normal, in the stored order (its
+    # direction changes no maximum, minimum or mean), and only then are the two other axes put in
+    # canonical order: the same values as projecting the canonical view, without reducing a
+    # flipped, strided view of the whole volume.
+    axis = int(np.flatnonzero(ornt[:, 0] == normal)[0])
+    rest = [a for a in range(3) if a != axis]
+    in_plane = ornt[rest].copy()
+    in_plane[:, 0] = [t - 1 if t > normal else t for t in in_plane[:, 0]]
+    projected = apply_orientation(reduce(values, axis=axis), in_plane)
+    spacing = geometry.voxel_sizes(affine @ inv_ornt_aff(ornt, data.shape[:3]))
     u, v = plane_axes(plane)
     return to_display_orientation(projected), (spacing[v], spacing[u])
 

@@ -75,7 +75,11 @@ def anonymize(task: FileTask) -> dict[str, Any]:
         warnings.append(f"No preview: the pixel data could not be decoded ({exc})")
     else:
         outputs.extend(write_views(result, task.out_dir, task.stem))
-        metadata.update(modality=result.metadata.get("modality"), shape=list(result.data.shape))
+        # what the other operations report of their input, read from the de-identified file: no
+        # value the profile removed or replaced comes back through the metadata
+        described = {**result.metadata, **imaging.summary(result)}
+        described.pop("warnings", None)
+        metadata = {**described, **metadata}
     if warnings:
         metadata["warnings"] = warnings
     return {"outputs": outputs, "metadata": metadata}

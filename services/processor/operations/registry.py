@@ -94,12 +94,9 @@ class Operation:
             raise InputNotAccepted(refusal)
 
     def check_kind(self, image: Image) -> None:
-        kind = "2d" if image.kind == "2d" else "3d"
-        if kind not in self.kinds:
-            raise InputNotAccepted(
-                f"{self.name} does not accept a {av.KIND_WORDS[kind]}; it needs a "
-                f"{av.words(av.ordered(self.kinds, KINDS), av.KIND_WORDS)}"
-            )
+        refusal = av.kind_refusal(self.name, "2d" if image.kind == "2d" else "3d", self.kinds)
+        if refusal:
+            raise InputNotAccepted(refusal)
 
 
 _REGISTRY: dict[str, Operation] = {}

@@ -120,6 +120,10 @@ def _run(
     metadata = dict(result.metadata)
     metadata.update(imaging.summary(result))
     metadata["input_shape"] = list(image.data.shape)
+    # the input's units and window where the result has its own (window, normalize, edges, ...)
+    for key in ("units", "window_center", "window_width"):
+        if key in image.metadata and metadata.get(key) != image.metadata[key]:
+            metadata[f"input_{key}"] = image.metadata[key]
     metadata["operation"] = task_type
     return {"outputs": outputs, "metadata": imaging.jsonable(metadata)}
 

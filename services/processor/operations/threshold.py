@@ -27,10 +27,11 @@ def threshold(image: Image, params: dict[str, Any]) -> Image:
     if automatic:
         lower = filters.otsu_threshold(values)
     mask = filters.band_mask(values, lower, upper)
+    labels = mask.view(np.uint8)  # a bool is one byte, 0 or 1: the labels without a copy
     if image.kind == "2d":
-        out = image.with_data(mask.astype(np.uint8) * 255, samples="L", display=Display(native=True))
+        out = image.with_data(labels * np.uint8(255), samples="L", display=Display(native=True))
     else:
-        out = image.with_data(mask.astype(np.uint8), samples="L", display=Display(window=(0.5, 1.0)))
+        out = image.with_data(labels, samples="L", display=Display(window=(0.5, 1.0)))
     inside = int(np.count_nonzero(mask))
     out.metadata.update(
         content="mask",
@@ -75,8 +76,8 @@ register(
                 {"x-title": "CT lung (-1000 to -400 HU)", "lower": -1000, "upper": -400},
             ],
         ),
-        outputs="A mask: black and white PNG for 2D inputs; uint8 .nii.gz (0/1) plus a PNG preview "
-        "for volumes",
+        outputs="A mask: black and white PNG for 2D inputs; uint8 .nii.gz (0/1) plus axial, coronal and "
+        "sagittal PNG previews for volumes; DICOM with output_format=dicom for DICOM inputs",
         apply=threshold,
         check=_check,
     )

@@ -79,6 +79,8 @@ register(
         params_schema=params_schema(
             {
                 "preset": {
+                    # titled apart from the form's list of presets (examples), which is also "Preset"
+                    "title": "Named window",
                     "type": ["string", "null"],
                     "enum": [None, *PRESETS],
                     "default": None,

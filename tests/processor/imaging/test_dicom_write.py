@@ -266,6 +266,67 @@ def test_no_attribute_of_the_profile_keeps_its_value() -> None:
     assert report.private_removed >= 1 and any("Burned In Annotation is YES" in w for w in report.warnings)
 
 
+def test_sequences_given_a_dummy_keep_no_identifying_text_in_their_items(tmp_path: Path) -> None:
+    """Table E.1-1 gives D (or a compound resolved to D) to sequences whose items hold attributes
+    that are not rows of the table themselves: a code's meaning (an institution, a person), an SR
+    content item's text, a graphic annotation's text. None of that text may reach the written file;
+    UIDs in the items are replaced as elsewhere (the same original, the same new one), the
+    standard's own UIDs kept."""
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    referenced = str(ds.SOPInstanceUID)
+    secrets = ["St Secret Hospital", "SECRETHOSP42", "Dr Indiana Jones", "DRJONES7", "John Doe coughs",
+               "Doe John 1970", "Jane Roe", "SECRETPPS9"]
+
+    def code(value: str, meaning: str) -> Dataset:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "99LOCAL", meaning
+        return item
+
+    dummied = [int(tag_of(r)) for r in profile_rules() if r.action in ("D", "X/D", "X/Z/D", "Z/D")
+               and tag_of(r) is not None and dictionary_VR(tag_of(r)) == "SQ"]
+    assert {0x00080082, 0x00081072, 0x00401101, 0x0040A730, 0x00700001} <= set(dummied)
+    ds.InstitutionCodeSequence = [code("SECRETHOSP42", "St Secret Hospital")]
+    operator = Dataset()
+    operator.PersonIdentificationCodeSequence = [code("DRJONES7", "Dr Indiana Jones")]
+    ds.OperatorIdentificationSequence = [operator]
+    step = Dataset()
+    step.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step SOP Class
+    step.ReferencedSOPInstanceUID = "1.2.840.99999.77"
+    step.PerformedProcedureStepID = "SECRETPPS9"
+    ds.ReferencedPerformedProcedureStepSequence = [step]
+    text, person, image = Dataset(), Dataset(), Dataset()
+    text.ValueType, text.TextValue = "TEXT", "John Doe coughs"
+    text.ConceptNameCodeSequence = [code("121071", "Finding")]
+    person.ValueType, person.PersonName = "PNAME", "Roe^Jane"
+    person.ConceptNameCodeSequence = [code("121008", "Jane Roe")]
+    reference = Dataset()
+    reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = ds.SOPClassUID, referenced
+    image.ValueType, image.ReferencedSOPSequence = "IMAGE", [reference]
+    ds.ContentSequence = [text, person, image]
+    words = Dataset()
+    words.UnformattedTextValue = "Doe John 1970"
+    annotation = Dataset()
+    annotation.TextObjectSequence = [words]
+    ds.GraphicAnnotationSequence = [annotation]
+
+    report = anonymize(ds, UidMap("job-11"))
+    ds.save_as(tmp_path / "anon.dcm", enforce_file_format=True)
+    written = (tmp_path / "anon.dcm").read_bytes()
+    for secret in secrets:
+        assert secret.encode() not in written, secret
+    assert b"Roe^Jane" not in written and b"1.2.840.99999.77" not in written
+    back = pydicom.dcmread(tmp_path / "anon.dcm")
+    assert len(back.ContentSequence) == 3 and len(back.InstitutionCodeSequence) == 1  # D: items kept
+    assert back.InstitutionCodeSequence[0].CodeMeaning == "ANONYMOUS"
+    step_back = back.ReferencedPerformedProcedureStepSequence[0]
+    assert step_back.ReferencedSOPClassUID == "1.2.840.10008.3.1.2.3.3"  # the standard's own UID
+    assert step_back.ReferencedSOPInstanceUID == UidMap("job-11")("1.2.840.99999.77")
+    # the content item's reference to this image follows the image's new UID exactly
+    assert back.ContentSequence[2].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == back.SOPInstanceUID
+    assert back.SOPInstanceUID != referenced
+    assert report.dummied >= 5
+
+
 def test_uids_are_replaced_consistently_within_a_job(tmp_path: Path) -> None:
     first = pydicom.dcmread(dicom_file("CT_small.dcm"))
     second = pydicom.dcmread(dicom_file("CT_small.dcm"))

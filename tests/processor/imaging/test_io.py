@@ -354,3 +354,19 @@ def test_inspect_png(tmp_path: Path) -> None:
         "png",
         {"format": "png", "kind": "2d", "source_mode": "RGB", "shape": [20, 30], "width": 30, "height": 20},
     )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["emri_small.dcm", "rtdose.dcm", "examples_ybr_color.dcm", "SC_rgb_rle_2frame.dcm", "CT_small.dcm"],
+)
+def test_inspect_tells_the_kind_load_gives_for_a_file_and_a_zip_of_it(name: str, tmp_path: Path) -> None:
+    """The gateway refuses a kind an operation does not take from Inspect alone: its kind must be
+    the one the file decodes to, a multi-frame volume alone in a ZIP included (frames in time stay
+    2D)."""
+    zip_path = tmp_path / "one.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.write(dicom_file(name), "a.dcm")
+    for path in (dicom_file(name), zip_path):
+        image = imaging.load(path)
+        assert imaging.inspect(path)[1]["kind"] == ("2d" if image.kind == "2d" else "volume"), path

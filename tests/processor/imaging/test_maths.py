@@ -220,6 +220,19 @@ def test_band_mask_is_inclusive_and_never_takes_nan() -> None:
     assert filters.band_mask(np.arange(4), 2, None).tolist() == [False, False, True, True]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("lower", "upper"), [(None, None), (0.0, None), (None, 0.0), (-1.0, 5.0)])
+def test_band_mask_leaves_out_nan_and_infinities_whatever_the_bounds(dtype, lower, upper) -> None:
+    values = np.array([np.nan, -np.inf, np.inf, -1.0, 0.0, 5.0, np.finfo(dtype).max], dtype)
+    finite = np.isfinite(values)
+    expected = finite.copy()
+    if lower is not None:
+        expected &= np.where(finite, values, 0) >= lower
+    if upper is not None:
+        expected &= np.where(finite, values, 0) <= upper
+    assert filters.band_mask(values, lower, upper).tolist() == expected.tolist()
+
+
 @pytest.mark.parametrize("method", ["minmax", "zscore", "percentile"])
 def test_normalize_a_large_volume_without_float64_copies(method: str) -> None:
     # 8M voxels, two blocks: float64 maths block by block, so the peak stays near the float32 output
