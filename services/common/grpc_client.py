@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import grpc
@@ -10,12 +11,21 @@ from services.common import logging as log_ctx
 from services.common import tracing
 from services.common.grpc_server import GRPC_OPTIONS
 
+# round_robin keeps a connection to every address the name resolves to and spreads calls over
+# the ready ones. A Kubernetes headless Service's name (and a compose service's) resolves to every
+# ready pod (replica), so each process uses all replicas of a peer, not the one it happened to
+# connect to first; servers close connections after a while (grpc_server.SERVER_OPTIONS) so that
+# the name is resolved again and new pods get calls too.
 _SERVICE_CONFIG = """{
+  "loadBalancingConfig": [{"round_robin": {}}],
   "methodConfig": [{
     "name": [{}],
     "waitForReady": false
   }]
 }"""
+
+# host:port with a host name, an IPv4 address or a bracketed IPv6 address: no scheme of its own.
+_PLAIN_ADDR = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.%A-Za-z]+\]):[0-9]+$")
 
 
 # gRPC's default reconnect backoff grows to 120 s: a peer restarted after a short outage would
@@ -27,10 +37,19 @@ _RECONNECT_OPTIONS = [
 ]
 
 
+def target(addr: str) -> str:
+    """The channel target of a configured address: a plain "host:port" through the DNS resolver
+    (every address of the name, re-resolved on reconnect); an address with its own gRPC scheme
+    ("dns:", "ipv4:", "unix:", ...) as it is."""
+    return f"dns:///{addr}" if _PLAIN_ADDR.match(addr) else addr
+
+
 def channel(addr: str) -> grpc.aio.Channel:
-    """One channel per peer for the life of the process (it reconnects by itself)."""
+    """One channel per peer for the life of the process (it reconnects by itself), balancing calls
+    over every address of the peer."""
     return grpc.aio.insecure_channel(
-        addr, options=[*GRPC_OPTIONS, *_RECONNECT_OPTIONS, ("grpc.service_config", _SERVICE_CONFIG)]
+        target(addr),
+        options=[*GRPC_OPTIONS, *_RECONNECT_OPTIONS, ("grpc.service_config", _SERVICE_CONFIG)],
     )
 
 

@@ -43,6 +43,26 @@ GRPC_OPTIONS = [
     ("grpc.http2.bdp_probe", 0),
 ]
 
+# Clients balance calls over every address a peer's name resolves to (grpc_client), but they
+# resolve it only when they (re)connect: without an end to connections, pods that start later
+# (scale-up, rolling update) would get no calls from clients that are already running. After
+# MAX_CONNECTION_AGE_MS (gRPC adds +-10 % jitter) the server sends GOAWAY: the client sends no new
+# call on that connection, resolves the name again and connects anew, while the calls already
+# running on the old connection go on to their end. The grace is how long they may still take
+# before the server cuts the connection; it has no limit here (gRPC's INT_MAX means "infinite"),
+# because the streams have no overall deadline by design: a 2 GiB Put or Get moves as fast as the
+# user's link allows, and WatchJob/SSE last as long as the job is watched. A stream on an old
+# connection holds only that connection open; it delays no other call and no rebalancing.
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 2**31 - 1
+
+# Options of the servers only (clients use GRPC_OPTIONS).
+SERVER_OPTIONS = [
+    *GRPC_OPTIONS,
+    ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+    ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+]
+
 
 class ContextInterceptor(grpc.aio.ServerInterceptor):
     """Puts trace context and x-request-id from call metadata into the current context."""
@@ -55,8 +75,8 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
 
-def create_server() -> grpc.aio.Server:
-    return grpc.aio.server(interceptors=[ContextInterceptor()], options=GRPC_OPTIONS)
+def create_server(options: Sequence[tuple[str, int]] = SERVER_OPTIONS) -> grpc.aio.Server:
+    return grpc.aio.server(interceptors=[ContextInterceptor()], options=options)
 
 
 async def run_server(

@@ -252,6 +252,31 @@ def test_k8s_ports_probes_and_pod_hardening(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_services_are_headless_and_the_gateway_is_not(overlay: str) -> None:
+    """The gRPC clients balance calls over the addresses a peer's name resolves to: each gRPC
+    Service must resolve to its pods (headless, ready pods only), on the ports the pods listen on
+    (no cluster IP maps ports). The gateway's HTTP Service, behind the ingress, keeps its cluster IP."""
+    objects = render_overlay(overlay)
+    services = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "Service"}
+    pods = _containers(objects)
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    for name in GRPC_PORTS:
+        spec = services[name]
+        assert spec.get("clusterIP") == "None", f"the {name} Service must be headless"
+        assert spec.get("type", "ClusterIP") == "ClusterIP", name
+        assert not spec.get("publishNotReadyAddresses"), f"{name}: unready pods must not be resolved"
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert spec["selector"].items() <= labels.items(), name
+        env = _k8s_env(objects, pods[name][1])
+        port = listen_port(env[f"RADIOLOGY_{name.upper()}_ADDR"])
+        (grpc_port,) = [p for p in spec["ports"] if p["name"] == "grpc"]
+        assert grpc_port["port"] == port, name
+        container_ports = {p["name"]: p["containerPort"] for p in pods[name][1]["ports"]}
+        assert container_ports[grpc_port["targetPort"]] == port, name
+    assert services["gateway"].get("clusterIP") != "None", "the gateway's Service keeps its cluster IP"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_k8s_replicas_and_disruption_budgets(overlay: str) -> None:
     objects = render_overlay(overlay)
     pdbs = {
