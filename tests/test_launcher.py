@@ -84,6 +84,35 @@ def test_the_data_folder_is_private_to_its_owner(tmp_path: Path) -> None:
     assert (opened / "jobs.db").exists()
 
 
+def test_the_anonymize_secret_is_made_once_and_given_to_the_processor_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` generates the key of anonymize's UID replacement once under var/ (0600, like the
+    NATS passwords), keeps it across restarts, and hands it to the processor only."""
+    from services.processor.operations.anonymize import secret_problem
+
+    monkeypatch.delenv("RADIOLOGY_ANONYMIZE_SECRET", raising=False)
+    platform = Platform(tmp_path / "var", Ports.free())
+    platform.prepare_data_dir()
+    secret = platform.env_for("processor")["RADIOLOGY_ANONYMIZE_SECRET"]
+    key_file = platform.data_dir / "anonymize.key"
+    assert key_file.read_text().strip() == secret and _mode(key_file) == 0o600
+    assert secret_problem(secret) is None
+    for other in ("storage", "jobs", "gateway"):
+        assert "RADIOLOGY_ANONYMIZE_SECRET" not in platform.env_for(other), other
+    key_file.chmod(0o644)
+    restarted = Platform(tmp_path / "var", Ports.free())  # the next `make run`
+    assert restarted.env_for("processor")["RADIOLOGY_ANONYMIZE_SECRET"] == secret
+    assert _mode(key_file) == 0o600
+    assert Platform(tmp_path / "other", Ports.free()).env_for("processor")[
+        "RADIOLOGY_ANONYMIZE_SECRET"] != secret  # another data folder, another key
+    # A value set in the environment is used instead, and still reaches the processor alone.
+    monkeypatch.setenv("RADIOLOGY_ANONYMIZE_SECRET", "operator-chosen-secret-0123456789abcdef")
+    assert restarted.env_for("processor")["RADIOLOGY_ANONYMIZE_SECRET"] == (
+        "operator-chosen-secret-0123456789abcdef")
+    assert "RADIOLOGY_ANONYMIZE_SECRET" not in restarted.env_for("gateway")
+
+
 # --- supervision (`make run` restarts what dies) ---------------------------------------------
 
 

@@ -11,13 +11,16 @@ Ports and folders come from RADIOLOGY_* variables (see README); data lives under
 (default var/, private to its owner: 0700), so a restart keeps every job and file. NATS runs with
 authorization: each service that uses it gets its own user and generated password (var/nats-auth/,
 kept across restarts) with only the subjects services/common/nats_auth.py grants it; a client
-without credentials is refused.
+without credentials is refused. The processors' RADIOLOGY_ANONYMIZE_SECRET (the key of the anonymize
+operation's UID replacement) is generated once too, in var/anonymize.key (0600), and given to the
+processor alone; a value set in the environment is used instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -34,6 +37,8 @@ from services.common import nats_auth
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("storage", "jobs", "processor", "gateway")  # start order; stop in reverse
+ANONYMIZE_SECRET_ENV = "RADIOLOGY_ANONYMIZE_SECRET"
+ANONYMIZE_SECRET_FILE = "anonymize.key"
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -64,6 +69,23 @@ def _addr_port(addr: str | None, default: int) -> int:
 def nats_binary() -> str:
     local = Path(sys.executable).parent / "nats-server"
     return str(local) if local.exists() else "nats-server"
+
+
+def ensure_anonymize_secret(data_dir: Path) -> str:
+    """The processors' anonymize secret, generated once (random) and kept in
+    `data_dir/anonymize.key` (mode 0600, like the NATS passwords) so that a restart keeps it: every
+    task of a job must replace UIDs with the same key, and a new key gives later jobs other UIDs."""
+    path = Path(data_dir) / ANONYMIZE_SECRET_FILE
+    if path.exists():
+        secret = path.read_text().strip()
+        if not secret:
+            raise SystemExit(f"{path} is empty; remove it to make a new anonymize secret")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(32)
+        nats_auth.write_private(path, secret + "\n")
+    path.chmod(0o600)
+    return secret
 
 
 @dataclass
@@ -137,6 +159,10 @@ class Platform:
             PYTHONUNBUFFERED="1",
         )
         env["RADIOLOGY_METRICS_PORT"] = str(self.ports.metrics.get(name, 0))
+        # The anonymize secret goes to the processor only, never to the services that don't use it.
+        secret = env.pop(ANONYMIZE_SECRET_ENV, "")
+        if name == "processor":
+            env[ANONYMIZE_SECRET_ENV] = secret or ensure_anonymize_secret(self.data_dir)
         if name in nats_auth.SERVICES:  # only the services that use NATS get credentials for it
             env["RADIOLOGY_NATS_USER"] = name
             env["RADIOLOGY_NATS_PASSWORD"] = nats_auth.ensure_credentials(self.nats_auth_dir)[name]
@@ -154,7 +180,8 @@ class Platform:
     def prepare_data_dir(self) -> None:
         """Create the data folder, private to its owner (0700), also when an earlier start made it
         readable: it holds every user's files, the jobs database (job ids, file names, errors), the
-        logs and the NATS passwords, none of which another account on the machine may read."""
+        logs, the NATS passwords and the anonymize secret, none of which another account on the
+        machine may read."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
 

@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     # Memory one task may use in a worker process, estimated from the input's header before
     # decoding; 0: a share of the machine's (or container's) memory per worker (see task_memory_bytes).
     task_memory_mb: int = 0
+    # Key of the anonymize operation's UID replacement: new UID = HMAC-SHA256 of the job id and the
+    # original UID under this secret, so nobody without it can test a guessed original UID against
+    # an output. The same long random value (at least 32 characters) on every processor replica, as
+    # one job's tasks run on several; changing it changes the UIDs later jobs get. Empty: anonymize
+    # tasks fail, naming this setting (make run generates one under data_dir; compose reads it from
+    # .env; Kubernetes from the radiology-processor Secret).
+    anonymize_secret: str = ""
 
     # --- gateway ---
     http_host: str = "127.0.0.1"

@@ -101,7 +101,7 @@ PERMISSIONS: dict[str, Permissions] = {
 
 # --- credentials -----------------------------------------------------------------------------------
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read (0600), atomically."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -135,7 +135,7 @@ def ensure_credentials(folder: Path) -> dict[str, str]:
             passwords[service] = secrets.token_urlsafe(32)
             changed = True
     if changed or not path.exists():
-        _write_private(path, json.dumps(passwords, indent=2) + "\n")
+        write_private(path, json.dumps(passwords, indent=2) + "\n")
     path.chmod(0o600)
     return passwords
 
@@ -183,7 +183,7 @@ def write_server_config(
     """Credentials (kept) and a fresh server configuration in `folder`; returns the config's path."""
     passwords = ensure_credentials(folder)
     path = folder / CONFIG_FILE
-    _write_private(path, server_config(passwords, host=host, port=port, store_dir=store_dir))
+    write_private(path, server_config(passwords, host=host, port=port, store_dir=store_dir))
     return path, passwords
 
 

@@ -6,6 +6,7 @@ Serves ProcessorService over gRPC and works on tasks from JetStream until SIGTER
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from services.common import grpc_client, messaging, runtime, tracing
 from services.common.config import Settings
@@ -13,16 +14,22 @@ from services.common.gen.radiology.v1 import processor_pb2_grpc
 from services.common.grpc_server import create_server, run_server
 from services.common.logging import setup_logging
 from services.common.storage_client import StorageClient
+from services.processor.operations import anonymize
 from services.processor.pool import ProcessPool
 from services.processor.scratch import process_tmp_dir
 from services.processor.service import SERVICE_NAME, ProcessorService
 from services.processor.worker import Worker, subscribe
+
+log = logging.getLogger("services.processor.server")
 
 
 async def main() -> None:
     settings = Settings()
     setup_logging("processor", settings.log_level)
     tracing.setup_tracing("processor")
+    problem = anonymize.secret_problem(settings.anonymize_secret)
+    if problem is not None:  # said once here; each anonymize task then fails with the same words
+        log.error("anonymize tasks will fail: %s", problem)
 
     nc = await messaging.connect_service(settings, "processor")
     js = nc.jetstream()

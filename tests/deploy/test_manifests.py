@@ -4,6 +4,7 @@ stream and consumer names, ports)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -69,6 +70,7 @@ NEEDS = {
         "RADIOLOGY_NATS_URL",
         "RADIOLOGY_NATS_USER",
         "RADIOLOGY_NATS_PASSWORD",
+        "RADIOLOGY_ANONYMIZE_SECRET",
     },
 }
 
@@ -458,6 +460,41 @@ def test_every_operator_setting_is_documented_and_reaches_its_services() -> None
     assert operator - example == set(), "not in .env.example"
     assert operator - compose == set(), "not passed by docker-compose.yml"
     assert operator - k8s == set(), "not set in deploy/k8s"
+
+
+def test_the_anonymize_secret_reaches_the_processor_alone_and_works() -> None:
+    """RADIOLOGY_ANONYMIZE_SECRET keys anonymize's UID replacement: compose passes it to the
+    processor only (from .env), Kubernetes from a Secret (never the ConfigMap) to the processor only,
+    and every value shipped for local use is one the processor accepts, so anonymize runs there."""
+    from services.processor.operations.anonymize import secret_problem
+
+    var = "RADIOLOGY_ANONYMIZE_SECRET"
+    services = compose_doc()["services"]
+    for name in SERVICES:
+        assert (var in _compose_env(services[name])) == (name == "processor"), name
+    compose_default = _interpolate_defaults(_compose_env(services["processor"])[var])
+    (example,) = re.findall(rf"^{var}=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    assert secret_problem(compose_default) is None and secret_problem(example) is None
+    assert "local" in compose_default and "local" in example
+    for overlay in OVERLAYS:
+        objects = render_overlay(overlay)
+        assert not [o for o in objects if o["kind"] == "ConfigMap" and var in o.get("data", {})], overlay
+        for name, (_, container) in _containers(objects).items():
+            items = [item for item in container.get("env", []) if item["name"] == var]
+            if name != "processor":
+                assert not items, (overlay, name)
+                continue
+            (item,) = items
+            ref = item["valueFrom"]["secretKeyRef"]
+            assert ref["key"] == "anonymize-secret" and not ref.get("optional"), ref
+            # dev: the generated Secret's name with kustomize's hash suffix; prod: the operator's
+            assert ref["name"] == "radiology-processor" or overlay == "dev", ref
+            if overlay == "dev":
+                secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+                secret = secrets[ref["name"]]
+                assert ref["name"].startswith("radiology-processor-")
+                value = base64.b64decode(secret["data"]["anonymize-secret"]).decode()
+                assert secret_problem(value) is None and "dev" in value
 
 
 # --- observability ------------------------------------------------------------------------------

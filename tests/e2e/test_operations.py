@@ -5,6 +5,8 @@ two series processed as two tasks."""
 from __future__ import annotations
 
 import io
+import json
+import uuid
 import zipfile
 
 import numpy as np
@@ -12,6 +14,8 @@ import pydicom
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
 
+from services.processor.imaging.io_dicom_write import UidMap
+from tests.conftest import start_platform
 from tests.e2e.conftest import NIBABEL_FILES, PYDICOM_FILES, client, download, submit, wait_job
 
 CONTRACT_OPERATIONS = [
@@ -124,6 +128,39 @@ def test_anonymize_keeps_a_jobs_uids_consistent(platform) -> None:
     assert back[0].StudyInstanceUID == back[1].StudyInstanceUID != original.StudyInstanceUID
     assert back[0].PatientIdentityRemoved == "YES" and str(back[0].PatientName) != str(original.PatientName)
     assert back[0].PixelData == original.PixelData
+    # keyed by the secret the launcher generated for the processor (var/anonymize.key), not by
+    # the job id alone as the unkeyed uuid5 derivation was
+    secret = (platform.data_dir / "anonymize.key").read_text().strip()
+    assert back[0].StudyInstanceUID == UidMap(secret, job["job_id"])(original.StudyInstanceUID)
+    unkeyed = uuid.uuid5(uuid.NAMESPACE_OID, f"radiology-anonymize:{job['job_id']}" + chr(0)
+                         + original.StudyInstanceUID)
+    assert back[0].StudyInstanceUID != f"2.25.{unkeyed.int}"
+
+
+def test_anonymize_without_the_secret_fails_naming_it(tmp_path) -> None:
+    """A processor started without RADIOLOGY_ANONYMIZE_SECRET (a custom deployment) says so once at
+    start, and its anonymize tasks fail with that message: UIDs are never derived without the key."""
+    platform = start_platform(tmp_path / "data", env={"RADIOLOGY_ANONYMIZE_SECRET": ""})
+    try:
+        one, two = _slices("1.2.826.0.1.3680043.2.1125.93", 3, "T1", 2, 0)
+        with client(platform) as c:
+            r = submit(c, [("one.dcm", one), ("two.dcm", two)], "anonymize")
+            assert r.status_code == 202, r.text
+            job = wait_job(c, r.json()["job_id"], timeout=120)
+    finally:
+        platform.stop()
+    assert job["status"] == "FAILED" and len(job["task_results"]) == 2
+    for task in job["task_results"]:
+        assert task["status"] == "FAILED"
+        assert task["error"].startswith("RADIOLOGY_ANONYMIZE_SECRET is not set"), task["error"]
+        assert "Traceback" not in task["error"] and not task.get("result")
+    lines = (platform.data_dir / "logs" / "processor.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    said = [e for e in entries if "RADIOLOGY_ANONYMIZE_SECRET is not set" in e["message"]]
+    at_start = [e for e in said if e["logger"] == "services.processor.server"]
+    assert len(at_start) == 1 and at_start[0]["level"] == "error", said  # once, at start
+    assert at_start[0]["message"].startswith("anonymize tasks will fail")
+    assert said.index(at_start[0]) == 0  # before any task ran
 
 
 def test_a_zip_of_two_series_is_two_tasks(platform) -> None:

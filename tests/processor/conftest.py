@@ -30,6 +30,17 @@ from services.processor.pool import ProcessPool
 from services.processor.worker import Worker, subscribe
 from tests.conftest import NatsServer, free_port
 
+# The key of anonymize's UID replacement, as every deployment sets it for the processors (test
+# value); tests of a processor without it remove it themselves.
+ANONYMIZE_SECRET = "test-anonymize-secret-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def anonymize_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("RADIOLOGY_ANONYMIZE_SECRET", ANONYMIZE_SECRET)
+    return ANONYMIZE_SECRET
+
+
 # --- fake storage -------------------------------------------------------------------------------
 
 

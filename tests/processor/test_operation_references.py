@@ -615,6 +615,44 @@ def test_anonymize_two_files_of_a_job_keeps_their_series_together(tmp_path: Path
     assert pydicom.dcmread(other_job["outputs"][0]["path"]).SeriesInstanceUID != a.SeriesInstanceUID
 
 
+@pytest.mark.parametrize("secret", ["", "short-but-not-empty"])
+def test_anonymize_without_a_usable_secret_fails_naming_the_setting(
+    secret: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No fallback to UIDs derived from the job id alone: the task fails, the message names the
+    setting, and nothing is written."""
+    source = tmp_path / "a.dcm"
+    source.write_bytes(phi_slice("1.2.826.0.1.3680043.2.1125.5", 1, 0.0))
+    out = tmp_path / "out"
+    out.mkdir()
+    if secret:
+        monkeypatch.setenv("RADIOLOGY_ANONYMIZE_SECRET", secret)
+    else:
+        monkeypatch.delenv("RADIOLOGY_ANONYMIZE_SECRET")
+    with pytest.raises(operations.OperationError, match="RADIOLOGY_ANONYMIZE_SECRET") as caught:
+        run("anonymize", source, out)
+    assert ("is not set" if not secret else "is too short (19 characters)") in str(caught.value)
+    assert list(out.iterdir()) == []
+
+
+def test_anonymize_uids_follow_the_server_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same job, input and secret give the same UIDs; another secret (another deployment)
+    others, so the job id and the original UIDs are not enough to know the new ones."""
+    source = tmp_path / "a.dcm"
+    source.write_bytes(phi_slice("1.2.826.0.1.3680043.2.1125.5", 1, 0.0))
+    series = []
+    for k, secret in enumerate(["first-deployment-secret-0123456789abcdef"] * 2
+                               + ["other-deployment-secret-0123456789abcdef"]):
+        monkeypatch.setenv("RADIOLOGY_ANONYMIZE_SECRET", secret)
+        out = tmp_path / f"out{k}"
+        out.mkdir()
+        back = pydicom.dcmread(run("anonymize", source, out)["outputs"][0]["path"])
+        series.append((back.StudyInstanceUID, back.SeriesInstanceUID, back.SOPInstanceUID))
+    first, again, other = series
+    assert first == again
+    assert all(a != b for a, b in zip(first, other, strict=True))
+
+
 def test_anonymize_zip_renames_members_and_keeps_one_series(tmp_path: Path) -> None:
     zip_path = tmp_path / "Doe_Jane.zip"
     with zipfile.ZipFile(zip_path, "w") as zf:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
+import hmac
 import io
 import json
-import uuid
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -586,14 +587,26 @@ def profile_action(tag: BaseTag | int) -> str | None:
 
 
 class UidMap:
-    """Consistent UID replacement within a job: the same input UID always gives the same new UID,
-    in any process, for a given ``key`` (say, the job's id with a server secret), and different keys
-    give unrelated UIDs. New UIDs are 2.25 UIDs (PS3.5 B.2) of name-based UUIDs of key and UID."""
+    """Consistent UID replacement within a job: the same input UID always gives the same new UID, in
+    any process, for a given server ``secret`` and ``job_id``; another job or another secret gives
+    unrelated UIDs. The new UID is a keyed hash, HMAC-SHA256 with the secret as key over the job id
+    and the original UID (each length-prefixed, after a fixed context label), so knowing the job id
+    and guessing an original UID (a site's UID root and a likely suffix, a UID from another copy of
+    the study) does not tell whether it is the one behind an output: that needs the secret.
 
-    def __init__(self, key: str) -> None:
+    The new UIDs are 2.25 UIDs (PS3.5 B.2): the first 128 bits of the HMAC, with the version (8,
+    custom, RFC 9562) and variant bits of a UUID set, written as one decimal integer. That is at
+    least 2**79, so it has no leading zero and at most 39 digits: 44 characters in all (PS3.5 9.1
+    allows 64), 122 bits of the HMAC kept."""
+
+    def __init__(self, secret: str | bytes, job_id: str) -> None:
+        key = secret.encode() if isinstance(secret, str) else bytes(secret)
         if not key:
-            raise ValueError("a UID map needs a non-empty key")
-        self._key = key
+            raise ValueError("a UID map needs a non-empty secret")
+        if not job_id:
+            raise ValueError("a UID map needs a job id")
+        self._mac = hmac.new(key, _length_prefixed(UID_HASH_CONTEXT), hashlib.sha256)
+        self._mac.update(_length_prefixed(job_id.encode()))
         self._seen: dict[str, str] = {}
 
     def __call__(self, uid: str) -> str:
@@ -601,9 +614,26 @@ class UidMap:
         if not uid:
             return uid
         if uid not in self._seen:
-            name_based = uuid.uuid5(uuid.NAMESPACE_OID, f"{self._key}\x00{uid}")  # SHA-1, RFC 4122
-            self._seen[uid] = f"2.25.{name_based.int}"
+            mac = self._mac.copy()
+            mac.update(_length_prefixed(uid.encode()))
+            self._seen[uid] = uid_from_digest(mac.digest())
         return self._seen[uid]
+
+
+UID_HASH_CONTEXT = b"radiology anonymize UID v1"
+
+
+def _length_prefixed(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def uid_from_digest(digest: bytes) -> str:
+    """A 2.25 UID (PS3.5 B.2) of the first 16 bytes of a hash: a UUID of version 8 (RFC 9562's
+    custom version) and the RFC 4122 variant, as a decimal integer."""
+    value = int.from_bytes(digest[:16], "big")
+    value = (value & ~(0xF << 76)) | (0x8 << 76)  # version 8
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant 10xx
+    return f"2.25.{value}"
 
 
 @dataclass

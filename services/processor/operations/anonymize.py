@@ -6,24 +6,48 @@ import uuid
 from typing import Any
 
 from services.common import sniff
+from services.common.config import Settings
 from services.common.keys import output_name
 from services.processor import imaging
 from services.processor.imaging import io_dicom, io_dicom_write, io_series
 from services.processor.imaging.outputs import MEDIA_TYPES, write_views
-from services.processor.operations.registry import FileTask, Operation, register
+from services.processor.operations.registry import FileTask, Operation, OperationError, register
 from services.processor.operations.schema import params_schema
 
-UID_KEY_PREFIX = "radiology-anonymize:"
+SECRET_SETTING = "RADIOLOGY_ANONYMIZE_SECRET"
+MIN_SECRET_CHARS = 32
 
 
-def uid_map(job_id: str) -> io_dicom_write.UidMap:
+def secret_problem(secret: str) -> str | None:
+    """Why ``secret`` cannot key the UID replacement, in words for users and operators; None if it can."""
+    if not secret:
+        return (
+            f"{SECRET_SETTING} is not set on this processor: anonymize replaces UIDs with a keyed "
+            f"hash and cannot run without that server secret (the same long random value on every "
+            f"processor replica; see docs/imaging.md)"
+        )
+    if len(secret) < MIN_SECRET_CHARS:
+        return (
+            f"{SECRET_SETTING} is too short ({len(secret)} characters): it needs at least "
+            f"{MIN_SECRET_CHARS}, a long random value, the same on every processor replica"
+        )
+    return None
+
+
+def uid_map(job_id: str, secret: str) -> io_dicom_write.UidMap:
     """UIDs replaced the same way in every task of a job (series stay series, references stay
-    valid across the job's files), and differently in another job."""
-    return io_dicom_write.UidMap(UID_KEY_PREFIX + (job_id or str(uuid.uuid4())))
+    valid across the job's files), whichever replica runs it, and differently in another job; keyed
+    by the server secret, so the job id alone does not let anyone recompute them. Raises
+    OperationError, naming the setting, when the secret is missing or too short: never a UID that
+    could be derived without it."""
+    problem = secret_problem(secret)
+    if problem is not None:
+        raise OperationError(problem)
+    return io_dicom_write.UidMap(secret, job_id or str(uuid.uuid4()))
 
 
 def anonymize(task: FileTask) -> dict[str, Any]:
-    uids = uid_map(task.job_id)
+    uids = uid_map(task.job_id, Settings().anonymize_secret)
     reports: list[io_dicom_write.AnonymizationReport] = []
 
     def transform(ds: Any) -> io_dicom_write.AnonymizationReport:

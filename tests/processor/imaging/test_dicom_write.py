@@ -4,9 +4,15 @@ of PS3.15 Table E.1-1."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import random
+import re
 import shutil
 import subprocess
+import sys
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -23,6 +29,7 @@ from services.processor import imaging
 from services.processor.imaging import filters, geometry, io_dicom_write
 from services.processor.imaging.frames import per_frame
 from services.processor.imaging.io_dicom_write import UidMap, anonymize, profile_rules, tag_of
+from tests.processor.conftest import ANONYMIZE_SECRET
 from tests.processor.imaging.helpers import NIBABEL_DATA, dicom_file
 
 # -- derived images --------------------------------------------------------------------------------
@@ -247,7 +254,7 @@ def test_no_attribute_of_the_profile_keeps_its_value() -> None:
     ds, originals = _filled_with_phi()
     assert len(originals) >= 600  # the whole table, not a sample
     pixels = ds.PixelData
-    report = anonymize(ds, UidMap("job-1"))
+    report = anonymize(ds, UidMap(ANONYMIZE_SECRET, "job-1"))
     for tag, original in originals.items():
         if tag not in ds:
             continue
@@ -309,7 +316,7 @@ def test_sequences_given_a_dummy_keep_no_identifying_text_in_their_items(tmp_pat
     annotation.TextObjectSequence = [words]
     ds.GraphicAnnotationSequence = [annotation]
 
-    report = anonymize(ds, UidMap("job-11"))
+    report = anonymize(ds, UidMap(ANONYMIZE_SECRET, "job-11"))
     ds.save_as(tmp_path / "anon.dcm", enforce_file_format=True)
     written = (tmp_path / "anon.dcm").read_bytes()
     for secret in secrets:
@@ -320,7 +327,7 @@ def test_sequences_given_a_dummy_keep_no_identifying_text_in_their_items(tmp_pat
     assert back.InstitutionCodeSequence[0].CodeMeaning == "ANONYMOUS"
     step_back = back.ReferencedPerformedProcedureStepSequence[0]
     assert step_back.ReferencedSOPClassUID == "1.2.840.10008.3.1.2.3.3"  # the standard's own UID
-    assert step_back.ReferencedSOPInstanceUID == UidMap("job-11")("1.2.840.99999.77")
+    assert step_back.ReferencedSOPInstanceUID == UidMap(ANONYMIZE_SECRET, "job-11")("1.2.840.99999.77")
     # the content item's reference to this image follows the image's new UID exactly
     assert back.ContentSequence[2].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == back.SOPInstanceUID
     assert back.SOPInstanceUID != referenced
@@ -331,23 +338,98 @@ def test_uids_are_replaced_consistently_within_a_job(tmp_path: Path) -> None:
     first = pydicom.dcmread(dicom_file("CT_small.dcm"))
     second = pydicom.dcmread(dicom_file("CT_small.dcm"))
     second.SOPInstanceUID = pydicom.uid.generate_uid()  # another slice of the same series
-    uids = UidMap("job-7")
+    uids = UidMap(ANONYMIZE_SECRET, "job-7")
     anonymize(first, uids)
-    anonymize(second, UidMap("job-7"))  # another process of the same job
+    anonymize(second, UidMap(ANONYMIZE_SECRET, "job-7"))  # another process of the same job
     assert first.StudyInstanceUID == second.StudyInstanceUID != "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
     assert first.SeriesInstanceUID == second.SeriesInstanceUID
     assert first.FrameOfReferenceUID == second.FrameOfReferenceUID
     assert first.SOPInstanceUID != second.SOPInstanceUID
     other_job = pydicom.dcmread(dicom_file("CT_small.dcm"))
-    anonymize(other_job, UidMap("job-8"))
+    anonymize(other_job, UidMap(ANONYMIZE_SECRET, "job-8"))
     assert other_job.StudyInstanceUID != first.StudyInstanceUID
     assert pydicom.uid.UID(first.StudyInstanceUID).is_valid
+
+
+ORIGINAL_UID = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"  # CT_small's Study Instance UID
+JOB = "0b0e2f3c-5a4d-4e5f-8a9b-1c2d3e4f5a6b"
+
+
+def _spec_uid(secret: bytes, job_id: str, uid: str) -> str:
+    """The derivation as docs/imaging.md states it, written out independently of the code."""
+    fields = [b"radiology anonymize UID v1", job_id.encode(), uid.encode()]
+    message = b"".join(len(f).to_bytes(4, "big") + f for f in fields)
+    top = bytearray(hmac.new(secret, message, hashlib.sha256).digest()[:16])
+    top[6] = (top[6] & 0x0F) | 0x80  # UUID version 8
+    top[8] = (top[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return "2.25." + str(int.from_bytes(top, "big"))
+
+
+def test_new_uids_are_a_keyed_hash_of_job_and_uid_under_the_server_secret() -> None:
+    uids = UidMap(ANONYMIZE_SECRET, JOB)
+    new = uids(ORIGINAL_UID)
+    assert new == _spec_uid(ANONYMIZE_SECRET.encode(), JOB, ORIGINAL_UID)
+    assert UidMap(ANONYMIZE_SECRET, JOB)(ORIGINAL_UID) == new  # another call, another task of the job
+    assert UidMap(ANONYMIZE_SECRET.encode(), JOB)(ORIGINAL_UID) == new
+    assert UidMap(ANONYMIZE_SECRET + "x", JOB)(ORIGINAL_UID) != new  # another secret
+    assert UidMap(ANONYMIZE_SECRET, JOB + "x")(ORIGINAL_UID) != new  # another job
+    assert uids(ORIGINAL_UID + "1") != new
+    # The job id and the original UID alone do not give it: neither the old unkeyed derivation
+    # (uuid5 of the job id and the UID) nor any hash of them without the secret.
+    old = uuid.uuid5(uuid.NAMESPACE_OID, f"radiology-anonymize:{JOB}\x00{ORIGINAL_UID}")
+    unkeyed = [
+        f"2.25.{old.int}",
+        f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, JOB + chr(0) + ORIGINAL_UID).int}",
+        _spec_uid(b"", JOB, ORIGINAL_UID),
+        _spec_uid(JOB.encode(), JOB, ORIGINAL_UID),
+    ]
+    assert new not in unkeyed
+    # fields are length-prefixed: moving characters between job id and UID changes the result
+    assert UidMap(ANONYMIZE_SECRET, JOB + "1")("2.3") != UidMap(ANONYMIZE_SECRET, JOB)("12.3")
+    with pytest.raises(ValueError):
+        UidMap("", JOB)
+
+
+def test_new_uids_are_the_same_in_another_process() -> None:
+    """Tasks of one job run on different processor replicas: a fresh interpreter with the same
+    secret maps the same UID to the same new UID."""
+    code = (
+        "import sys; from services.processor.imaging.io_dicom_write import UidMap; "
+        "print(UidMap(sys.argv[1], sys.argv[2])(sys.argv[3]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, ANONYMIZE_SECRET, JOB, ORIGINAL_UID],
+        capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+    )
+    assert out.stdout.strip() == UidMap(ANONYMIZE_SECRET, JOB)(ORIGINAL_UID)
+
+
+def test_new_uids_are_valid_uids() -> None:
+    """PS3.5 9.1: digits and dots, at most 64 characters, no empty component and no component with
+    a leading zero; 2.25 UIDs (B.2) are a UUID as one decimal integer."""
+    rule = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+    rng = random.Random(7)
+    uids = UidMap(ANONYMIZE_SECRET, JOB)
+    originals = {ORIGINAL_UID, "1.2", "2.25." + "9" * 39, "1." + ".".join("9" * 3 for _ in range(15))}
+    originals |= {".".join(str(rng.randrange(10**rng.randrange(1, 12))) for _ in range(rng.randrange(2, 12)))
+                  for _ in range(3000)}
+    seen = set()
+    for original in originals:
+        new = uids(original)
+        assert rule.fullmatch(new) and len(new) <= 64, new
+        assert pydicom.uid.UID(new).is_valid
+        assert new.startswith("2.25.")
+        as_uuid = uuid.UUID(int=int(new[5:]))
+        assert as_uuid.version == 8 and as_uuid.variant == uuid.RFC_4122
+        seen.add(new)
+    assert len(seen) == len(originals)  # no two originals share a new UID
 
 
 def test_anonymized_file_reads_back_with_unchanged_pixels(tmp_path: Path) -> None:
     source = dicom_file("CT_small.dcm")
     original = pydicom.dcmread(source)
-    report = io_dicom_write.anonymize_file(source, tmp_path / "anon.dcm", UidMap("job-9"))
+    report = io_dicom_write.anonymize_file(source, tmp_path / "anon.dcm", UidMap(ANONYMIZE_SECRET, "job-9"))
     back = pydicom.dcmread(tmp_path / "anon.dcm")
     assert np.array_equal(back.pixel_array, original.pixel_array)
     assert back.file_meta.MediaStorageSOPInstanceUID == back.SOPInstanceUID != original.SOPInstanceUID
