@@ -305,6 +305,87 @@ def test_clahe_of_a_volume_is_3d() -> None:
     assert out.data.dtype == np.float32
 
 
+def _smooth(shape: tuple[int, ...], seed: int, scale: float = 800.0) -> np.ndarray:
+    """Smooth structure plus noise in real units (so that the histograms are not flat)."""
+    rng = np.random.default_rng(seed)
+    return (ndimage.gaussian_filter(rng.random(shape), 2.0) * scale + rng.normal(0, 5, shape) - 300.0)
+
+
+def reference_clahe(values: np.ndarray, kernel: tuple[int, ...] | None, clip_limit: float) -> np.ndarray:
+    """scikit-image on the min..max rescaled values (the undecorated function: a volume whose last
+    axis is 3 or 4 long is not colour; a constant image rescales to zeros)."""
+    x = values.astype(np.float64)
+    span = x.max() - x.min()
+    unit_values = (x - x.min()) / span if span > 0 else np.zeros(x.shape)
+    return exposure.equalize_adapthist.__wrapped__(unit_values, kernel_size=kernel, clip_limit=clip_limit)
+
+
+# Sizes not divisible by the kernel, a kernel larger than an axis (capped there: an anisotropic
+# kernel), the default kernel (1/8 of each axis), the schema's clip limits at their edges.
+CLAHE_VOLUMES = [
+    ((37, 29, 23), 8, 0.01),
+    ((40, 33, 9), 16, 0.02),  # kernel (16, 16, 9): the last axis is shorter than 16
+    ((41, 35, 27), None, 0.01),  # kernel (5, 4, 3)
+    ((30, 26, 19), 6, 1e-6),  # a limit of one count per bin: almost everything handed back
+    ((30, 26, 19), 6, 1.0),  # no clipping: plain adaptive equalisation
+    ((25, 21, 3), 7, 0.05),
+]
+
+
+@pytest.mark.parametrize(("shape", "kernel_size", "clip_limit"), CLAHE_VOLUMES)
+def test_clahe_of_volumes_is_scikit_images(shape: tuple, kernel_size: int | None, clip_limit: float) -> None:
+    values = _smooth(shape, sum(shape)).astype(np.float32)
+    image = Image(data=values, kind="volume", affine=np.diag([0.8, 0.8, 2.0, 1.0]))
+    out = apply("equalize", image, clip_limit=clip_limit, kernel_size=kernel_size)
+    kernel = None if kernel_size is None else tuple(min(kernel_size, n) for n in shape)
+    expected = reference_clahe(values, kernel, clip_limit)
+    assert out.data.dtype == np.float32
+    # the same 2**14 levels, the same stretch: scikit-image's float64 result rounded to float32
+    np.testing.assert_array_equal(out.data, expected.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel_size", "clip_limit"),
+    [((67, 93), 10, 0.02), ((64, 48), None, 0.01), ((31, 90), 40, 1e-6), ((50, 45), 3, 1.0)],
+)
+def test_clahe_of_2d_arrays_is_scikit_images(
+    shape: tuple, kernel_size: int | None, clip_limit: float
+) -> None:
+    values = _smooth(shape, shape[0]).astype(np.int16)
+    out = apply("equalize", Image(data=values, kind="2d"), clip_limit=clip_limit, kernel_size=kernel_size)
+    kernel = None if kernel_size is None else tuple(min(kernel_size, n) for n in shape)
+    expected = reference_clahe(values, kernel, clip_limit)
+    np.testing.assert_array_equal(out.data, np.rint(expected * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("kind", ["2d", "volume"])
+def test_clahe_of_a_constant_image_is_scikit_images(kind: str) -> None:
+    shape = (20, 30) if kind == "2d" else (12, 10, 9)
+    values = np.full(shape, 7.0, np.float32)
+    out = apply("equalize", Image(data=values, kind=kind), clip_limit=0.01, kernel_size=None)  # type: ignore[arg-type]
+    expected = reference_clahe(values, None, 0.01)
+    assert np.unique(expected).size == 1  # one level, kept within 0..1 by scikit-image's stretch
+    if kind == "2d":
+        np.testing.assert_array_equal(out.data, np.rint(expected * 255).astype(np.uint8))
+    else:
+        np.testing.assert_array_equal(out.data, expected.astype(np.float32))
+
+
+def test_clahe_of_a_float32_volume_stays_under_three_volumes() -> None:
+    # scikit-image's equalize_adapthist peaks at ~13 volumes here (float64 padded copies, its
+    # histograms per region); ours: the float32 result, uint8 bins and a few slabs.
+    data = _smooth((96, 96, 96), 5).astype(np.float32)
+    image = Image(data=data, kind="volume", affine=np.diag([0.9, 0.9, 1.2, 1.0]))
+    tracemalloc.start()
+    try:
+        out = apply("equalize", image, clip_limit=0.01, kernel_size=None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * data.nbytes, peak / data.nbytes
+    np.testing.assert_array_equal(out.data, reference_clahe(data, None, 0.01).astype(np.float32))
+
+
 def test_clahe_of_colour_equalises_the_value_channel(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     rgb = (ndimage.gaussian_filter(rng.random((80, 96, 3)), (4, 4, 0)) * 120 + 40).astype(np.uint8)

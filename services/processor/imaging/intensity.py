@@ -1,4 +1,4 @@
-"""Intensity maps: the DICOM linear window to 8-bit grey, normalisation, CLAHE."""
+"""Intensity maps: the DICOM linear window to 8-bit grey, normalisation, CLAHE (in `clahe.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from . import clahe as _clahe
 from .filters import BLOCK_VALUES
 
 # Common display windows (center, width) in Hounsfield units; the names are the catalogue's.
@@ -125,35 +126,22 @@ def _affine_float32(
     return _blockwise(values, np.float32, affine)
 
 
-def rescale_unit(values: np.ndarray) -> np.ndarray:
-    """Float64 values mapped linearly from their finite min..max onto 0..1 (NaN to 0)."""
-    finite = _finite(values)
-    out = values.astype(np.float64)
-    if finite.size == 0:
-        return np.zeros(values.shape)
-    lo, hi = float(finite.min()), float(finite.max())
-    out -= lo
-    if hi > lo:
-        out /= hi - lo
-    return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
-
-
 def clahe(values: np.ndarray, clip_limit: float, kernel_size: int | None, colour: bool = False) -> np.ndarray:
-    """Contrast Limited Adaptive Histogram Equalisation (scikit-image's ``equalize_adapthist``) of
-    a grey image or volume of any units, or of an RGB image (on its HSV value, as scikit-image does).
+    """Contrast Limited Adaptive Histogram Equalisation, the same as scikit-image's
+    ``equalize_adapthist`` (see `clahe.py`), of a grey image or volume of any units, or of an RGB
+    image (on its HSV value, as scikit-image does).
 
-    Grey values are first mapped from their min..max onto 0..1 (scikit-image takes floats only in
-    0..1); ``clip_limit`` is scikit-image's, normalised 0..1; ``kernel_size`` is the side of the
-    contextual regions in pixels/voxels (None: 1/8 of each axis), capped at each axis' length.
-    Returns float32 in 0..1.
+    Grey values are first mapped from their finite min..max onto 0..1 (NaN and -inf as the minimum,
+    +inf as the maximum); ``clip_limit`` is scikit-image's, normalised 0..1; ``kernel_size`` is the
+    side of the contextual regions in pixels/voxels (None: 1/8 of each axis), capped at each axis'
+    length. Returns float32 in 0..1.
     """
-    from skimage.exposure import equalize_adapthist
-
     spatial = values.shape[:-1] if colour else values.shape
     kernel = None if kernel_size is None else tuple(max(1, min(int(kernel_size), n)) for n in spatial)
-    if colour:  # scikit-image's RGB path: CLAHE of the HSV value
-        out = equalize_adapthist(values, kernel_size=kernel, clip_limit=float(clip_limit))
-    else:  # the undecorated function: a grey volume whose last axis is 3 or 4 long is not colour
-        plain = equalize_adapthist.__wrapped__  # type: ignore[attr-defined]
-        out = plain(rescale_unit(values), kernel_size=kernel, clip_limit=float(clip_limit))
-    return out.astype(np.float32)
+    if colour:  # scikit-image's RGB path: CLAHE of the HSV value (2D images only: small)
+        from skimage.color import hsv2rgb, rgb2hsv
+
+        hsv = rgb2hsv(values[..., :3])
+        hsv[..., 2] = _clahe.equalize(hsv[..., 2], kernel, float(clip_limit), dtype=np.float64)
+        return hsv2rgb(hsv).astype(np.float32)
+    return _clahe.equalize_range(values, kernel, float(clip_limit))
