@@ -37,10 +37,12 @@ def settled(task_type: str, outcome: str, seconds: float) -> None:
 
 
 async def track_queue_depth(
-    sub: Callable[[], JetStreamContext.PullSubscription], interval: float
+    sub: Callable[[], JetStreamContext.PullSubscription], interval: float,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Keep queue_depth up to date until cancelled (`sub`: the current subscription)."""
-    while True:
+    """Keep queue_depth up to date until cancelled or `stopping()` (`sub`: the current
+    subscription). The flag too, because a cancellation can be lost in the request's wait_for."""
+    while not stopping():
         try:
             QUEUE_DEPTH.set((await sub().consumer_info()).num_pending)
         except Exception as exc:

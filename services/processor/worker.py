@@ -127,7 +127,8 @@ class Worker:
         await self.cancelled.listen(self._nc)
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="task-fetcher")
         self._background.append(asyncio.create_task(
-            metrics.track_queue_depth(lambda: self._sub, self._queue_depth_interval), name="queue-depth"))
+            metrics.track_queue_depth(lambda: self._sub, self._queue_depth_interval, lambda: self._stopping),
+            name="queue-depth"))
         self._background.append(asyncio.create_task(self._watch_consumer(), name="consumer-check"))
 
     @property
@@ -147,8 +148,12 @@ class Worker:
         return None
 
     async def _watch_consumer(self) -> None:
-        while True:
+        # drain() cancels it, and the flag ends it too: on Python 3.11 a cancellation that arrives
+        # as a NATS request's reply does is lost inside asyncio.wait_for.
+        while not self._stopping:
             await asyncio.sleep(CONSUMER_CHECK_INTERVAL)
+            if self._stopping:
+                return
             try:
                 problem = await self.consumer_problem()
                 if problem is not None:

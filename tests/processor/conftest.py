@@ -181,6 +181,7 @@ class Harness:
     events: list[Seen] = field(default_factory=list)
     workers: list[tuple[Worker, NATS, grpc.aio.Channel]] = field(default_factory=list)
     _collector: asyncio.Task[None] | None = None
+    _closing: bool = False
 
     def settings(self, **overrides: object) -> Settings:
         values: dict[str, object] = dict(
@@ -214,7 +215,10 @@ class Harness:
         self._collector = asyncio.create_task(self._collect(sub))
 
     async def _collect(self, sub) -> None:
-        while True:
+        # Stopped by a flag, not only by cancel(): on Python 3.11 asyncio.wait_for (inside nats-py's
+        # fetch) swallows a cancellation that arrives as its result does, and a loop that relied on
+        # the cancel then ran forever and hung the fixture's teardown.
+        while not self._closing:
             try:
                 msgs = await sub.fetch(1, timeout=1.0)
             except nats.errors.TimeoutError:
@@ -313,6 +317,7 @@ class Harness:
             await nc.close()
             await channel.close()
         if self._collector:
+            self._closing = True
             self._collector.cancel()
             await asyncio.gather(self._collector, return_exceptions=True)
         if self.nc:

@@ -516,3 +516,20 @@ async def test_server_sigterm_finishes_in_flight_work_and_exits_0(harness: Harne
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def test_background_loops_end_on_the_stop_flag_even_without_a_cancel(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.11 asyncio.wait_for (inside every NATS request) loses a cancellation that
+    arrives together with the reply; drain() must not hang on a loop that lost it. Here the
+    loops get no cancel at all: the stop flag alone ends them."""
+    monkeypatch.setattr(worker_module, "CONSUMER_CHECK_INTERVAL", 0.1)
+    worker = await harness.worker(queue_depth_interval=0.1)
+    loops = list(worker._background)
+    assert len(loops) == 2 and not any(t.done() for t in loops)
+    worker._stopping = True  # what drain() sets first
+    done, pending = await asyncio.wait(loops, timeout=3)
+    assert not pending, [t.get_name() for t in pending]
+    worker._stopping = False  # let the fixture's drain() run as usual
+    await worker.drain()
