@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     nats_creds_file: str = ""  # path of a .creds file (JWT + NKey seed); used instead of user/password
     # Deadline for internal gRPC calls.
     rpc_timeout_seconds: float = 10.0
+    # How gRPC clients use a peer's addresses: "pick_first" (one connection) or "round_robin"
+    # (every address of the name; Kubernetes headless Services). See common/grpc_client.py.
+    grpc_load_balancing: Literal["pick_first", "round_robin"] = "pick_first"
     # Seconds a service waits for in-flight work on SIGTERM.
     shutdown_grace_seconds: float = 20.0
 

@@ -167,9 +167,9 @@ class Backends:
     def __init__(self, settings: Settings) -> None:
         timeout = settings.rpc_timeout_seconds
         self.channels: dict[str, grpc.aio.Channel] = {
-            "jobs": channel(settings.jobs_addr),
-            "storage": channel(settings.storage_addr),
-            "processor": channel(settings.processor_addr),
+            "jobs": channel(settings.jobs_addr, settings.grpc_load_balancing),
+            "storage": channel(settings.storage_addr, settings.grpc_load_balancing),
+            "processor": channel(settings.processor_addr, settings.grpc_load_balancing),
         }
         self.jobs = JobsClient(self.channels["jobs"], timeout)
         self.storage = StorageClient(self.channels["storage"], timeout)

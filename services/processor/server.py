@@ -36,7 +36,7 @@ async def main() -> None:
     await messaging.wait_for_streams(js)  # the jobs service creates them ...
     sub = await subscribe(js)  # ... and the durable consumer: waits for it
 
-    storage_channel = grpc_client.channel(settings.storage_addr)
+    storage_channel = grpc_client.channel(settings.storage_addr, settings.grpc_load_balancing)
     storage = StorageClient(storage_channel, settings.rpc_timeout_seconds)
     pool = ProcessPool(settings.workers, memory_budget=settings.task_memory_bytes)
     await pool.start()

@@ -94,7 +94,7 @@ async def test_calls_reach_both_storage_services_behind_one_target(tmp_path: Pat
         await server.start()
         backends.append(backend)
         servers.append(server)
-    balanced = grpc_client.channel(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}")
+    balanced = grpc_client.channel(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}", "round_robin")
     direct = [grpc_client.channel(f"127.0.0.1:{p}") for p in ports]
     try:
         client = StorageClient(balanced, 5.0)
@@ -119,13 +119,13 @@ async def test_calls_reach_both_storage_services_behind_one_target(tmp_path: Pat
 
 async def test_round_robin_is_what_spreads_the_calls() -> None:
     """The same two-address target on a channel without our service config (gRPC's default,
-    pick_first) sends every call to one server; ours sends them to both, in turn, and goes on
-    with the other one when a server stops."""
+    pick_first) sends every call to one server; ours with round_robin sends them to both, in turn,
+    and goes on with the other one when a server stops."""
     s0, p0 = await _identity_server("s0", "127.0.0.1:0")
     s1, p1 = await _identity_server("s1", "127.0.0.1:0")
     addr = f"ipv4:127.0.0.1:{p0},127.0.0.1:{p1}"
     plain = grpc.aio.insecure_channel(addr)
-    ours = grpc_client.channel(addr)
+    ours = grpc_client.channel(addr, "round_robin")
     try:
         assert {name for name, _ in await _who(plain, 10)} == {"s0"}
         names = [name for name, _ in await _who(ours, 10)]
@@ -159,7 +159,7 @@ async def test_a_plain_host_name_reaches_every_address_it_resolves_to() -> None:
     headless Service's name do."""
     s0, port = await _identity_server("v4", "127.0.0.1:0")
     s1, _ = await _identity_server("v6", f"[::1]:{port}")
-    ch = grpc_client.channel(f"localhost:{port}")
+    ch = grpc_client.channel(f"localhost:{port}", "round_robin")
     try:
         assert {name for name, _ in await _who(ch, 10)} == {"v4", "v6"}
     finally:
@@ -174,13 +174,15 @@ async def test_loopback_addresses_keep_working() -> None:
     server, port = await _identity_server("s", "127.0.0.1:0")
     try:
         for addr in (f"127.0.0.1:{port}", f"localhost:{port}"):
-            ch = grpc_client.channel(addr)
-            try:
-                assert {name for name, _ in await _who(ch, 4)} == {"s"}
-                reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
-                assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            finally:
-                await ch.close()
+            for policy in grpc_client.LOAD_BALANCING_POLICIES:
+                ch = grpc_client.channel(addr, policy)
+                try:
+                    assert {name for name, _ in await _who(ch, 4)} == {"s"}
+                    health_stub = health_pb2_grpc.HealthStub(ch)
+                    reply = await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+                finally:
+                    await ch.close()
     finally:
         await server.stop(None)
 
@@ -246,3 +248,35 @@ async def test_a_finite_grace_would_cut_the_stream() -> None:
     """Why the grace has no limit: with a grace of 0.5 s, the same stream is cut."""
     ended, _ = await _stream_while_calling(_aged(1000, 500))
     assert ended.startswith("cut after") and ended.endswith("UNAVAILABLE"), ended
+
+
+async def test_the_default_policy_uses_one_connection_and_refuses_unknown_ones() -> None:
+    """pick_first (`make run`, compose): one server of a two-address target gets every call."""
+    s0, p0 = await _identity_server("s0", "127.0.0.1:0")
+    s1, p1 = await _identity_server("s1", "127.0.0.1:0")
+    ch = grpc_client.channel(f"ipv4:127.0.0.1:{p0},127.0.0.1:{p1}")
+    try:
+        assert len({name for name, _ in await _who(ch, 10)}) == 1
+    finally:
+        await ch.close()
+        await s0.stop(None)
+        await s1.stop(None)
+    with pytest.raises(ValueError, match="load balancing"):
+        grpc_client.channel("127.0.0.1:1", "random")
+
+
+async def test_with_pick_first_a_restarted_peer_answers_the_first_call() -> None:
+    """A peer that was down (the gateway's jobs service restarted by the supervisor) answers the
+    very first call after it is back: the idle channel connects for it and the call waits for the
+    connection, instead of failing fast in a reconnect backoff as round_robin does."""
+    server, port = await _identity_server("first", "127.0.0.1:0")
+    ch = grpc_client.channel(f"127.0.0.1:{port}")
+    try:
+        assert [n for n, _ in await _who(ch, 2)] == ["first", "first"]
+        await server.stop(None)
+        await asyncio.sleep(3)  # down for a while; nobody calls meanwhile
+        server, _ = await _identity_server("second", f"127.0.0.1:{port}")
+        assert [n for n, _ in await _who(ch, 1)] == ["second"]
+    finally:
+        await ch.close()
+        await server.stop(None)
